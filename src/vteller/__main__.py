@@ -1,0 +1,5 @@
+import sys
+
+from vteller.cli import main
+
+sys.exit(main())

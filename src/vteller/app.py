@@ -1,0 +1,120 @@
+"""Composition root: build every component from Settings and wire them. Nothing else."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from vteller.auth import CustomerTokenVerifier, DevTokenIssuer, LoginRateLimiter, StaffAuth
+from vteller.calls import CallManager
+from vteller.config import Settings, SettingsError
+from vteller.gateway import setup_routes
+from vteller.gateway.ws import SignalingEndpoint
+from vteller.observability import Metrics
+from vteller.store import SqliteStore
+from vteller.tls import write_private
+
+DEV_USERS = (("teller1", "Teller One", "teller"), ("supervisor1", "Supervisor One", "supervisor"),
+             ("auditor1", "Auditor One", "auditor"))
+DEV_CREDENTIALS = "dev-credentials.txt"
+APP_KEY = web.AppKey("vteller", object)
+
+
+@dataclass
+class Components:
+    settings: Settings
+    store: SqliteStore
+    staff: StaffAuth
+    customers: CustomerTokenVerifier
+    dev_issuer: DevTokenIssuer | None
+    metrics: Metrics
+    manager: CallManager | None = None
+
+
+def prepare_data(settings: Settings) -> None:
+    """Create the data directory layout (0700 where secrets live)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.keys_dir.mkdir(parents=True, exist_ok=True)
+    settings.keys_dir.chmod(0o700)
+
+
+def customer_verifier(settings: Settings, dev_issuer: DevTokenIssuer | None) -> CustomerTokenVerifier:
+    kw = dict(issuer=settings.customer_token_issuer, audience=settings.customer_token_audience,
+              max_ttl_s=settings.customer_token_max_ttl_s,
+              leeway_s=settings.customer_token_leeway_s)
+    if settings.customer_token_key_file is not None:
+        try:
+            return CustomerTokenVerifier.from_key_file(
+                settings.customer_token_algorithm, settings.customer_token_key_file, **kw)
+        except (OSError, ValueError, TypeError) as exc:
+            raise SettingsError(
+                f"VTELLER_CUSTOMER_TOKEN_KEY_FILE: cannot use it as a "
+                f"{settings.customer_token_algorithm} key ({type(exc).__name__})") from None
+    if dev_issuer is None:
+        raise SettingsError(
+            "VTELLER_CUSTOMER_TOKEN_KEY_FILE is required outside dev mode "
+            "(the bank backend's public key)")
+    return CustomerTokenVerifier("EdDSA", dev_issuer.public_key, **kw)
+
+
+def seed_dev_users(settings: Settings, store: SqliteStore) -> list[tuple[str, str, str]]:
+    """Dev mode only: demo staff accounts with random passwords, written 0600 once."""
+    created = []
+    for username, display, role in DEV_USERS:
+        if store.get_user(username) is None:
+            password = secrets.token_urlsafe(12)
+            store.add_user(username, display, role, StaffAuth.hash_password(password))
+            created.append((username, role, password))
+    if created:
+        path = settings.data_dir / DEV_CREDENTIALS
+        old = path.read_text() if path.exists() else ""
+        write_private(path, (old + "".join(f"{u} {r} {p}\n" for u, r, p in created)).encode())
+    return created
+
+
+def build(settings: Settings) -> Components:
+    prepare_data(settings)
+    store = SqliteStore(settings.database_path)
+    dev_issuer = (
+        DevTokenIssuer.load_or_create(settings.keys_dir, settings.customer_token_issuer,
+                                      settings.customer_token_audience)
+        if settings.dev_mode else None
+    )
+    return Components(
+        settings=settings,
+        store=store,
+        staff=StaffAuth(store, LoginRateLimiter(settings.login_max_failures,
+                                                settings.login_window_s),
+                        settings.staff_session_ttl_s),
+        customers=customer_verifier(settings, dev_issuer),
+        dev_issuer=dev_issuer,
+        metrics=Metrics(),
+    )
+
+
+def create_app(settings: Settings, components: Components | None = None) -> web.Application:
+    """The aiohttp application. The CallManager starts with the app's event loop."""
+    c = components or build(settings)
+    app = web.Application(client_max_size=64 * 1024)
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        c.manager = CallManager(settings, c.store, c.metrics)
+        endpoint._manager = c.manager
+        yield
+        await c.manager.shutdown()
+        await c.store.purge_sessions()
+
+    endpoint = SignalingEndpoint(settings, None, c.staff, c.customers, c.metrics)  # type: ignore[arg-type]
+    setup_routes(app, settings, c.store, c.staff, endpoint, c.metrics, c.dev_issuer)
+    app.cleanup_ctx.append(lifecycle)
+    app[APP_KEY] = c
+    return app
+
+
+def web_root() -> Path:
+    from vteller.gateway.http import WEB_CLIENT
+
+    return WEB_CLIENT

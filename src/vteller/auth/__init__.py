@@ -1,0 +1,16 @@
+"""Authentication: customer tokens from the bank backend, staff login, roles."""
+
+from vteller.auth.errors import AuthError
+from vteller.auth.roles import Role
+from vteller.auth.staff import LoginRateLimiter, StaffAuth
+from vteller.auth.tokens import CustomerClaims, CustomerTokenVerifier, DevTokenIssuer
+
+__all__ = [
+    "AuthError",
+    "CustomerClaims",
+    "CustomerTokenVerifier",
+    "DevTokenIssuer",
+    "LoginRateLimiter",
+    "Role",
+    "StaffAuth",
+]

@@ -1,0 +1,464 @@
+"""CallManager: parties, calls, the queue and media legs, coordinated.
+
+Every state change is synchronous code on the event loop, so each step is atomic
+(an accept and an abandon cannot interleave). Only SDP negotiation awaits, and it
+re-checks the call afterwards. Store writes go through one ordered writer task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from pydantic import BaseModel
+
+from vteller.calls.session import IN_CALL, WAITING, Call, CallState
+from vteller.config import Settings
+from vteller.media import MediaLeg, MediaNegotiationError
+from vteller.observability import Metrics
+from vteller.protocol import ErrorCode, ProtocolError
+from vteller.protocol import messages as m
+from vteller.routing import FifoRouter, IllegalTransition, TellerState
+from vteller.store import SqliteStore
+
+log = structlog.get_logger("vteller.calls")
+STORE_BACKLOG = 10_000
+
+
+class Connection(Protocol):
+    """What the gateway gives the manager: a non-blocking send and a close."""
+
+    def send(self, message: BaseModel) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass
+class Party:
+    key: str
+    role: str
+    principal: str
+    display_name: str
+    elderly: bool = False
+    conn: Connection | None = None
+    resume_hash: str = ""
+    grace: asyncio.Task[None] | None = None
+    call_id: str | None = None
+    media: dict[str, bool] = field(default_factory=lambda: {"audio": True, "video": True})
+
+    def send(self, message: BaseModel) -> None:
+        if self.conn is not None:
+            self.conn.send(message)
+
+    def info(self) -> m.PartyInfo:
+        return m.PartyInfo(display_name=self.display_name, role=self.role)  # type: ignore[arg-type]
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class CallManager:
+    def __init__(self, settings: Settings, store: SqliteStore, metrics: Metrics) -> None:
+        self._settings = settings
+        self._store = store
+        self._metrics = metrics
+        self.router = FifoRouter()
+        self.parties: dict[str, Party] = {}
+        self.calls: dict[str, Call] = {}
+        self._by_resume: dict[str, str] = {}
+        self._ring: dict[str, asyncio.Task[None]] = {}
+        self._writes: asyncio.Queue[tuple[str, tuple[Any, ...], dict[str, Any]]] = asyncio.Queue(
+            STORE_BACKLOG
+        )
+        self._writer = asyncio.create_task(self._write_loop(), name="call-store-writer")
+
+    # ------------------------------------------------------------ connections
+    def connect(
+        self, key: str, role: str, principal: str, display_name: str, elderly: bool,
+        conn: Connection,
+    ) -> tuple[Party, str, bool]:
+        """Attach an authenticated connection. Returns (party, resume token, resumed)."""
+        party = self.parties.get(key)
+        resumed = party is not None
+        if party is None:
+            party = Party(key, role, principal, display_name, elderly)
+            self.parties[key] = party
+            if role == "teller":
+                self.router.teller(principal)
+        return party, self._attach(party, conn), resumed
+
+    def resume(self, token: str, conn: Connection) -> tuple[Party, str]:
+        key = self._by_resume.get(_hash(token))
+        party = self.parties.get(key) if key else None
+        if party is None:
+            raise ProtocolError(ErrorCode.RESUME_FAILED, "nothing to resume (expired or unknown)")
+        return party, self._attach(party, conn)
+
+    def _attach(self, party: Party, conn: Connection) -> str:
+        if party.conn is not None and party.conn is not conn:
+            party.conn.send(m.Error(code=ErrorCode.WRONG_STATE,
+                                    message="this session was taken over by a new connection"))
+            party.conn.close(4001, "superseded")
+        if party.grace is not None:
+            party.grace.cancel()
+            party.grace = None
+        party.conn = conn
+        self._by_resume.pop(party.resume_hash, None)
+        token = secrets.token_urlsafe(32)
+        party.resume_hash = _hash(token)
+        self._by_resume[party.resume_hash] = party.key
+        self._tell_peer(party, "connected")
+        return token
+
+    def disconnected(self, party: Party, conn: Connection) -> None:
+        if party.conn is not conn:
+            return  # superseded connection
+        party.conn = None
+        if party.role == "teller":
+            status = self.router.teller(party.principal)
+            if status.state == TellerState.OFFERED:
+                self._offer_failed(party, "teller_disconnected", decline=False)
+            if status.state in (TellerState.AVAILABLE, TellerState.BREAK):
+                status.to(TellerState.OFFLINE)
+        self._tell_peer(party, "reconnecting")
+        party.grace = asyncio.create_task(self._grace(party), name=f"grace:{party.key}")
+
+    async def _grace(self, party: Party) -> None:
+        await asyncio.sleep(self._settings.reconnect_grace_s)
+        party.grace = None
+        if party.conn is None:
+            self._expire(party)
+
+    def _expire(self, party: Party) -> None:
+        call = self.calls.get(party.call_id) if party.call_id else None
+        if call is not None:
+            if call.state in WAITING:
+                self._abandon(call, "disconnected")
+            elif call.state in IN_CALL:
+                self._end_call(call, f"{party.role}_disconnected")
+            if party.role == "teller" and call.state == CallState.WRAP_UP:
+                self._close_wrap_up(party, call)
+        self.parties.pop(party.key, None)
+        self._by_resume.pop(party.resume_hash, None)
+        if party.role == "teller":
+            self.router.forget_teller(party.principal)
+        log.info("session_expired", role=party.role)
+
+    def snapshot(self, party: Party) -> dict[str, Any]:
+        """Current state for `welcome` (what a resuming client needs to redraw)."""
+        state: dict[str, Any] = {}
+        call = self.calls.get(party.call_id) if party.call_id else None
+        if party.role == "teller":
+            status = self.router.teller(party.principal)
+            state["teller_state"] = status.state.value
+            state["reason"] = status.reason
+        if call is not None:
+            other = self._other(party, call)
+            state["call"] = {
+                "call_id": call.call_id,
+                "state": call.state.value,
+                "position": self.router.position(call.call_id),
+                "peer": other.info().model_dump() if other else None,
+            }
+        return state
+
+    # ------------------------------------------------------------ dispatch
+    async def handle(self, party: Party, msg: BaseModel) -> None:
+        handler = getattr(self, "_on_" + msg.type.replace(".", "_"))  # type: ignore[attr-defined]
+        try:
+            result = handler(party, msg)
+            if asyncio.iscoroutine(result):
+                await result
+        except IllegalTransition as exc:
+            raise ProtocolError(ErrorCode.WRONG_STATE, str(exc)) from None
+
+    def _call_of(self, party: Party) -> Call | None:
+        return self.calls.get(party.call_id) if party.call_id else None
+
+    def _other(self, party: Party, call: Call) -> Party | None:
+        key = call.teller_key if party.role == "customer" else call.customer_key
+        return self.parties.get(key) if key else None
+
+    # customer ------------------------------------------------------------
+    def _on_queue_join(self, party: Party, msg: m.QueueJoin) -> None:
+        if self._call_of(party) is not None:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "already queued or in a call")
+        call = Call(secrets.token_urlsafe(12), party.key, msg.business_type, msg.language)
+        self.calls[call.call_id] = call
+        party.call_id = call.call_id
+        self.router.enqueue(call.call_id, time.monotonic())
+        self._persist("record_call", call.call_id, party.principal, call.state.value, call.queued_at)
+        log.info("queued", call_id=call.call_id, business_type=call.business_type)
+        self._dispatch()
+
+    def _on_queue_leave(self, party: Party, msg: m.QueueLeave) -> None:
+        call = self._call_of(party)
+        if call is None or call.state not in WAITING:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "not waiting in the queue")
+        self._abandon(call, "left")
+
+    # teller ----------------------------------------------------------------
+    def _on_teller_status(self, party: Party, msg: m.TellerStatus) -> None:
+        status = self.router.teller(party.principal)
+        target = TellerState(msg.status)
+        if status.state == TellerState.OFFERED:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "answer the offer first (accept or reject)")
+        call = self._call_of(party)
+        if status.state == TellerState.WRAP_UP and call is not None:
+            status.to(target, msg.reason)
+            self._close_wrap_up(party, call)
+        else:
+            status.to(target, msg.reason)
+        party.send(m.TellerState(state=status.state.value, reason=status.reason))
+        self._dispatch()
+
+    def _offered_call(self, party: Party, call_id: str) -> Call:
+        call = self.calls.get(call_id)
+        status = self.router.teller(party.principal)
+        if (call is None or call.state != CallState.OFFERED or call.teller_key != party.key
+                or status.state != TellerState.OFFERED):
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no such offer (expired or withdrawn)")
+        return call
+
+    def _on_offer_accept(self, party: Party, msg: m.OfferAccept) -> None:
+        call = self._offered_call(party, msg.call_id)
+        self._cancel_ring(call.call_id)
+        call.to(CallState.CONNECTING)
+        call.accepted_at = time.time()
+        self.router.teller(party.principal).to(TellerState.BUSY)
+        party.call_id = call.call_id
+        customer = self.parties[call.customer_key]
+        party.send(m.TellerState(state="busy"))
+        party.send(m.CallStarted(call_id=call.call_id, peer=customer.info()))
+        customer.send(m.CallStarted(call_id=call.call_id, peer=party.info()))
+        customer.send(m.QueueStatus(call_id=call.call_id, state="connecting"))
+        self._metrics.answer_s.observe(call.accepted_at - call.queued_at)
+        self._persist("update_call", call.call_id, teller=party.principal,
+                      state=call.state.value, answered_at=call.accepted_at)
+        log.info("accepted", call_id=call.call_id, wait_s=round(call.accepted_at - call.queued_at, 3))
+
+    def _on_offer_reject(self, party: Party, msg: m.OfferReject) -> None:
+        self._offered_call(party, msg.call_id)
+        self._offer_failed(party, "rejected", decline=True)
+        self.router.teller(party.principal).to(TellerState.AVAILABLE)
+        party.send(m.TellerState(state="available"))
+        self._dispatch()
+
+    # both ------------------------------------------------------------------
+    def _on_call_media_state(self, party: Party, msg: m.MediaState) -> None:
+        call = self._call_of(party)
+        if call is None or call.state not in IN_CALL:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "not in a call")
+        party.media = {"audio": msg.audio, "video": msg.video}
+        self._tell_peer(party, "connected")
+
+    def _on_call_hangup(self, party: Party, msg: m.Hangup) -> None:
+        call = self._call_of(party)
+        if call is not None and call.state in IN_CALL:
+            self._end_call(call, f"hangup_{party.role}")
+        elif call is not None and party.role == "customer" and call.state in WAITING:
+            self._abandon(call, "left")
+        else:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "not in a call")
+
+    async def _on_webrtc_offer(self, party: Party, msg: m.WebrtcOffer) -> None:
+        call = self._call_of(party)
+        if call is None or call.state not in IN_CALL:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no call to negotiate media for")
+        side = party.role
+        other = "teller" if side == "customer" else "customer"
+        leg = MediaLeg(
+            side,
+            self._settings.ice_servers,
+            inbound={k: call.feed(side, k) for k in ("audio", "video")},
+            outbound={k: call.feed(other, k) for k in ("audio", "video")},
+            on_state=lambda leg, state: self._leg_state(call, leg, state),
+        )
+        try:
+            sdp = await leg.answer(msg.sdp)
+        except MediaNegotiationError as exc:
+            await leg.close()
+            raise ProtocolError(ErrorCode.BAD_SDP, str(exc)) from None
+        if call.state not in IN_CALL or party.call_id != call.call_id:
+            await leg.close()
+            raise ProtocolError(ErrorCode.WRONG_STATE, "the call ended during negotiation")
+        old = call.legs.get(side)
+        call.legs[side] = leg
+        party.send(m.WebrtcAnswer(sdp=sdp))
+        if old is not None:
+            await old.close()
+
+    def _leg_state(self, call: Call, leg: MediaLeg, state: str) -> None:
+        if call.legs.get(leg.party) is not leg:
+            return
+        log.info("media_leg", call_id=call.call_id, party=leg.party, state=state)
+        if (state == "connected" and call.state == CallState.CONNECTING
+                and all(call.legs.get(p) and call.legs[p].state == "connected"
+                        for p in ("customer", "teller"))):
+            call.to(CallState.ACTIVE)
+            self._persist("update_call", call.call_id, state=call.state.value)
+            customer = self.parties.get(call.customer_key)
+            if customer:
+                customer.send(m.QueueStatus(call_id=call.call_id, state="active"))
+
+    # ------------------------------------------------------------ internals
+    def _dispatch(self) -> None:
+        while (match := self.router.next_match()) is not None:
+            request, status = match
+            call = self.calls[request.call_id]
+            teller = self.parties.get(f"staff:{status.username}")
+            if teller is None or teller.conn is None:
+                status.to(TellerState.OFFLINE)
+                continue
+            self.router.hold(request.call_id)
+            call.to(CallState.OFFERED)
+            call.teller_key = teller.key
+            status.to(TellerState.OFFERED)
+            customer = self.parties[call.customer_key]
+            teller.send(m.TellerState(state="offered"))
+            teller.send(m.OfferIncoming(
+                call_id=call.call_id, customer=customer.info(), business_type=call.business_type,
+                ring_timeout_s=self._settings.ring_timeout_s))
+            self._ring[call.call_id] = asyncio.create_task(self._ring_timeout(call.call_id, teller))
+        self._push_positions()
+
+    def _push_positions(self) -> None:
+        ordered = self.router.ordered()
+        self._metrics.waiting.set(len(ordered))
+        for pos, request in enumerate(ordered, 1):
+            call = self.calls[request.call_id]
+            self.parties[call.customer_key].send(
+                m.QueueStatus(call_id=call.call_id, state="queued", position=pos))
+        for call in self.calls.values():
+            if call.state == CallState.OFFERED:
+                self.parties[call.customer_key].send(
+                    m.QueueStatus(call_id=call.call_id, state="offered", position=0))
+
+    async def _ring_timeout(self, call_id: str, teller: Party) -> None:
+        await asyncio.sleep(self._settings.ring_timeout_s)
+        self._ring.pop(call_id, None)
+        call = self.calls.get(call_id)
+        if call is None or call.state != CallState.OFFERED or call.teller_key != teller.key:
+            return
+        self._offer_failed(teller, "no_answer", decline=True)
+        status = self.router.teller(teller.principal)
+        status.to(TellerState.BREAK, "missed_offer")  # not ready until the teller says so
+        teller.send(m.TellerState(state="break", reason="missed_offer"))
+        self._dispatch()
+
+    def _cancel_ring(self, call_id: str) -> None:
+        task = self._ring.pop(call_id, None)
+        if task is not None:
+            task.cancel()
+
+    def _offer_failed(self, teller: Party, reason: str, decline: bool) -> None:
+        """Put the offered request back in its place; the teller leaves `offered`."""
+        for call in self.calls.values():
+            if call.state == CallState.OFFERED and call.teller_key == teller.key:
+                self._cancel_ring(call.call_id)
+                call.to(CallState.QUEUED)
+                call.teller_key = None
+                self.router.requeue(call.call_id, teller.principal if decline else None)
+                teller.send(m.OfferRevoked(call_id=call.call_id, reason=reason))
+        status = self.router.teller(teller.principal)
+        if status.state == TellerState.OFFERED and not decline:
+            status.to(TellerState.AVAILABLE)
+
+    def _abandon(self, call: Call, reason: str) -> None:
+        if call.state == CallState.OFFERED and call.teller_key:
+            teller = self.parties.get(call.teller_key)
+            self._cancel_ring(call.call_id)
+            if teller is not None:
+                teller.send(m.OfferRevoked(call_id=call.call_id, reason="customer_left"))
+                self.router.teller(teller.principal).to(TellerState.AVAILABLE)
+                teller.send(m.TellerState(state="available"))
+        self.router.remove(call.call_id)
+        call.to(CallState.ABANDONED)
+        call.end_reason = reason
+        customer = self.parties.get(call.customer_key)
+        if customer is not None:
+            customer.call_id = None
+            customer.send(m.CallEnded(call_id=call.call_id, reason=reason))
+        self._finish(call)
+        self._dispatch()
+
+    def _end_call(self, call: Call, reason: str) -> None:
+        call.to(CallState.WRAP_UP)
+        call.end_reason = reason
+        for leg in call.legs.values():
+            asyncio.create_task(leg.close())
+        for feed in call.feeds.values():
+            feed.close()
+        call.legs.clear()
+        customer = self.parties.get(call.customer_key)
+        if customer is not None:
+            customer.call_id = None
+            customer.send(m.CallEnded(call_id=call.call_id, reason=reason))
+        teller = self.parties.get(call.teller_key or "")
+        if teller is not None:
+            self.router.teller(teller.principal).to(TellerState.WRAP_UP)
+            teller.send(m.CallEnded(call_id=call.call_id, reason=reason))
+            teller.send(m.TellerState(state="wrap_up"))
+        self._persist("update_call", call.call_id, state=call.state.value, end_reason=reason,
+                      ended_at=time.time())
+        log.info("call_ended", call_id=call.call_id, reason=reason)
+
+    def _close_wrap_up(self, teller: Party, call: Call) -> None:
+        call.to(CallState.CLOSED)
+        teller.call_id = None
+        self._finish(call)
+
+    def _finish(self, call: Call) -> None:
+        self._metrics.calls.labels(outcome=call.state.value).inc()
+        self._persist("update_call", call.call_id, state=call.state.value,
+                      end_reason=call.end_reason, **({"ended_at": time.time()}
+                                                     if call.state == CallState.ABANDONED else {}))
+        self.calls.pop(call.call_id, None)
+
+    def _tell_peer(self, party: Party, connection: str) -> None:
+        call = self._call_of(party)
+        if call is None or call.state not in IN_CALL:
+            return
+        other = self._other(party, call)
+        if other is not None:
+            other.send(m.PeerState(call_id=call.call_id, connection=connection,  # type: ignore[arg-type]
+                                   audio=party.media["audio"], video=party.media["video"]))
+
+    # ------------------------------------------------------------ store writer
+    def _persist(self, method: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            self._writes.put_nowait((method, args, kwargs))
+        except asyncio.QueueFull:
+            log.error("store_backlog_full", method=method)
+
+    async def _write_loop(self) -> None:
+        while True:
+            method, args, kwargs = await self._writes.get()
+            try:
+                await getattr(self._store, method)(*args, **kwargs)
+            except Exception:  # noqa: BLE001 - a failed write must not stop later ones
+                log.exception("store_write_failed", method=method)
+            finally:
+                self._writes.task_done()
+
+    async def flush(self) -> None:
+        await self._writes.join()
+
+    async def shutdown(self) -> None:
+        for call in list(self.calls.values()):
+            if call.state in IN_CALL:
+                self._end_call(call, "server_shutdown")
+            for leg in call.legs.values():
+                await leg.close()
+        for task in [*self._ring.values(), *(p.grace for p in self.parties.values() if p.grace)]:
+            task.cancel()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.flush(), 5)
+        self._writer.cancel()

@@ -1,0 +1,198 @@
+"""`vteller` command line: serve, users, token, protocol."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import re
+import sys
+import time
+from pathlib import Path
+
+from vteller.config import Settings, SettingsError, load_settings
+
+ROLES = ("teller", "supervisor", "auditor")
+
+
+def _settings(args: argparse.Namespace, **extra: object) -> Settings:
+    overrides = {k: v for k, v in extra.items() if v is not None}
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from vteller.app import DEV_CREDENTIALS, build, create_app, seed_dev_users
+    from vteller.observability import configure_logging
+    from vteller.tls import ensure_dev_certificates, server_ssl_context
+
+    started = time.monotonic()
+    settings = _settings(args, host=args.host, port=args.port,
+                         dev_mode=True if args.dev else None)
+    configure_logging(settings.log_level)
+    if settings.tls_cert_file and settings.tls_key_file:
+        cert, key = settings.tls_cert_file, settings.tls_key_file
+    else:
+        cert, key, made = ensure_dev_certificates(
+            settings.certs_dir, ["localhost", "127.0.0.1", "::1", *settings.public_names])
+        if made:
+            print(f"made dev TLS certificates in {settings.certs_dir}/ "
+                  f"(trust {settings.certs_dir}/dev-ca.pem to avoid browser warnings)")
+    components = build(settings)
+    created = seed_dev_users(settings, components.store) if settings.dev_mode else []
+    app = create_app(settings, components)
+    host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
+    base = f"https://{host}:{settings.port}"
+
+    async def announce(_: object) -> None:
+        print(f"vteller ready in {time.monotonic() - started:.2f} s", flush=True)
+        print(f"  customer page:  {base}/customer")
+        print(f"  teller console: {base}/teller")
+        if settings.dev_mode:
+            print("  dev mode: the customer page gets a demo token; staff accounts:")
+            for username, role, password in created:
+                print(f"    {username} ({role}) password: {password}")
+            if not created:
+                print(f"    see {settings.data_dir / DEV_CREDENTIALS} (0600)")
+        else:
+            print("  staff log in with accounts made by `vteller users add`")
+        sys.stdout.flush()
+
+    app.on_startup.append(announce)
+    web.run_app(app, host=settings.host, port=settings.port,
+                ssl_context=server_ssl_context(cert, key), print=None, access_log=None)
+    return 0
+
+
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from vteller.app import prepare_data
+    from vteller.store import SqliteStore
+
+    settings = _settings(args)
+    prepare_data(settings)
+    return SqliteStore(settings.database_path)
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from vteller.auth import StaffAuth
+    from vteller.auth.staff import USERNAME_PATTERN
+
+    if not re.match(USERNAME_PATTERN, args.username):
+        print("error: username must be 2-64 of a-z 0-9 _ . -", file=sys.stderr)
+        return 2
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if password != getpass.getpass("again: "):
+            print("error: passwords differ", file=sys.stderr)
+            return 2
+    try:
+        hashed = StaffAuth.hash_password(password)
+        _store(args).add_user(args.username, args.display_name or args.username, args.role, hashed)
+    except (ValueError, KeyError) as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 1
+    print(f"added {args.role} {args.username}")
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    for u in _store(args).list_users():
+        print(f"{u.username:24} {u.role:11} {'disabled' if u.disabled else 'active':9} "
+              f"{u.display_name}")
+    return 0
+
+
+def cmd_users_disable(args: argparse.Namespace) -> int:
+    enable = args.users_cmd == "enable"
+    if not _store(args).set_disabled(args.username, not enable):
+        print(f"error: no user {args.username!r}", file=sys.stderr)
+        return 1
+    print(f"{'enabled' if enable else 'disabled'} {args.username}"
+          + ("" if enable else " (their sessions are ended)"))
+    return 0
+
+
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    from vteller.app import prepare_data
+    from vteller.auth import DevTokenIssuer
+
+    settings = _settings(args)
+    prepare_data(settings)
+    issuer = DevTokenIssuer.load_or_create(settings.keys_dir, settings.customer_token_issuer,
+                                           settings.customer_token_audience)
+    segments = tuple(s for s in (args.segments or "").split(",") if s)
+    print(issuer.issue(args.customer_id, args.name, args.birth_year, segments, args.ref_photo,
+                       ttl_s=args.ttl))
+    return 0
+
+
+def cmd_protocol_export(args: argparse.Namespace) -> int:
+    from vteller.protocol.schema import export
+
+    for path in export(Path(args.out)):
+        print(path)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vteller", description="Remote-banking video teller server")
+    p.add_argument("--config", type=Path, help="TOML settings file (env VTELLER_* wins)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run the HTTPS signaling and media server")
+    s.add_argument("--host", help="bind address (VTELLER_HOST, default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (VTELLER_PORT, default 8443)")
+    s.add_argument("--dev", action="store_true",
+                   help="dev mode: demo customer tokens and demo staff accounts")
+    s.set_defaults(func=cmd_serve)
+
+    u = sub.add_parser("users", help="manage staff accounts").add_subparsers(
+        dest="users_cmd", required=True)
+    a = u.add_parser("add", help="add a staff account (password prompted, argon2id)")
+    a.add_argument("username")
+    a.add_argument("--role", choices=ROLES, required=True)
+    a.add_argument("--display-name")
+    a.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    a.set_defaults(func=cmd_users_add)
+    u.add_parser("list", help="list staff accounts").set_defaults(func=cmd_users_list)
+    for name, text in (("disable", "disable an account and end its sessions"),
+                       ("enable", "re-enable an account")):
+        d = u.add_parser(name, help=text)
+        d.add_argument("username")
+        d.set_defaults(func=cmd_users_disable)
+
+    t = sub.add_parser("token", help="customer tokens (dev stand-in for the bank backend)")
+    ts = t.add_subparsers(dest="token_cmd", required=True)
+    i = ts.add_parser("issue", help="sign a customer token with the local dev key")
+    i.add_argument("--customer-id", required=True)
+    i.add_argument("--name", required=True)
+    i.add_argument("--birth-year", type=int, required=True)
+    i.add_argument("--segments", help="comma-separated segment flags, e.g. military,vip")
+    i.add_argument("--ref-photo", help="reference-photo id")
+    i.add_argument("--ttl", type=int, default=600, help="lifetime in seconds (default 600)")
+    i.set_defaults(func=cmd_token_issue)
+
+    pr = sub.add_parser("protocol", help="the signaling contract").add_subparsers(
+        dest="protocol_cmd", required=True)
+    e = pr.add_parser("export", help="write the JSON Schemas of every message")
+    e.add_argument("--out", default="signaling/schemas")
+    e.set_defaults(func=cmd_protocol_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"vteller: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

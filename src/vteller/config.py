@@ -1,0 +1,128 @@
+"""Settings: env ``VTELLER_*`` over an optional TOML file over embedded defaults."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+TokenAlgorithm = Literal["EdDSA", "ES256", "RS256", "HS256"]
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message names it."""
+
+
+class Settings(BaseSettings):
+    """Every knob of vteller. Defaults are the embedded single-machine setup."""
+
+    model_config = SettingsConfigDict(env_prefix="VTELLER_", extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8443, ge=1, le=65535)
+    public_names: Annotated[list[str], NoDecode] = Field(default_factory=list, description="extra DNS names/IPs")
+    data_dir: Path = Path("var")
+    certs_dir: Path = Path("certs")
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    dev_mode: bool = False
+
+    customer_token_algorithm: TokenAlgorithm = "EdDSA"
+    customer_token_key_file: Path | None = Field(
+        None, description="PEM public key (or HS256 secret file) of the bank backend"
+    )
+    customer_token_issuer: str = "bank-backend"
+    customer_token_audience: str = "vteller"
+    customer_token_max_ttl_s: int = Field(900, ge=30, le=86400)
+    customer_token_leeway_s: int = Field(10, ge=0, le=120)
+
+    staff_session_ttl_s: int = Field(8 * 3600, ge=60)
+    login_max_failures: int = Field(5, ge=1)
+    login_window_s: int = Field(300, ge=1)
+
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ice_servers: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
+    heartbeat_s: float = Field(10.0, gt=0, le=300)
+    reconnect_grace_s: float = Field(30.0, ge=0, le=600)
+    ring_timeout_s: float = Field(20.0, gt=0, le=300)
+    max_message_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
+    messages_per_second: float = Field(100.0, gt=0)
+    message_burst: int = Field(300, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("public_names", "allowed_origins", "ice_servers", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    toml_file_path: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.toml_file_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file_path))
+        return tuple(sources)
+
+    # derived paths -------------------------------------------------------
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "vteller.sqlite3"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def origin_hosts(self) -> list[str]:
+        return ["localhost", "127.0.0.1", *self.public_names]
+
+    def effective_origins(self) -> set[str]:
+        """Origins the WebSocket accepts: configured ones, else this server's own names."""
+        if self.allowed_origins:
+            return set(self.allowed_origins)
+        return {f"https://{h}:{self.port}" for h in self.origin_hosts} | (
+            {f"https://{h}" for h in self.origin_hosts} if self.port == 443 else set()
+        )
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings or raise SettingsError naming each bad setting."""
+    if config_file is not None and not Path(config_file).is_file():
+        raise SettingsError(f"config file not found: {config_file}")
+
+    class _Loaded(Settings):
+        toml_file_path = Path(config_file) if config_file else None
+
+    try:
+        loaded = _Loaded(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"  VTELLER_{name.upper()} ({name}): {err['msg']}")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise SettingsError(f"invalid settings: {exc}") from None
+    return Settings.model_validate(loaded.model_dump())

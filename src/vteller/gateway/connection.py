@@ -1,0 +1,69 @@
+"""One signaling WebSocket: a bounded outbox drained by its own writer task.
+
+Senders never wait on a slow client; a client that cannot keep up with its
+outbox is disconnected (it may resume) instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from aiohttp import web
+from pydantic import BaseModel
+
+OUTBOX = 256
+
+
+class WsConnection:
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX)
+        self._writer = asyncio.create_task(self._write())
+        self.closed = False
+
+    def send(self, message: BaseModel) -> None:
+        if self.closed:
+            return
+        try:
+            self._outbox.put_nowait(message.model_dump_json())
+        except asyncio.QueueFull:
+            self.close(4008, "client too slow")
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            asyncio.create_task(self._ws.close(code=code, message=reason.encode()))
+
+    async def _write(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while (text := await self._outbox.get()) is not None:
+                await self._ws.send_str(text)
+
+    async def drain_and_stop(self) -> None:
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._outbox.put_nowait(None)
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(self._writer, 1.0)
+        self._writer.cancel()
+
+
+class TokenBucket:
+    """Per-connection message rate limit."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False

@@ -1,0 +1,162 @@
+"""REST routes, static pages and security middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field, ValidationError
+
+from vteller.auth import AuthError, DevTokenIssuer, StaffAuth
+from vteller.auth.staff import USERNAME_PATTERN
+from vteller.config import Settings
+from vteller.gateway.ws import SESSION_COOKIE, SignalingEndpoint
+from vteller.observability import Metrics
+from vteller.store import SqliteStore
+
+log = structlog.get_logger("vteller.http")
+WEB_CLIENT = Path(__file__).resolve().parents[3] / "web_client"
+PAGES = {"/": "index.html", "/customer": "customer.html", "/teller": "teller.html"}
+CSP = (
+    "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; style-src 'self'; "
+    "script-src 'self'; connect-src 'self' wss:; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
+)
+
+
+def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status,
+                             headers=headers)
+
+
+class LoginBody(BaseModel):
+    username: str = Field(pattern=USERNAME_PATTERN)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class DemoTokenBody(BaseModel):
+    name: str = Field("Demo Customer", min_length=1, max_length=64)
+    birth_year: int = Field(1958, ge=1900, le=2100)
+
+
+def _security_middleware(settings: Settings) -> Any:
+    origins = settings.effective_origins()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            origin = request.headers.get("Origin")
+            if origin is not None and origin not in origins:
+                return json_error(403, "forbidden", "cross-origin request refused")
+            if request.content_length is not None and request.content_length > 16 * 1024:
+                return json_error(413, "too_large", "request body too large")
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+        if not isinstance(response, web.WebSocketResponse) and not response.prepared:
+            h = response.headers
+            h.setdefault("Content-Security-Policy", CSP)
+            h.setdefault("X-Content-Type-Options", "nosniff")
+            h.setdefault("Referrer-Policy", "no-referrer")
+            h.setdefault("Strict-Transport-Security", "max-age=31536000")
+            h.setdefault("Permissions-Policy",
+                         "camera=(self), microphone=(self), display-capture=(self)")
+            h.setdefault("Cache-Control", "no-store")
+        if isinstance(response, web.HTTPException) and response.status >= 400:
+            raise response
+        return response
+
+    return middleware
+
+
+async def _read_json(request: web.Request, model: type[BaseModel]) -> Any:
+    try:
+        return model.model_validate(await request.json())
+    except (ValueError, ValidationError):
+        raise web.HTTPBadRequest(
+            text='{"error":{"code":"invalid_request","message":"malformed request body"}}',
+            content_type="application/json") from None
+
+
+def setup_routes(
+    app: web.Application, settings: Settings, store: SqliteStore, staff: StaffAuth,
+    signaling: SignalingEndpoint, metrics: Metrics, dev_issuer: DevTokenIssuer | None,
+) -> None:
+    app.middlewares.append(_security_middleware(settings))
+
+    async def page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_CLIENT / PAGES[request.path])
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        try:
+            ok = await asyncio.wait_for(asyncio.to_thread(store.ping), 2)
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            ok = False
+        return web.json_response({"status": "ready" if ok else "not ready"},
+                                 status=200 if ok else 503)
+
+    async def metrics_view(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def login(request: web.Request) -> web.Response:
+        body = await _read_json(request, LoginBody)
+        try:
+            user, token = await staff.login(body.username, body.password, request.remote or "?")
+        except AuthError as exc:
+            metrics.logins.labels(result=exc.code).inc()
+            if exc.code == "rate_limited":
+                return json_error(429, exc.code, exc.message, **{"Retry-After": "60"})
+            return json_error(401, exc.code, exc.message)
+        metrics.logins.labels(result="ok").inc()
+        log.info("staff_login", role=user.role)
+        resp = web.json_response(
+            {"username": user.username, "display_name": user.display_name, "role": user.role})
+        resp.set_cookie(SESSION_COOKIE, token, max_age=settings.staff_session_ttl_s,
+                        httponly=True, secure=True, samesite="Strict", path="/")
+        return resp
+
+    async def logout(request: web.Request) -> web.Response:
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            await staff.logout(token)
+        resp = web.json_response({"ok": True})
+        resp.del_cookie(SESSION_COOKIE, path="/")
+        return resp
+
+    async def me(request: web.Request) -> web.Response:
+        user = await staff.user_for_session(request.cookies.get(SESSION_COOKIE))
+        if user is None:
+            return json_error(401, "unauthenticated", "not logged in")
+        return web.json_response(
+            {"username": user.username, "display_name": user.display_name, "role": user.role})
+
+    async def demo_token(request: web.Request) -> web.Response:
+        assert dev_issuer is not None
+        body = await _read_json(request, DemoTokenBody)
+        customer_id = "demo-" + secrets.token_hex(4)
+        token = dev_issuer.issue(customer_id, body.name, body.birth_year, ttl_s=600)
+        return web.json_response({"token": token, "customer_id": customer_id})
+
+    r = app.router
+    for path in PAGES:
+        r.add_get(path, page)
+    r.add_static("/static", WEB_CLIENT / "static", follow_symlinks=False)
+    r.add_get("/healthz", healthz)
+    r.add_get("/readyz", readyz)
+    r.add_get("/metrics", metrics_view)
+    r.add_post("/api/login", login)
+    r.add_post("/api/logout", logout)
+    r.add_get("/api/me", me)
+    r.add_get("/ws", signaling.handle)
+    if settings.dev_mode and dev_issuer is not None:
+        r.add_post("/api/dev/customer-token", demo_token)

@@ -1,0 +1,29 @@
+"""Typed protocol errors sent to clients as ``{"type": "error", code, message, re}``."""
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    BAD_JSON = "bad_json"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_MESSAGE = "invalid_message"
+    FORBIDDEN = "forbidden"
+    TOO_LARGE = "too_large"
+    WRONG_STATE = "wrong_state"
+    RATE_LIMITED = "rate_limited"
+    UNAUTHENTICATED = "unauthenticated"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_INVALID = "token_invalid"
+    BAD_SDP = "bad_sdp"
+    RESUME_FAILED = "resume_failed"
+    INTERNAL = "internal"
+
+
+
+class ProtocolError(Exception):
+    """A request the server refuses; carries the wire error code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

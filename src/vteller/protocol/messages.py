@@ -1,0 +1,218 @@
+"""Every signaling message as a pydantic model: the one source of truth.
+
+``signaling/schemas/*.json`` are exported from these (``vteller protocol export``)
+and a test fails when they drift.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+PROTOCOL_VERSION = 1
+
+MsgId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+CallId = Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Sdp = Annotated[str, Field(min_length=10, max_length=60_000)]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ClientMsg(_Msg):
+    id: MsgId | None = Field(None, description="client correlation id, echoed as `re` in errors")
+
+
+# ---------------------------------------------------------------- client -> server
+class Hello(_ClientMsg):
+    """First message on every connection. Customers authenticate with `token`; staff with
+    their session cookie. `resume` re-attaches to a session within the grace period."""
+
+    type: Literal["hello"]
+    v: Literal[1] = 1
+    token: Annotated[str, Field(max_length=8192)] | None = None
+    resume: Annotated[str, Field(max_length=128)] | None = None
+
+
+class Ping(_ClientMsg):
+    type: Literal["ping"]
+
+
+class QueueJoin(_ClientMsg):
+    """Customer asks for a teller."""
+
+    type: Literal["queue.join"]
+    business_type: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9_]+$")] = "general"
+    language: Annotated[str, Field(max_length=16, pattern=r"^[A-Za-z-]+$")] = "en"
+
+
+class QueueLeave(_ClientMsg):
+    type: Literal["queue.leave"]
+
+
+class TellerStatus(_ClientMsg):
+    """Teller sets availability. `available` also ends wrap-up."""
+
+    type: Literal["teller.status"]
+    status: Literal["available", "break", "offline"]
+    reason: Annotated[str, Field(max_length=64)] | None = None
+
+
+class OfferAccept(_ClientMsg):
+    type: Literal["offer.accept"]
+    call_id: CallId
+
+
+class OfferReject(_ClientMsg):
+    type: Literal["offer.reject"]
+    call_id: CallId
+
+
+class WebrtcOffer(_ClientMsg):
+    """SDP offer for this party's leg to the server (ICE gathered, no trickle).
+    Customer: m-lines audio, video (camera), video (screen). Teller: audio, video."""
+
+    type: Literal["webrtc.offer"]
+    sdp: Sdp
+
+
+class MediaState(_ClientMsg):
+    """The sender muted/unmuted its microphone or camera (shown to the other side)."""
+
+    type: Literal["call.media_state"]
+    audio: bool
+    video: bool
+
+
+class Hangup(_ClientMsg):
+    type: Literal["call.hangup"]
+
+
+ClientMessage = Annotated[
+    Union[
+        Hello, Ping, QueueJoin, QueueLeave, TellerStatus, OfferAccept, OfferReject,
+        WebrtcOffer, MediaState, Hangup,
+    ],
+    Field(discriminator="type"),
+]
+CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
+    m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
+    for m in (Hello, Ping, QueueJoin, QueueLeave, TellerStatus, OfferAccept, OfferReject,
+              WebrtcOffer, MediaState, Hangup)
+}
+_client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
+
+# Which roles may send which message (enforced by the gateway before dispatch).
+ROLES_FOR: dict[str, frozenset[str]] = {
+    "hello": frozenset({"customer", "teller", "supervisor", "auditor"}),
+    "ping": frozenset({"customer", "teller", "supervisor", "auditor"}),
+    "queue.join": frozenset({"customer"}),
+    "queue.leave": frozenset({"customer"}),
+    "teller.status": frozenset({"teller"}),
+    "offer.accept": frozenset({"teller"}),
+    "offer.reject": frozenset({"teller"}),
+    "webrtc.offer": frozenset({"customer", "teller"}),
+    "call.media_state": frozenset({"customer", "teller"}),
+    "call.hangup": frozenset({"customer", "teller"}),
+}
+
+
+def parse_client_message(data: dict[str, Any]) -> _ClientMsg:
+    """Validate one decoded JSON object (raises pydantic.ValidationError)."""
+    return _client_adapter.validate_python(data)
+
+
+# ---------------------------------------------------------------- server -> client
+class PartyInfo(_Msg):
+    display_name: str
+    role: Literal["customer", "teller"]
+
+
+class Welcome(_Msg):
+    type: Literal["welcome"] = "welcome"
+    v: Literal[1] = 1
+    role: Literal["customer", "teller", "supervisor", "auditor"]
+    display_name: str
+    resume: str = Field(description="opaque secret to resume this session after a drop")
+    resumed: bool = False
+    heartbeat_s: float
+    grace_s: float
+    ice_servers: list[dict[str, Any]]
+    state: dict[str, Any] = Field(description="current queue/teller/call state")
+    elderly: bool = False
+
+
+class Pong(_Msg):
+    type: Literal["pong"] = "pong"
+    t: float
+
+
+class QueueStatus(_Msg):
+    type: Literal["queue.status"] = "queue.status"
+    call_id: str
+    state: Literal["queued", "offered", "connecting", "active", "wrap_up", "closed",
+                   "abandoned", "failed"]
+    position: int | None = Field(None, description="1 = next to be served")
+
+
+class TellerState(_Msg):
+    type: Literal["teller.state"] = "teller.state"
+    state: Literal["offline", "available", "offered", "busy", "wrap_up", "break"]
+    reason: str | None = None
+
+
+class OfferIncoming(_Msg):
+    type: Literal["offer.incoming"] = "offer.incoming"
+    call_id: str
+    customer: PartyInfo
+    business_type: str
+    ring_timeout_s: float
+
+
+class OfferRevoked(_Msg):
+    type: Literal["offer.revoked"] = "offer.revoked"
+    call_id: str
+    reason: str
+
+
+class CallStarted(_Msg):
+    """Both parties now negotiate their leg: send `webrtc.offer`."""
+
+    type: Literal["call.started"] = "call.started"
+    call_id: str
+    peer: PartyInfo
+
+
+class WebrtcAnswer(_Msg):
+    type: Literal["webrtc.answer"] = "webrtc.answer"
+    sdp: str
+
+
+class PeerState(_Msg):
+    type: Literal["call.peer"] = "call.peer"
+    call_id: str
+    connection: Literal["connected", "reconnecting"]
+    audio: bool = True
+    video: bool = True
+
+
+class CallEnded(_Msg):
+    type: Literal["call.ended"] = "call.ended"
+    call_id: str
+    reason: str
+
+
+class Error(_Msg):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+    re: str | None = Field(None, description="the `id` (else `type`) of the offending message")
+
+
+SERVER_MESSAGES: dict[str, type[_Msg]] = {
+    m.model_fields["type"].default: m
+    for m in (Welcome, Pong, QueueStatus, TellerState, OfferIncoming, OfferRevoked,
+              CallStarted, WebrtcAnswer, PeerState, CallEnded, Error)
+}

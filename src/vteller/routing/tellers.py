@@ -1,0 +1,51 @@
+"""Teller states and their allowed transitions, written down explicitly."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class TellerState(StrEnum):
+    OFFLINE = "offline"
+    AVAILABLE = "available"
+    OFFERED = "offered"
+    BUSY = "busy"
+    WRAP_UP = "wrap_up"
+    BREAK = "break"
+
+
+S = TellerState
+TRANSITIONS: dict[TellerState, frozenset[TellerState]] = {
+    S.OFFLINE: frozenset({S.AVAILABLE, S.BREAK}),
+    S.AVAILABLE: frozenset({S.OFFERED, S.BREAK, S.OFFLINE}),
+    S.OFFERED: frozenset({S.BUSY, S.AVAILABLE, S.BREAK, S.OFFLINE}),
+    S.BUSY: frozenset({S.WRAP_UP}),
+    S.WRAP_UP: frozenset({S.AVAILABLE, S.BREAK, S.OFFLINE}),
+    S.BREAK: frozenset({S.AVAILABLE, S.OFFLINE}),
+}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, what: str, current: str, target: str) -> None:
+        super().__init__(f"{what} cannot go from {current} to {target}")
+        self.current = current
+        self.target = target
+
+
+@dataclass
+class TellerStatus:
+    """A teller's routing state. ``since`` orders available tellers (longest idle first)."""
+
+    username: str
+    state: TellerState = TellerState.OFFLINE
+    reason: str | None = None
+    since: float = field(default_factory=time.monotonic)
+
+    def to(self, target: TellerState, reason: str | None = None) -> None:
+        if target not in TRANSITIONS[self.state]:
+            raise IllegalTransition("teller", self.state, target)
+        self.state = target
+        self.reason = reason if target == TellerState.BREAK else None
+        self.since = time.monotonic()

@@ -1,0 +1,161 @@
+"""SQLite store: staff users, staff sessions, call records.
+
+One connection guarded by a lock; every call runs in a worker thread so the
+event loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS staff_users (
+    username TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS staff_sessions (
+    token_hash TEXT PRIMARY KEY,
+    username TEXT NOT NULL REFERENCES staff_users(username),
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    teller TEXT,
+    state TEXT NOT NULL,
+    end_reason TEXT,
+    queued_at REAL NOT NULL,
+    answered_at REAL,
+    ended_at REAL
+);
+"""
+
+
+@dataclass(frozen=True)
+class StaffUser:
+    username: str
+    display_name: str
+    role: str
+    password_hash: str
+    disabled: bool
+
+
+class SqliteStore:
+    """Embedded store. Sync methods for the CLI, ``a*`` async twins for the server."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)  # holds password hashes: owner only
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    async def _arun(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return await asyncio.to_thread(self._run, sql, args)
+
+    def ping(self) -> bool:
+        return self._run("SELECT 1") == [(1,)]
+
+    # staff users --------------------------------------------------------
+    def add_user(self, username: str, display_name: str, role: str, password_hash: str) -> None:
+        try:
+            self._run(
+                "INSERT INTO staff_users VALUES (?,?,?,?,0,?)",
+                (username, display_name, role, password_hash, time.time()),
+            )
+        except sqlite3.IntegrityError:
+            raise KeyError(f"user {username!r} already exists") from None
+
+    def get_user(self, username: str) -> StaffUser | None:
+        rows = self._run(
+            "SELECT username, display_name, role, password_hash, disabled"
+            " FROM staff_users WHERE username=?",
+            (username,),
+        )
+        return StaffUser(*rows[0][:4], bool(rows[0][4])) if rows else None
+
+    def list_users(self) -> list[StaffUser]:
+        rows = self._run(
+            "SELECT username, display_name, role, password_hash, disabled"
+            " FROM staff_users ORDER BY username"
+        )
+        return [StaffUser(*r[:4], bool(r[4])) for r in rows]
+
+    def set_disabled(self, username: str, disabled: bool) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE staff_users SET disabled=? WHERE username=?", (int(disabled), username)
+            )
+            if disabled:
+                self._db.execute("DELETE FROM staff_sessions WHERE username=?", (username,))
+            return cur.rowcount == 1
+
+    def set_password_hash(self, username: str, password_hash: str) -> None:
+        self._run("UPDATE staff_users SET password_hash=? WHERE username=?", (password_hash, username))
+
+    async def aget_user(self, username: str) -> StaffUser | None:
+        return await asyncio.to_thread(self.get_user, username)
+
+    # staff sessions -----------------------------------------------------
+    async def add_session(self, token_hash: str, username: str, expires_at: float) -> None:
+        await self._arun("INSERT INTO staff_sessions VALUES (?,?,?)", (token_hash, username, expires_at))
+
+    async def session_user(self, token_hash: str) -> StaffUser | None:
+        rows = await self._arun(
+            "SELECT u.username, u.display_name, u.role, u.password_hash, u.disabled"
+            " FROM staff_sessions s JOIN staff_users u USING (username)"
+            " WHERE s.token_hash=? AND s.expires_at>? AND u.disabled=0",
+            (token_hash, time.time()),
+        )
+        return StaffUser(*rows[0][:4], bool(rows[0][4])) if rows else None
+
+    async def delete_session(self, token_hash: str) -> None:
+        await self._arun("DELETE FROM staff_sessions WHERE token_hash=?", (token_hash,))
+
+    async def purge_sessions(self) -> None:
+        await self._arun("DELETE FROM staff_sessions WHERE expires_at<=?", (time.time(),))
+
+    # calls ----------------------------------------------------------------
+    async def record_call(self, call_id: str, customer_id: str, state: str, queued_at: float) -> None:
+        await self._arun(
+            "INSERT INTO calls (call_id, customer_id, state, queued_at) VALUES (?,?,?,?)",
+            (call_id, customer_id, state, queued_at),
+        )
+
+    async def update_call(self, call_id: str, **fields: Any) -> None:
+        allowed = {"teller", "state", "end_reason", "answered_at", "ended_at"}
+        if not fields or not set(fields) <= allowed:
+            raise ValueError(f"bad call fields: {sorted(fields)}")
+        cols = ", ".join(f"{k}=?" for k in fields)
+        await self._arun(f"UPDATE calls SET {cols} WHERE call_id=?", (*fields.values(), call_id))
+
+    async def get_call(self, call_id: str) -> dict[str, Any] | None:
+        rows = await self._arun(
+            "SELECT call_id, customer_id, teller, state, end_reason, queued_at, answered_at,"
+            " ended_at FROM calls WHERE call_id=?",
+            (call_id,),
+        )
+        keys = ("call_id", "customer_id", "teller", "state", "end_reason", "queued_at",
+                "answered_at", "ended_at")
+        return dict(zip(keys, rows[0])) if rows else None

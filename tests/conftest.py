@@ -1,0 +1,118 @@
+"""Shared fixtures: settings in a temp dir, an in-process server with real TLS, test photos."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from vteller.app import Components, build, create_app
+from vteller.auth import StaffAuth
+from vteller.config import Settings, load_settings
+from vteller.tls import ensure_dev_certificates, server_ssl_context
+from tests.helpers import SignalClient, insecure_ssl
+
+REPO = Path(__file__).resolve().parents[1]
+STAFF_PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """The shared real face photos (env VTELLER_TESTDATA overrides the location)."""
+    path = Path(os.environ.get("VTELLER_TESTDATA", REPO.parent / "shared" / "testdata")) / "faces"
+    if not (path / "obama.jpg").is_file():
+        pytest.skip(f"test photos not found at {path} (set VTELLER_TESTDATA)")
+    return path
+
+
+def make_settings(tmp: Path, **overrides: Any) -> Settings:
+    base = dict(data_dir=tmp / "var", certs_dir=tmp / "certs", dev_mode=True, port=free_port(),
+                reconnect_grace_s=2.0, ring_timeout_s=5.0, heartbeat_s=5.0)
+    base.update(overrides)
+    return load_settings(**base)
+
+
+@dataclass
+class RunningServer:
+    settings: Settings
+    components: Components
+    url: str
+    ws_url: str
+
+    @property
+    def manager(self) -> Any:
+        return self.components.manager
+
+    def customer_token(self, customer_id: str = "c-1001", name: str = "Ada Customer",
+                       birth_year: int = 1980, **kw: Any) -> str:
+        assert self.components.dev_issuer is not None
+        return self.components.dev_issuer.issue(customer_id, name, birth_year, **kw)
+
+    def add_staff(self, username: str, role: str = "teller") -> None:
+        self.components.store.add_user(username, username.title(), role,
+                                       StaffAuth.hash_password(STAFF_PASSWORD))
+
+    async def login(self, username: str) -> dict[str, str]:
+        import aiohttp
+
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=insecure_ssl())) as s:
+            r = await s.post(f"{self.url}/api/login",
+                             json={"username": username, "password": STAFF_PASSWORD})
+            assert r.status == 200, await r.text()
+            return {"vteller_session": r.cookies["vteller_session"].value}
+
+    async def customer(self, customer_id: str = "c-1001", **kw: Any) -> SignalClient:
+        sig = await SignalClient.open(self.ws_url)
+        await sig.send({"type": "hello", "token": self.customer_token(customer_id, **kw)})
+        await sig.recv("welcome")
+        return sig
+
+    async def teller(self, username: str = "teller1", available: bool = True) -> SignalClient:
+        if self.components.store.get_user(username) is None:
+            self.add_staff(username)
+        sig = await SignalClient.open(self.ws_url, cookies=await self.login(username))
+        await sig.send({"type": "hello"})
+        await sig.recv("welcome")
+        if available:
+            await sig.request({"type": "teller.status", "status": "available"}, "teller.state",
+                              state="available")
+        return sig
+
+
+async def start_server(settings: Settings) -> tuple[web.AppRunner, RunningServer]:
+    cert, key, _ = ensure_dev_certificates(settings.certs_dir, ["localhost", "127.0.0.1"])
+    components = build(settings)
+    app = create_app(settings, components)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", settings.port, ssl_context=server_ssl_context(cert, key))
+    await site.start()
+    base = f"https://127.0.0.1:{settings.port}"
+    return runner, RunningServer(settings, components, base, base.replace("https", "wss") + "/ws")
+
+
+@pytest.fixture
+async def server(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[RunningServer]:
+    marker = request.node.get_closest_marker("settings")
+    settings = make_settings(tmp_path, **(marker.kwargs if marker else {}))
+    runner, running = await start_server(settings)
+    yield running
+    await runner.cleanup()
+    running.components.store.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "settings(**kw): settings overrides for the server fixture")

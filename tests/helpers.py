@@ -1,0 +1,161 @@
+"""Test helpers: a signaling client and a real aiortc party (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import ssl
+import time
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
+from av import VideoFrame
+
+from vteller.media.leg import rtc_configuration
+
+
+class SignalClient:
+    """A WebSocket signaling client that buffers messages by type."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, session: aiohttp.ClientSession):
+        self.ws = ws
+        self.session = session
+        self.inbox: list[dict[str, Any]] = []
+        self._new = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+        self.closed = asyncio.Event()
+
+    @classmethod
+    async def open(cls, url: str, cookies: dict[str, str] | None = None,
+                   origin: str | None = None) -> SignalClient:
+        session = aiohttp.ClientSession(cookies=cookies or {},
+                                        connector=aiohttp.TCPConnector(ssl=insecure_ssl()))
+        headers = {"Origin": origin} if origin else {}
+        ws = await session.ws_connect(url, headers=headers)
+        return cls(ws, session)
+
+    async def _read(self) -> None:
+        async for frame in self.ws:
+            if frame.type == aiohttp.WSMsgType.TEXT:
+                self.inbox.append(json.loads(frame.data))
+                self._new.set()
+        self.closed.set()
+        self._new.set()
+
+    async def send(self, msg: dict[str, Any] | str) -> None:
+        await self.ws.send_str(msg if isinstance(msg, str) else json.dumps(msg))
+
+    async def recv(self, mtype: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        """The first buffered or future message of `mtype` whose fields match."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, msg in enumerate(self.inbox):
+                if msg.get("type") == mtype and all(msg.get(k) == v for k, v in match.items()):
+                    return self.inbox.pop(i)
+            if self.closed.is_set():
+                raise ConnectionError(f"closed while waiting for {mtype}; inbox={self.inbox}")
+            self._new.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {mtype} {match}; inbox={self.inbox}")
+            try:
+                await asyncio.wait_for(self._new.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    async def error(self, code: str, timeout: float = 5.0) -> dict[str, Any]:
+        return await self.recv("error", timeout, code=code)
+
+    async def request(self, msg: dict[str, Any], reply: str, **match: Any) -> dict[str, Any]:
+        await self.send(msg)
+        return await self.recv(reply, **match)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+        await self.session.close()
+
+
+def insecure_ssl() -> ssl.SSLContext:
+    """Tests talk to the dev certificate on loopback."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class PatternVideo(VideoStreamTrack):
+    """Synthetic camera: 640x480 frames whose top-left pixel block encodes a counter."""
+
+    def __init__(self, width: int = 640, height: int = 480) -> None:
+        super().__init__()
+        self.width, self.height = width, height
+        self.sent = 0
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        img = np.full((self.height, self.width, 3), (self.sent * 7) % 255, np.uint8)
+        img[: self.height // 2, : self.width // 2] = (40, 160, 220)
+        frame = VideoFrame.from_ndarray(img, format="bgr24")
+        frame.pts, frame.time_base = pts, time_base
+        self.sent += 1
+        return frame
+
+
+class Party:
+    """A real aiortc client: customer (audio, camera, screen) or teller (audio, camera)."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.pc = RTCPeerConnection(rtc_configuration([]))
+        self.video = PatternVideo()
+        self.audio = AudioStreamTrack()
+        self.received: dict[str, int] = {"audio": 0, "video": 0}
+        self.first_frame_at: dict[str, float] = {}
+        self.remote_tracks: list[Any] = []
+        self.screen: PatternVideo | None = None
+        self._readers: list[asyncio.Task[None]] = []
+        self.pc.addTransceiver(self.audio, direction="sendrecv")
+        self.pc.addTransceiver(self.video, direction="sendrecv")
+        if role == "customer":
+            self.screen = PatternVideo(320, 240)
+            self.pc.addTransceiver(self.screen, direction="sendonly")
+
+        @self.pc.on("track")
+        def _on_track(track: Any) -> None:
+            self.remote_tracks.append(track)
+            self._readers.append(asyncio.create_task(self._count(track)))
+
+    async def _count(self, track: Any) -> None:
+        try:
+            while True:
+                await track.recv()
+                self.received[track.kind] += 1
+                self.first_frame_at.setdefault(track.kind, time.monotonic())
+        except MediaStreamError:
+            pass
+
+    async def negotiate(self, sig: SignalClient) -> None:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        answer = await sig.request({"type": "webrtc.offer", "sdp": self.pc.localDescription.sdp},
+                                   "webrtc.answer")
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+
+    async def wait_frames(self, kind: str, count: int, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.received[kind] < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.role} got {self.received} frames, wanted {count} {kind}")
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        await self.pc.close()
+
+
+_ = fractions  # (kept for readers: aiortc time bases are Fractions)

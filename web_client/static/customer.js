@@ -1,0 +1,109 @@
+import { Signaling, sendOffer, show, say } from "./signaling.js";
+
+const $ = (id) => document.getElementById(id);
+const state = { pc: null, local: null, token: null, elderly: false, callId: null };
+window.vteller = state;  // for tests and support tooling: read-only inspection
+
+async function getToken() {
+  const fromApp = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromApp) { history.replaceState(null, "", location.pathname); return fromApp; }
+  const r = await fetch("/api/dev/customer-token", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name: $("name").value || "Demo Customer",
+                           birth_year: Number($("birth-year").value) || 1958 }),
+  });
+  if (!r.ok) throw new Error("Please open this page from your banking app.");
+  return (await r.json()).token;
+}
+
+function status(text, speak = true) { $("status").textContent = text; say(text, speak && state.elderly); }
+
+async function startMedia() {
+  if (!state.local) {
+    state.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
+    $("self").srcObject = state.local;
+  }
+}
+
+async function negotiate(sig) {
+  state.pc?.close();
+  const pc = new RTCPeerConnection({ iceServers: sig.welcome?.ice_servers || [] });
+  state.pc = pc;
+  // m-line layout is part of the contract: audio, camera, screen (screen sends nothing yet).
+  pc.addTransceiver(state.local.getAudioTracks()[0], { direction: "sendrecv", streams: [state.local] });
+  pc.addTransceiver(state.local.getVideoTracks()[0], { direction: "sendrecv", streams: [state.local] });
+  pc.addTransceiver("video", { direction: "sendonly" });
+  const remote = new MediaStream();
+  $("remote").srcObject = remote;
+  pc.ontrack = (ev) => remote.addTrack(ev.track);
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === "failed" && state.callId) negotiate(sig);
+  };
+  await sendOffer(pc, sig);
+}
+
+function endCall(text) {
+  state.pc?.close(); state.pc = null; state.callId = null;
+  show($("in-call"), false); show($("start-panel"), true);
+  status(text);
+}
+
+async function main() {
+  const sig = new Signaling(() => ({ token: state.token }));
+  sig.addEventListener("welcome", async (ev) => {
+    state.elderly = ev.detail.elderly;
+    document.body.classList.toggle("elderly", state.elderly);
+    const call = ev.detail.state.call;
+    if (call && ["connecting", "active"].includes(call.state) && (!state.pc || state.pc.connectionState !== "connected")) {
+      state.callId = call.call_id; await startMedia(); show($("in-call"), true); show($("start-panel"), false);
+      await negotiate(sig);
+    } else if (!call) {
+      show($("start-panel"), true);
+    }
+  });
+  sig.addEventListener("queue.status", (ev) => {
+    const m = ev.detail;
+    state.callId = m.call_id;
+    if (m.state === "queued") status(m.position === 1 ? "You are next. A teller will be with you shortly." : `You are number ${m.position} in line.`);
+    else if (m.state === "offered") status("A teller is about to answer.");
+    else if (m.state === "connecting") status("Connecting you to your teller...");
+    else if (m.state === "active") status("You are connected.", false);
+  });
+  sig.addEventListener("call.started", async (ev) => {
+    $("peer-name").textContent = ev.detail.peer.display_name;
+    show($("in-call"), true); show($("waiting"), false);
+    await negotiate(sig);
+  });
+  sig.addEventListener("webrtc.answer", (ev) => state.pc?.setRemoteDescription({ type: "answer", sdp: ev.detail.sdp }));
+  sig.addEventListener("call.peer", (ev) => {
+    $("peer-status").textContent = ev.detail.connection === "reconnecting" ? "Your teller's connection dropped; please wait." : "";
+  });
+  sig.addEventListener("call.ended", (ev) => { show($("waiting"), false); endCall(ev.detail.reason.startsWith("hangup") ? "The call has ended. Thank you." : `The call ended (${ev.detail.reason}).`); });
+  sig.addEventListener("error", (ev) => { $("error").textContent = ev.detail.message; });
+
+  $("start").onclick = async () => {
+    try {
+      $("error").textContent = "";
+      state.token = state.token || await getToken();
+      await startMedia();
+      if (!sig.ws) { sig.connect(); await new Promise((r) => sig.addEventListener("welcome", r, { once: true })); }
+      sig.send({ type: "queue.join", business_type: "general", language: "en" });
+      show($("start-panel"), false); show($("waiting"), true);
+    } catch (e) { $("error").textContent = e.message; }
+  };
+  $("leave").onclick = () => { sig.send({ type: "queue.leave" }); show($("waiting"), false); show($("start-panel"), true); status(""); };
+  $("hangup").onclick = () => sig.send({ type: "call.hangup" });
+  $("mute").onclick = () => {
+    const t = state.local.getAudioTracks()[0]; t.enabled = !t.enabled;
+    $("mute").textContent = t.enabled ? "Mute" : "Unmute";
+    sig.send({ type: "call.media_state", audio: t.enabled, video: state.local.getVideoTracks()[0].enabled });
+  };
+  $("camera").onclick = () => {
+    const t = state.local.getVideoTracks()[0]; t.enabled = !t.enabled;
+    $("camera").textContent = t.enabled ? "Camera off" : "Camera on";
+    sig.send({ type: "call.media_state", audio: state.local.getAudioTracks()[0].enabled, video: t.enabled });
+  };
+  $("elderly-toggle").onclick = () => { state.elderly = !state.elderly; document.body.classList.toggle("elderly", state.elderly); };
+  if (sessionStorage.getItem("vteller.resume")) sig.connect();  // page reload during a call
+}
+main();

@@ -1,0 +1,69 @@
+// Signaling client: hello/resume, automatic reconnect within the grace period.
+export class Signaling extends EventTarget {
+  constructor(hello) {
+    super();
+    this.hello = hello;            // () => extra hello fields (e.g. {token})
+    this.resume = sessionStorage.getItem("vteller.resume");
+    this.closedByUs = false;
+    this.retry = 0;
+    this.welcome = null;
+  }
+  connect() {
+    const ws = new WebSocket(`wss://${location.host}/ws`);
+    this.ws = ws;
+    ws.onopen = () => {
+      this.retry = 0;
+      const msg = { type: "hello", v: 1 };
+      if (this.resume) msg.resume = this.resume; else Object.assign(msg, this.hello());
+      this.send(msg);
+    };
+    ws.onmessage = (ev) => {
+      const msg = JSON.parse(ev.data);
+      if (msg.type === "welcome") {
+        this.welcome = msg;
+        this.resume = msg.resume;
+        sessionStorage.setItem("vteller.resume", msg.resume);
+      }
+      if (msg.type === "error" && msg.code === "resume_failed") {
+        this.resume = null;
+        sessionStorage.removeItem("vteller.resume");
+        this.send(Object.assign({ type: "hello", v: 1 }, this.hello()));
+        return;
+      }
+      this.dispatchEvent(new CustomEvent(msg.type, { detail: msg }));
+      this.dispatchEvent(new CustomEvent("message", { detail: msg }));
+    };
+    ws.onclose = () => {
+      this.dispatchEvent(new CustomEvent("disconnected"));
+      if (this.closedByUs) return;
+      const delay = Math.min(5000, 500 * 2 ** this.retry++);
+      setTimeout(() => this.connect(), delay);
+    };
+  }
+  send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+  close() { this.closedByUs = true; sessionStorage.removeItem("vteller.resume"); this.ws?.close(); }
+}
+
+// Offer with all ICE candidates gathered (the server does not trickle).
+export async function sendOffer(pc, sig) {
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  if (pc.iceGatheringState !== "complete") {
+    await new Promise((resolve) => {
+      const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
+      pc.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, 3000);
+    });
+  }
+  sig.send({ type: "webrtc.offer", sdp: pc.localDescription.sdp });
+}
+
+export function show(el, visible) { el.hidden = !visible; }
+
+export function say(text, enabled) {
+  if (!enabled || !("speechSynthesis" in window)) return;
+  speechSynthesis.cancel();
+  speechSynthesis.speak(new SpeechSynthesisUtterance(text));
+}

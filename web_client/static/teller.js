@@ -1,0 +1,87 @@
+import { Signaling, sendOffer, show } from "./signaling.js";
+
+const $ = (id) => document.getElementById(id);
+const state = { pc: null, local: null, offer: null, tellerState: "offline" };
+window.vteller = state;
+
+function setTellerState(s, reason) {
+  state.tellerState = s;
+  $("teller-state").textContent = s + (reason ? ` (${reason})` : "");
+  $("teller-state").dataset.state = s;
+  show($("wrapup-done"), s === "wrap_up");
+}
+
+async function negotiate(sig) {
+  if (!state.local) {
+    state.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
+    $("self").srcObject = state.local;
+  }
+  state.pc?.close();
+  const pc = new RTCPeerConnection({ iceServers: sig.welcome?.ice_servers || [] });
+  state.pc = pc;
+  pc.addTransceiver(state.local.getAudioTracks()[0], { direction: "sendrecv", streams: [state.local] });
+  pc.addTransceiver(state.local.getVideoTracks()[0], { direction: "sendrecv", streams: [state.local] });
+  const remote = new MediaStream();
+  $("remote").srcObject = remote;
+  pc.ontrack = (ev) => remote.addTrack(ev.track);
+  await sendOffer(pc, sig);
+}
+
+function connect() {
+  const sig = new Signaling(() => ({}));
+  sig.addEventListener("welcome", async (ev) => {
+    show($("login"), false); show($("console"), true);
+    $("me").textContent = ev.detail.display_name;
+    const st = ev.detail.state;
+    setTellerState(st.teller_state, st.reason);
+    if (st.call && ["connecting", "active"].includes(st.call.state) && (!state.pc || state.pc.connectionState !== "connected")) {
+      $("customer-name").textContent = st.call.peer?.display_name || "";
+      show($("call"), true); await negotiate(sig);
+    }
+  });
+  sig.addEventListener("teller.state", (ev) => setTellerState(ev.detail.state, ev.detail.reason));
+  sig.addEventListener("offer.incoming", (ev) => {
+    state.offer = ev.detail;
+    $("offer-name").textContent = ev.detail.customer.display_name;
+    $("offer-business").textContent = ev.detail.business_type;
+    show($("offer"), true);
+  });
+  sig.addEventListener("offer.revoked", () => { state.offer = null; show($("offer"), false); });
+  sig.addEventListener("call.started", async (ev) => {
+    show($("offer"), false);
+    $("customer-name").textContent = ev.detail.peer.display_name;
+    show($("call"), true);
+    await negotiate(sig);
+  });
+  sig.addEventListener("webrtc.answer", (ev) => state.pc?.setRemoteDescription({ type: "answer", sdp: ev.detail.sdp }));
+  sig.addEventListener("call.peer", (ev) => {
+    $("peer-status").textContent = ev.detail.connection === "reconnecting" ? "Customer connection dropped; waiting for them to return." : (ev.detail.audio ? "" : "Customer muted their microphone.");
+  });
+  sig.addEventListener("call.ended", (ev) => {
+    state.pc?.close(); state.pc = null; show($("call"), false);
+    $("last-call").textContent = `Last call ended: ${ev.detail.reason}`;
+  });
+  sig.addEventListener("error", (ev) => { $("error").textContent = `${ev.detail.code}: ${ev.detail.message}`; });
+  sig.connect();
+
+  $("available").onclick = () => sig.send({ type: "teller.status", status: "available" });
+  $("wrapup-done").onclick = () => sig.send({ type: "teller.status", status: "available" });
+  $("break").onclick = () => sig.send({ type: "teller.status", status: "break", reason: "personal" });
+  $("accept").onclick = () => state.offer && sig.send({ type: "offer.accept", call_id: state.offer.call_id });
+  $("reject").onclick = () => state.offer && sig.send({ type: "offer.reject", call_id: state.offer.call_id });
+  $("hangup").onclick = () => sig.send({ type: "call.hangup" });
+  $("logout").onclick = async () => { sig.close(); await fetch("/api/logout", { method: "POST" }); location.reload(); };
+}
+
+$("login-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const r = await fetch("/api/login", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: $("username").value, password: $("password").value }),
+  });
+  if (!r.ok) { $("login-error").textContent = (await r.json()).error.message; return; }
+  $("password").value = "";
+  connect();
+};
+
+fetch("/api/me").then((r) => { if (r.ok) connect(); else show($("login"), true); });
