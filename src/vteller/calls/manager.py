@@ -339,7 +339,7 @@ class CallManager:
         for call in self.calls.values():
             if call.state == CallState.OFFERED:
                 self.parties[call.customer_key].send(
-                    m.QueueStatus(call_id=call.call_id, state="offered", position=0))
+                    m.QueueStatus(call_id=call.call_id, state="offered"))
 
     async def _ring_timeout(self, call_id: str, teller: Party) -> None:
         await asyncio.sleep(self._settings.ring_timeout_s)

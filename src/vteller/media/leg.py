@@ -78,11 +78,11 @@ class MediaLeg:
             return await asyncio.wait_for(self._answer(offer_sdp), NEGOTIATION_TIMEOUT_S)
         except MediaNegotiationError:
             raise
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-            log.info("bad sdp from %s: %s", self.party, type(exc).__name__)
-            raise MediaNegotiationError("the SDP offer could not be parsed") from None
         except asyncio.TimeoutError:
             raise MediaNegotiationError("negotiation timed out") from None
+        except Exception as exc:  # noqa: BLE001 - aiortc's parser signals bad input with assert
+            log.info("bad sdp from %s: %s", self.party, type(exc).__name__)
+            raise MediaNegotiationError("the SDP offer could not be parsed or applied") from None
 
     async def _answer(self, offer_sdp: str) -> str:
         if "m=" not in offer_sdp or not offer_sdp.startswith("v=0"):
