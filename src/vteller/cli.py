@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
     base = f"https://{host}:{settings.port}"
 
-    async def announce(_: object) -> None:
+    def announce() -> None:
         print(f"vteller ready in {time.monotonic() - started:.2f} s", flush=True)
         print(f"  customer page:  {base}/customer")
         print(f"  teller console: {base}/teller")
@@ -57,11 +58,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 print(f"    see {settings.data_dir / DEV_CREDENTIALS} (0600)")
         else:
             print("  staff log in with accounts made by `vteller users add`")
+        print("  health: /healthz  readiness: /readyz  metrics: /metrics  (Ctrl-C stops)")
         sys.stdout.flush()
 
-    app.on_startup.append(announce)
-    web.run_app(app, host=settings.host, port=settings.port,
-                ssl_context=server_ssl_context(cert, key), print=None, access_log=None)
+    async def run() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port,
+                           ssl_context=server_ssl_context(cert, key))
+        await site.start()
+        announce()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("vteller stopping: ending calls", flush=True)
+        await runner.cleanup()
+        components.store.close()
+
+    asyncio.run(run())
     return 0
 
 

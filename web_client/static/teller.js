@@ -9,6 +9,9 @@ function setTellerState(s, reason) {
   $("teller-state").textContent = s + (reason ? ` (${reason})` : "");
   $("teller-state").dataset.state = s;
   show($("wrapup-done"), s === "wrap_up");
+  const idle = ["offline", "available", "break"].includes(s);
+  show($("available"), idle && s !== "available");
+  show($("break"), idle && s !== "break");
 }
 
 async function negotiate(sig) {

@@ -1,7 +1,8 @@
 """One signaling WebSocket: a bounded outbox drained by its own writer task.
 
-Senders never wait on a slow client; a client that cannot keep up with its
-outbox is disconnected (it may resume) instead of growing memory.
+Pushes from other parties never wait on a slow client; a client that cannot keep
+up with its outbox is disconnected (it may resume) instead of growing memory. A
+client's own requests are read only while its outbox has room (backpressure).
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ class WsConnection:
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX)
         self._writer = asyncio.create_task(self._write())
         self.closed = False
+
+    async def writable(self) -> None:
+        """Backpressure for this client's own requests: wait while its outbox is half full."""
+        while self._outbox.qsize() > OUTBOX // 2 and not self.closed:
+            await asyncio.sleep(0.005)
 
     def send(self, message: BaseModel) -> None:
         if self.closed:

@@ -58,6 +58,7 @@ class SignalingEndpoint:
         session = _Session(self, request, conn)
         try:
             async for frame in ws:
+                await conn.writable()
                 if frame.type == WSMsgType.TEXT:
                     await session.on_text(frame.data)
                 elif frame.type == WSMsgType.BINARY:

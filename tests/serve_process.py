@@ -1,0 +1,56 @@
+"""Run the real `vteller serve` command as a subprocess (what a newcomer runs)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import free_port
+
+
+@dataclass
+class ServeProcess:
+    proc: subprocess.Popen[str]
+    url: str
+    stdout: list[str]
+    ready_s: float
+    passwords: dict[str, str]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None,
+                timeout: float = 60) -> ServeProcess:
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    full_env = {**os.environ, "VTELLER_DATA_DIR": str(tmp / "var"),
+                "VTELLER_CERTS_DIR": str(tmp / "certs"), "VTELLER_PORT": str(port),
+                **(env or {})}
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "vteller", "serve", *args], env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=tmp)
+    lines: list[str] = []
+    ready_s = float("nan")
+    assert proc.stdout is not None
+    while time.monotonic() - t0 < timeout:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"vteller serve exited: {''.join(lines)}")
+        lines.append(line)
+        if "teller console:" in line:
+            ready_s = time.monotonic() - t0
+        if "Ctrl-C stops" in line:
+            break
+    passwords = dict(re.findall(r"^\s+(\S+) \(\w+\) password: (\S+)$", "".join(lines), re.M))
+    return ServeProcess(proc, f"https://localhost:{port}", lines, ready_s, passwords)

@@ -1,0 +1,121 @@
+"""End to end in Debian Chromium: customer page and teller console call through the server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.serve_process import start_serve
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.browser
+
+
+def write_y4m(photo: Path, out: Path, frames: int = 60, size: tuple[int, int] = (640, 480)) -> Path:
+    """A fake camera clip from a still photo (slight zoom drift so frames differ)."""
+    img = cv2.imread(str(photo))
+    w, h = size
+    scale = min(w / img.shape[1], h / img.shape[0])
+    img = cv2.resize(img, (int(img.shape[1] * scale) // 2 * 2, int(img.shape[0] * scale) // 2 * 2))
+    canvas = np.zeros((h, w, 3), np.uint8)
+    y0, x0 = (h - img.shape[0]) // 2, (w - img.shape[1]) // 2
+    canvas[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img
+    with out.open("wb") as fh:
+        fh.write(f"YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(frames):
+            m = cv2.getRotationMatrix2D((w / 2, h / 2), 0, 1 + 0.002 * i)
+            frame = cv2.warpAffine(canvas, m, (w, h))
+            fh.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return out
+
+
+@pytest.fixture
+async def browser(tmp_path, faces_dir):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Debian chromium not installed at {CHROMIUM} (apt-get install chromium)")
+    playwright_api = pytest.importorskip("playwright.async_api")
+    clip = write_y4m(faces_dir / "obama.jpg", tmp_path / "camera.y4m")
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}",
+            "--autoplay-policy=no-user-gesture-required"]
+    async with playwright_api.async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        yield b
+        await b.close()
+
+
+FRAMES_DECODED = """async () => {
+  const pc = window.vteller && window.vteller.pc;
+  if (!pc) return 0;
+  let n = 0;
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") n += s.framesDecoded || 0;
+  });
+  return n;
+}"""
+
+
+async def wait_frames(page, minimum: int, timeout_s: float = 30) -> int:
+    deadline = time.monotonic() + timeout_s
+    while (n := await page.evaluate(FRAMES_DECODED)) < minimum:
+        if time.monotonic() > deadline:
+            state = await page.evaluate(
+                "() => window.vteller.pc && [window.vteller.pc.connectionState,"
+                " window.vteller.pc.iceConnectionState, document.body.innerText]")
+            raise AssertionError(f"{page.url}: {n} frames decoded, wanted {minimum}; {state}")
+        await asyncio.sleep(0.25)
+    return n
+
+
+async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
+    server = start_serve(tmp_path / "srv", "--dev")
+    try:
+        teller_ctx = await browser.new_context(ignore_https_errors=True)
+        customer_ctx = await browser.new_context(
+            ignore_https_errors=True, viewport={"width": 390, "height": 844}, is_mobile=True)
+        teller = await teller_ctx.new_page()
+        customer = await customer_ctx.new_page()
+
+        await teller.goto(f"{server.url}/teller")
+        await teller.fill("#username", "teller1")
+        await teller.fill("#password", server.passwords["teller1"])
+        await teller.click("button[type=submit]")
+        await teller.wait_for_selector("#teller-state[data-state=offline]")
+        await teller.click("#available")
+        await teller.wait_for_selector("#teller-state[data-state=available]")
+
+        await customer.goto(f"{server.url}/customer")
+        await customer.fill("#name", "Barack Customer")
+        await customer.fill("#birth-year", "1961")
+        await customer.click("#start")
+        await teller.wait_for_selector("#offer:not([hidden])")
+        assert await teller.text_content("#offer-name") == "Barack Customer"
+        await teller.click("#accept")
+
+        # decoded frames arrive on both sides, through the server, and keep growing
+        first_c, first_t = await wait_frames(customer, 10), await wait_frames(teller, 10)
+        later_c, later_t = await wait_frames(customer, first_c + 30), await wait_frames(
+            teller, first_t + 30)
+        assert later_c > first_c and later_t > first_t
+        await customer.screenshot(path=str(tmp_path / "customer.png"))
+        await teller.screenshot(path=str(tmp_path / "teller.png"))
+
+        await customer.click("#hangup")
+        await teller.wait_for_selector("#teller-state[data-state=wrap_up]")
+        await customer.wait_for_selector("#start-panel:not([hidden])")
+        await teller.click("#wrapup-done")
+        await teller.wait_for_selector("#teller-state[data-state=available]")
+        artefacts = Path("/tmp/vteller-browser")
+        artefacts.mkdir(exist_ok=True)
+        for f in ("customer.png", "teller.png"):
+            shutil.copy(tmp_path / f, artefacts / f)
+    finally:
+        server.stop()
