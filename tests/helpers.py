@@ -109,13 +109,21 @@ class PatternVideo(VideoStreamTrack):
 class Party:
     """A real aiortc client: customer (audio, camera, screen) or teller (audio, camera)."""
 
-    def __init__(self, role: str) -> None:
+    def __init__(self, role: str, encoded: bool = False, video_codec: str | None = None) -> None:
+        """encoded: send a pre-encoded clip and receive packets undecoded (cheap, exact)."""
+        from aiortc import RTCRtpSender
+
+        from tests.media_sources import audio_source, video_source
+
         self.role = role
+        self.encoded = encoded
         self.pc = RTCPeerConnection(rtc_configuration([]))
-        self.video = PatternVideo()
-        self.audio = AudioStreamTrack()
-        self.received: dict[str, int] = {"audio": 0, "video": 0}
+        self.video: Any = video_source() if encoded else PatternVideo()
+        self.audio: Any = audio_source() if encoded else AudioStreamTrack()
+        self.packets: dict[str, list[tuple[float, Any]]] = {"audio": [], "video": [], "screen": []}
+        self.received: dict[str, int] = {"audio": 0, "video": 0, "screen": 0}
         self.first_frame_at: dict[str, float] = {}
+        self.last_frame: dict[str, Any] = {}
         self.remote_tracks: list[Any] = []
         self.screen: PatternVideo | None = None
         self._readers: list[asyncio.Task[None]] = []
@@ -124,18 +132,30 @@ class Party:
         if role == "customer":
             self.screen = PatternVideo(320, 240)
             self.pc.addTransceiver(self.screen, direction="sendonly")
+        else:
+            self.pc.addTransceiver("video", direction="recvonly")  # the customer's screen
+        if video_codec is not None:
+            caps = [c for c in RTCRtpSender.getCapabilities("video").codecs
+                    if c.mimeType.lower() in (f"video/{video_codec}", "video/rtx")]
+            for t in self.pc.getTransceivers()[1:]:
+                t.setCodecPreferences(caps)
 
         @self.pc.on("track")
         def _on_track(track: Any) -> None:
             self.remote_tracks.append(track)
-            self._readers.append(asyncio.create_task(self._count(track)))
+            index = len(self.remote_tracks) - 1
+            self._readers.append(asyncio.create_task(
+                self._count(track, "screen" if index == 2 else track.kind)))
 
-    async def _count(self, track: Any) -> None:
+    async def _count(self, track: Any, slot: str) -> None:
         try:
             while True:
-                await track.recv()
-                self.received[track.kind] += 1
-                self.first_frame_at.setdefault(track.kind, time.monotonic())
+                frame = await track.recv()
+                self.received[slot] += 1
+                if self.encoded:
+                    self.packets[slot].append((time.monotonic(), frame))
+                self.last_frame[slot] = frame
+                self.first_frame_at.setdefault(slot, time.monotonic())
         except MediaStreamError:
             pass
 
@@ -144,6 +164,12 @@ class Party:
         answer = await sig.request({"type": "webrtc.offer", "sdp": self.pc.localDescription.sdp},
                                    "webrtc.answer")
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        if self.encoded:  # before the connection task runs (it needs the loop)
+            from vteller.media.passthrough import receive_encoded
+
+            for t in self.pc.getTransceivers():
+                if t.receiver.track is not None:
+                    receive_encoded(t.receiver)
 
     async def wait_frames(self, kind: str, count: int, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout

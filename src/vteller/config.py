@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
     messages_per_second: float = Field(100.0, gt=0)
     message_burst: int = Field(300, ge=1)
+    media_forwarding: Literal["encoded", "transcode"] = Field(
+        "encoded", description="encoded: forward packets as received; transcode: decode and "
+        "re-encode (the benchmark baseline; several times the CPU)")
+    record_calls: bool = Field(
+        False, description="write every forwarded track as plain WebM under "
+        "data_dir/recordings (unencrypted until the audit trail lands: keep off in production)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("public_names", "allowed_origins", "ice_servers", mode="before")
@@ -89,6 +95,10 @@ class Settings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "vteller.sqlite3"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.data_dir / "recordings"
 
     @property
     def keys_dir(self) -> Path:

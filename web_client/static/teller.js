@@ -24,9 +24,11 @@ async function negotiate(sig) {
   state.pc = pc;
   pc.addTransceiver(state.local.getAudioTracks()[0], { direction: "sendrecv", streams: [state.local] });
   pc.addTransceiver(state.local.getVideoTracks()[0], { direction: "sendrecv", streams: [state.local] });
+  const screen = pc.addTransceiver("video", { direction: "recvonly" });  // customer's screen, only with consent
   const remote = new MediaStream();
   $("remote").srcObject = remote;
-  pc.ontrack = (ev) => remote.addTrack(ev.track);
+  $("screen").srcObject = new MediaStream([screen.receiver.track]);
+  pc.ontrack = (ev) => { if (ev.transceiver !== screen) remote.addTrack(ev.track); };
   await sendOffer(pc, sig);
 }
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
 from vteller.config import Settings
-from vteller.media import MediaLeg, MediaNegotiationError
+from vteller.media import MediaLeg, MediaNegotiationError, check_offer
 from vteller.observability import Metrics
 from vteller.protocol import ErrorCode, ProtocolError
 from vteller.protocol import messages as m
@@ -74,6 +74,7 @@ class CallManager:
         self.calls: dict[str, Call] = {}
         self._by_resume: dict[str, str] = {}
         self._ring: dict[str, asyncio.Task[None]] = {}
+        self._cleanups: set[asyncio.Future[Any]] = set()
         self._writes: asyncio.Queue[tuple[str, tuple[Any, ...], dict[str, Any]]] = asyncio.Queue(
             STORE_BACKLOG
         )
@@ -190,7 +191,8 @@ class CallManager:
     def _on_queue_join(self, party: Party, msg: m.QueueJoin) -> None:
         if self._call_of(party) is not None:
             raise ProtocolError(ErrorCode.WRONG_STATE, "already queued or in a call")
-        call = Call(secrets.token_urlsafe(12), party.key, msg.business_type, msg.language)
+        call = Call(secrets.token_urlsafe(12), party.key, msg.business_type, msg.language,
+                    encoded_media=self._settings.media_forwarding == "encoded")
         self.calls[call.call_id] = call
         party.call_id = call.call_id
         self.router.enqueue(call.call_id, time.monotonic())
@@ -232,6 +234,8 @@ class CallManager:
         self._cancel_ring(call.call_id)
         call.to(CallState.CONNECTING)
         call.accepted_at = time.time()
+        if self._settings.record_calls and call.encoded_media:
+            call.start_recording(self._settings.recordings_dir / call.call_id)
         self.router.teller(party.principal).to(TellerState.BUSY)
         party.call_id = call.call_id
         customer = self.parties[call.customer_key]
@@ -273,19 +277,17 @@ class CallManager:
         if call is None or call.state not in IN_CALL:
             raise ProtocolError(ErrorCode.WRONG_STATE, "no call to negotiate media for")
         side = party.role
-        other = "teller" if side == "customer" else "customer"
-        leg = MediaLeg(
-            side,
-            self._settings.ice_servers,
-            inbound={k: call.feed(side, k) for k in ("audio", "video")},
-            outbound={k: call.feed(other, k) for k in ("audio", "video")},
-            on_state=lambda leg, state: self._leg_state(call, leg, state),
-        )
+        try:  # synchronous: the first leg fixes the call's video codec before any await
+            call.video_codec = check_offer(side, msg.sdp, call.video_codec)
+        except MediaNegotiationError as exc:
+            raise ProtocolError(ErrorCode(exc.code), str(exc)) from None
+        leg = MediaLeg(side, self._settings.ice_servers, call.feed, call.encoded_media,
+                       on_state=lambda leg, state: self._leg_state(call, leg, state))
         try:
-            sdp = await leg.answer(msg.sdp)
+            sdp = await leg.answer(msg.sdp, call.video_codec)
         except MediaNegotiationError as exc:
             await leg.close()
-            raise ProtocolError(ErrorCode.BAD_SDP, str(exc)) from None
+            raise ProtocolError(ErrorCode(exc.code), str(exc)) from None
         if call.state not in IN_CALL or party.call_id != call.call_id:
             await leg.close()
             raise ProtocolError(ErrorCode.WRONG_STATE, "the call ended during negotiation")
@@ -393,10 +395,12 @@ class CallManager:
         call.to(CallState.WRAP_UP)
         call.end_reason = reason
         for leg in call.legs.values():
-            asyncio.create_task(leg.close())
+            self._background(leg.close())
         for feed in call.feeds.values():
             feed.close()
         call.legs.clear()
+        for recorder in call.recorders:
+            self._background(asyncio.to_thread(recorder.close))
         customer = self.parties.get(call.customer_key)
         if customer is not None:
             customer.call_id = None
@@ -431,6 +435,17 @@ class CallManager:
             other.send(m.PeerState(call_id=call.call_id, connection=connection,  # type: ignore[arg-type]
                                    audio=party.media["audio"], video=party.media["video"]))
 
+    def _background(self, coro: Any) -> None:
+        """Run cleanup work without blocking a state change; shutdown waits for it."""
+        task = asyncio.ensure_future(coro)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def shutdown_cleanups(self, timeout: float = 10) -> None:
+        """Wait for background cleanup (closing legs, finishing recordings)."""
+        if self._cleanups:
+            await asyncio.wait(set(self._cleanups), timeout=timeout)
+
     # ------------------------------------------------------------ store writer
     def _persist(self, method: str, *args: Any, **kwargs: Any) -> None:
         try:
@@ -459,6 +474,7 @@ class CallManager:
                 await leg.close()
         for task in [*self._ring.values(), *(p.grace for p in self.parties.values() if p.grace)]:
             task.cancel()
+        await self.shutdown_cleanups()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.flush(), 5)
         self._writer.cancel()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from vteller.media import Feed, MediaLeg
+from vteller.media import Feed, MediaGate, MediaLeg
+from vteller.media.leg import SLOT_KIND, SLOTS
+from vteller.media.taps import TrackRecorder
 from vteller.routing import IllegalTransition
 
 
@@ -47,16 +50,33 @@ class Call:
     teller_key: str | None = None
     accepted_at: float | None = None
     end_reason: str | None = None
+    encoded_media: bool = True
+    video_codec: str | None = None
+    screen_gate: MediaGate = field(default_factory=MediaGate)
     feeds: dict[str, Feed] = field(default_factory=dict)
     legs: dict[str, MediaLeg] = field(default_factory=dict)
+    recorders: list[TrackRecorder] = field(default_factory=list)
 
     def to(self, target: CallState) -> None:
         if target not in TRANSITIONS[self.state]:
             raise IllegalTransition("call", self.state, target)
         self.state = target
 
-    def feed(self, party: str, kind: str) -> Feed:
-        key = f"{party}.{kind}"
+    def start_recording(self, directory: Path) -> None:
+        """A recorder tap on every feed a party sends (screen only passes its gate)."""
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for party, slots in (("customer", SLOTS), ("teller", SLOTS[:2])):
+            for slot in slots:
+                feed = self.feed(party, slot)
+                recorder = TrackRecorder(feed, directory / f"{party}.{slot}.webm")
+                feed.add_tap(recorder)
+                self.recorders.append(recorder)
+
+    def feed(self, party: str, slot: str) -> Feed:
+        """The call's feed of one party's audio, video (camera) or screen."""
+        key = f"{party}.{slot}"
         if key not in self.feeds:
-            self.feeds[key] = Feed(f"{self.call_id}:{key}", kind)
+            gate = self.screen_gate if slot == "screen" else None
+            self.feeds[key] = Feed(f"{self.call_id}:{key}", SLOT_KIND[slot], self.encoded_media,
+                                   gate)
         return self.feeds[key]

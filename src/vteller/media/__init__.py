@@ -1,6 +1,7 @@
-"""Media: aiortc peer connections (one leg per party) and bounded track forwarding."""
+"""Media: aiortc legs (one per party) and encoded-frame forwarding with taps."""
 
-from vteller.media.leg import LEG_LAYOUT, MediaLeg, MediaNegotiationError
-from vteller.media.relay import Feed, FeedTrack
+from vteller.media.leg import MediaLeg, MediaNegotiationError, check_offer
+from vteller.media.relay import Feed, FeedTrack, MediaGate, MediaItem, Tap
 
-__all__ = ["LEG_LAYOUT", "Feed", "FeedTrack", "MediaLeg", "MediaNegotiationError"]
+__all__ = ["Feed", "FeedTrack", "MediaGate", "MediaItem", "MediaLeg", "MediaNegotiationError",
+           "Tap", "check_offer"]

@@ -1,9 +1,9 @@
 """One aiortc peer connection between the server and one party of a call.
 
-The party offers; the server answers. m-line layout is part of the contract:
-customer ``audio, video(camera), video(screen)``; teller ``audio, video``. The
-screen transceiver is received but never forwarded here (the consent gate decides
-that later); its frames are drained and counted.
+The party offers; the server answers. Both parties offer three m-lines in this
+order: ``audio``, ``video`` (camera), ``video`` (screen share: the customer sends
+it, the teller receives it). Audio is Opus; video is one codec for the whole call
+(VP8 preferred, H.264 accepted), so packets can be forwarded without transcoding.
 """
 
 from __future__ import annotations
@@ -19,22 +19,31 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc import sdp as aiortc_sdp
 
-from vteller.media.relay import Feed, FeedTrack, drain
+from vteller.media.passthrough import receive_encoded, relay_keyframe_requests
+from vteller.media.relay import Feed
 
 log = logging.getLogger(__name__)
 
-LEG_LAYOUT: dict[str, tuple[str, ...]] = {
-    "customer": ("audio", "video", "video"),
-    "teller": ("audio", "video"),
-}
+SLOTS = ("audio", "video", "screen")
+SLOT_KIND = {"audio": "audio", "video": "video", "screen": "video"}
+# which slots a party sends to the server / receives from it
+SENDS = {"customer": ("audio", "video", "screen"), "teller": ("audio", "video")}
+RECEIVES = {"customer": ("audio", "video"), "teller": ("audio", "video", "screen")}
+VIDEO_CODECS = ("vp8", "h264")
 NEGOTIATION_TIMEOUT_S = 10.0
 
 
 class MediaNegotiationError(Exception):
-    """The party's offer cannot be answered (malformed SDP or wrong m-lines)."""
+    """The party's offer cannot be answered. ``code`` is the wire error code."""
+
+    def __init__(self, message: str, code: str = "bad_sdp") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def rtc_configuration(ice_servers: list[dict[str, Any]]) -> RTCConfiguration:
@@ -47,25 +56,63 @@ def rtc_configuration(ice_servers: list[dict[str, Any]]) -> RTCConfiguration:
                             bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
+def offered_codecs(offer_sdp: str) -> list[tuple[str, set[str]]]:
+    """(kind, codec names) per m-line of an offer; raises MediaNegotiationError."""
+    if not isinstance(offer_sdp, str) or not offer_sdp.startswith("v=0") or "m=" not in offer_sdp:
+        raise MediaNegotiationError("the SDP offer is not a session description")
+    try:
+        parsed = aiortc_sdp.SessionDescription.parse(offer_sdp)
+    except Exception:  # noqa: BLE001 - aiortc's parser signals bad input with assert
+        raise MediaNegotiationError("the SDP offer could not be parsed") from None
+    return [(m.kind, {c.mimeType.split("/")[1].lower() for c in m.rtp.codecs})
+            for m in parsed.media]
+
+
+def check_offer(party: str, offer_sdp: str, video_codec: str | None) -> str:
+    """Validate layout and codecs; returns the call's video codec (chosen if None)."""
+    lines = offered_codecs(offer_sdp)
+    kinds = tuple(kind for kind, _ in lines)
+    want = tuple(SLOT_KIND[s] for s in SLOTS)
+    if kinds != want:
+        raise MediaNegotiationError(
+            f"{party} offer must have m-lines {list(want)} (audio, camera, screen), "
+            f"got {list(kinds)}")
+    if "opus" not in lines[0][1]:
+        raise MediaNegotiationError("audio must offer Opus", "no_common_codec")
+    video_sets = [codecs for kind, codecs in lines if kind == "video"]
+    if video_codec is None:
+        video_codec = next((c for c in VIDEO_CODECS if all(c in s for s in video_sets)), None)
+        if video_codec is None:
+            raise MediaNegotiationError("video must offer VP8 or H.264", "no_common_codec")
+    elif not all(video_codec in s for s in video_sets):
+        raise MediaNegotiationError(
+            f"the other party's video is {video_codec.upper()}, which this offer lacks",
+            "no_common_codec")
+    return video_codec
+
+
+def _preferences(kind: str, codec: str) -> list[Any]:
+    caps = RTCRtpSender.getCapabilities(kind).codecs
+    return [c for c in caps if c.mimeType.lower() in (f"{kind}/{codec}", f"{kind}/rtx")]
+
+
 class MediaLeg:
-    """Answers one party's offer, feeds its camera/mic into Feeds, sends the peer's."""
+    """Answers one party's offer and wires its transceivers to the call's feeds."""
 
     def __init__(
         self,
         party: str,
         ice_servers: list[dict[str, Any]],
-        inbound: dict[str, Feed],
-        outbound: dict[str, Feed],
+        feeds: Callable[[str, str], Feed],
+        encoded: bool,
         on_state: Callable[[MediaLeg, str], None],
     ) -> None:
         self.party = party
         self._pc = RTCPeerConnection(rtc_configuration(ice_servers))
-        self._inbound = inbound
-        self._outbound = outbound
+        self._feeds = feeds  # (party, slot) -> Feed
+        self._encoded = encoded
         self._on_state = on_state
-        self._tracks: list[FeedTrack] = []
-        self._drains: list[asyncio.Task[None]] = []
-        self.screen_frames_dropped = [0]
+        self._tracks: list[Any] = []
         self.state = "new"
 
         @self._pc.on("connectionstatechange")
@@ -73,47 +120,46 @@ class MediaLeg:
             self.state = self._pc.connectionState
             self._on_state(self, self.state)
 
-    async def answer(self, offer_sdp: str) -> str:
+    async def answer(self, offer_sdp: str, video_codec: str) -> str:
         try:
-            return await asyncio.wait_for(self._answer(offer_sdp), NEGOTIATION_TIMEOUT_S)
+            return await asyncio.wait_for(self._answer(offer_sdp, video_codec),
+                                          NEGOTIATION_TIMEOUT_S)
         except MediaNegotiationError:
             raise
         except asyncio.TimeoutError:
             raise MediaNegotiationError("negotiation timed out") from None
-        except Exception as exc:  # noqa: BLE001 - aiortc's parser signals bad input with assert
+        except Exception as exc:  # noqa: BLE001 - aiortc signals bad input with assert
             log.info("bad sdp from %s: %s", self.party, type(exc).__name__)
-            raise MediaNegotiationError("the SDP offer could not be parsed or applied") from None
+            raise MediaNegotiationError("the SDP offer could not be applied") from None
 
-    async def _answer(self, offer_sdp: str) -> str:
-        if "m=" not in offer_sdp or not offer_sdp.startswith("v=0"):
-            raise MediaNegotiationError("the SDP offer is not a session description")
+    async def _answer(self, offer_sdp: str, video_codec: str) -> str:
         await self._pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        transceivers = self._pc.getTransceivers()
-        kinds = tuple(t.kind for t in transceivers)
-        if kinds != LEG_LAYOUT[self.party]:
-            raise MediaNegotiationError(
-                f"{self.party} offer must have m-lines {list(LEG_LAYOUT[self.party])},"
-                f" got {list(kinds)}"
-            )
-        audio, camera, *screen = transceivers
-        for transceiver, key in ((audio, "audio"), (camera, "video")):
-            track = self._outbound[key].subscribe()
-            self._tracks.append(track)
-            transceiver.sender.replaceTrack(track)
-            transceiver.direction = "sendrecv"
-            self._inbound[key].attach(transceiver.receiver.track)
-        for transceiver in screen:
-            transceiver.direction = "recvonly"
-            self._drains.append(
-                asyncio.create_task(drain(transceiver.receiver.track, self.screen_frames_dropped))
-            )
+        other = "teller" if self.party == "customer" else "customer"
+        for slot, transceiver in zip(SLOTS, self._pc.getTransceivers(), strict=True):
+            kind = SLOT_KIND[slot]
+            transceiver.setCodecPreferences(
+                _preferences(kind, "opus" if kind == "audio" else video_codec))
+            sends, receives = slot in SENDS[self.party], slot in RECEIVES[self.party]
+            if receives:
+                feed = self._feeds(other, slot)
+                track = feed.subscribe()
+                self._tracks.append(track)
+                transceiver.sender.replaceTrack(track)
+                if self._encoded:
+                    relay_keyframe_requests(transceiver.sender, feed.request_keyframe)
+            if sends:
+                feed = self._feeds(self.party, slot)
+                feed.codec = "opus" if kind == "audio" else video_codec
+                if self._encoded:
+                    receive_encoded(transceiver.receiver)
+                feed.attach(transceiver.receiver.track, transceiver.receiver)
+            transceiver.direction = ("sendrecv" if sends and receives
+                                     else "recvonly" if sends else "sendonly")
         answer = await self._pc.createAnswer()
         await self._pc.setLocalDescription(answer)
         return self._pc.localDescription.sdp
 
     async def close(self) -> None:
-        for task in self._drains:
-            task.cancel()
         for track in self._tracks:
             track.stop()
         with contextlib.suppress(Exception):

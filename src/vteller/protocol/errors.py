@@ -15,6 +15,7 @@ class ErrorCode(StrEnum):
     TOKEN_EXPIRED = "token_expired"
     TOKEN_INVALID = "token_invalid"
     BAD_SDP = "bad_sdp"
+    NO_COMMON_CODEC = "no_common_codec"
     RESUME_FAILED = "resume_failed"
     INTERNAL = "internal"
 

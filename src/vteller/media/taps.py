@@ -1,0 +1,164 @@
+"""Taps on a feed: the recorder (remux, never encode) and the analysis tap (decode,
+keep only the newest frame). Both work in their own thread behind a bounded queue;
+a slow tap drops data (video: until the next keyframe) and never slows forwarding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import av
+
+from vteller.media.relay import Feed, MediaItem
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+class _Worker:
+    """A bounded hand-off from the event loop to one worker thread."""
+
+    def __init__(self, feed: Feed, backlog: int, name: str) -> None:
+        self.feed = feed
+        self._video = feed.kind == "video"
+        self._queue: queue.Queue[Any] = queue.Queue(backlog)
+        self._waiting_keyframe = self._video and feed.encoded
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def offer(self, item: MediaItem) -> None:
+        """Called on the event loop for every item; never blocks."""
+        if self._waiting_keyframe:
+            if not item.keyframe:
+                self.dropped += 1
+                return
+            self._waiting_keyframe = False
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            if self._video and self.feed.encoded:  # cannot skip single frames of a GOP
+                self._waiting_keyframe = True
+                self.feed.request_keyframe()
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not _STOP:
+            try:
+                self.handle(item)
+            except Exception:  # noqa: BLE001 - a bad packet must not kill the tap
+                log.exception("tap %s failed on an item", type(self).__name__)
+        self.finish()
+
+    def handle(self, item: MediaItem) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop after writing what is queued (blocking: call from a thread)."""
+        self.feed.remove_tap(self)
+        while True:
+            try:
+                self._queue.put(_STOP, timeout=0.1)
+                break
+            except queue.Full:
+                if not self._thread.is_alive():
+                    break
+        self._thread.join(timeout)
+
+
+def vp8_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a VP8 keyframe header (RFC 6386 9.1)."""
+    if len(data) < 10 or data[0] & 1 or data[3:6] != b"\x9d\x01\x2a":
+        return None
+    return (int.from_bytes(data[6:8], "little") & 0x3FFF,
+            int.from_bytes(data[8:10], "little") & 0x3FFF)
+
+
+class TrackRecorder(_Worker):
+    """Remuxes a feed's encoded packets into WebM (VP8, Opus) or Matroska (H.264).
+
+    ``sink`` is a path or a binary file object (the audit issue passes an encrypting
+    writer). No decoder or encoder ever touches the media.
+    """
+
+    def __init__(self, feed: Feed, sink: Path | BinaryIO, backlog: int = 300) -> None:
+        if not feed.encoded:
+            raise ValueError("the recorder remuxes encoded packets; feed is in transcode mode")
+        self._sink = sink
+        self._out: Any = None
+        self._stream: Any = None
+        self.written = 0
+        super().__init__(feed, backlog, f"rec:{feed.name}")
+
+    def _open(self, first: bytes) -> None:
+        codec = self.feed.codec or ""
+        fmt = "webm" if codec in ("vp8", "opus") else "matroska"
+        self._out = av.open(self._sink, "w", format=fmt)
+        if codec == "opus":
+            self._stream = self._out.add_stream("libopus", rate=48000, layout="stereo")
+        else:
+            self._stream = self._out.add_stream("libvpx" if codec == "vp8" else "h264")
+            width, height = vp8_size(first) or (640, 480)
+            self._stream.width, self._stream.height = width, height
+            self._stream.pix_fmt = "yuv420p"
+        self._stream.time_base = fractions.Fraction(1, 1000)
+
+    def handle(self, item: MediaItem) -> None:
+        data = bytes(item.payload)
+        if self._out is None:
+            self._open(data)
+        packet = av.Packet(data)
+        packet.pts = packet.dts = item.payload.pts
+        packet.time_base = item.payload.time_base
+        packet.stream = self._stream
+        packet.is_keyframe = item.keyframe
+        self._out.mux(packet)
+        self.written += 1
+
+    def finish(self) -> None:
+        if self._out is not None:
+            self._out.close()
+
+
+class LatestFrameTap(_Worker):
+    """Decodes one feed (only the customer camera is ever analysed) and keeps the newest
+    frame. Consumers pull at their own rate; nothing queues up behind them."""
+
+    def __init__(self, feed: Feed, backlog: int = 8) -> None:
+        self._decoder: Any = None
+        self.latest: tuple[av.VideoFrame, float] | None = None
+        self.decoded = 0
+        super().__init__(feed, backlog, f"analysis:{feed.name}")
+
+    def handle(self, item: MediaItem) -> None:
+        if not self.feed.encoded:  # transcode mode: already a frame
+            self.latest = (item.payload, item.received_at)
+            return
+        if self._decoder is None:
+            self._decoder = av.CodecContext.create(self.feed.codec or "vp8", "r")
+        for frame in self._decoder.decode(av.Packet(bytes(item.payload))):
+            self.decoded += 1
+            self.latest = (frame, item.received_at)
+
+    async def frames(self, rate_hz: float) -> AsyncIterator[tuple[av.VideoFrame, float]]:
+        """The newest frame at most ``rate_hz`` times a second (never the same twice)."""
+        period = 1.0 / rate_hz
+        last_at = -1.0
+        while True:
+            started = time.monotonic()
+            latest = self.latest
+            if latest is not None and latest[1] != last_at:
+                last_at = latest[1]
+                yield latest
+            await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))

@@ -1,0 +1,220 @@
+"""Encoded forwarding: byte-identical packets, keyframe relay, one codec per call, the
+screen gate, recorder and analysis taps, bounded queues."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import threading
+import time
+
+import av
+import numpy as np
+import pytest
+
+from tests.helpers import Party
+from tests.media_sources import vp8_clip
+from vteller.media import Feed, MediaItem
+from vteller.media.passthrough import (
+    AiortcInternalsChanged,
+    check_aiortc,
+    is_keyframe,
+    receive_encoded,
+    relay_keyframe_requests,
+    request_keyframe,
+)
+from vteller.media.relay import AUDIO_QUEUE, VIDEO_QUEUE
+from vteller.media.taps import LatestFrameTap, TrackRecorder, _Worker
+
+
+async def connect(server, customer: Party, teller: Party):  # type: ignore[no-untyped-def]
+    teller_sig = await server.teller("teller1")
+    cust_sig = await server.customer("c-42")
+    await cust_sig.send({"type": "queue.join"})
+    offer = await teller_sig.recv("offer.incoming")
+    await teller_sig.send({"type": "offer.accept", "call_id": offer["call_id"]})
+    await cust_sig.recv("call.started")
+    await asyncio.gather(customer.negotiate(cust_sig), teller.negotiate(teller_sig))
+    return cust_sig, teller_sig, server.manager.calls[offer["call_id"]]
+
+
+@pytest.fixture
+async def encoded_call(server):
+    customer, teller = Party("customer", encoded=True), Party("teller", encoded=True)
+    cust_sig, teller_sig, call = await connect(server, customer, teller)
+    yield customer, teller, call, cust_sig, teller_sig
+    for closeable in (customer, teller, cust_sig, teller_sig):
+        await closeable.close()
+
+
+async def test_forwarded_packets_are_byte_identical(encoded_call):
+    customer, teller, call, *_ = encoded_call
+    await teller.wait_frames("video", 60)
+    clip = vp8_clip()
+    got = [bytes(p) for _, p in teller.packets["video"]]
+    start = clip.index(got[0])
+    assert is_keyframe("vp8", got[0]), "a new receiver starts at a keyframe"
+    expected = [clip[(start + i) % len(clip)] for i in range(len(got))]
+    assert got == expected  # every packet, in order, unchanged
+    # and therefore the teller decodes exactly what the customer encoded
+    dec_sent, dec_got = av.CodecContext.create("vp8", "r"), av.CodecContext.create("vp8", "r")
+    for sent, received in zip(expected[:30], got[:30]):
+        a = dec_sent.decode(av.Packet(sent))[0].to_ndarray(format="yuv420p")
+        b = dec_got.decode(av.Packet(received))[0].to_ndarray(format="yuv420p")
+        assert np.array_equal(a, b)
+    # audio too (Opus packets forwarded as they came)
+    await customer.wait_frames("audio", 20)
+    assert all(len(bytes(p)) > 0 for _, p in customer.packets["audio"])
+    assert call.video_codec == "vp8" and call.encoded_media
+
+
+async def test_keyframe_requests_are_relayed_and_coalesced(encoded_call):
+    customer, teller, call, *_ = encoded_call
+    await teller.wait_frames("video", 10)
+    requests: list[float] = []
+    camera_sender = customer.pc.getTransceivers()[1].sender
+    relay_keyframe_requests(camera_sender, lambda: requests.append(time.monotonic()))
+    await asyncio.sleep(0.7)  # past the feed's rate limit window
+    receiver = teller.pc.getTransceivers()[1].receiver
+    for _ in range(10):  # a burst of PLIs from the teller
+        assert await request_keyframe(receiver)
+    await asyncio.sleep(1.2)
+    assert 1 <= len(requests) <= 3, requests  # relayed upstream, coalesced to <= 2/s
+    assert call.feeds["customer.video"].keyframe_requests >= 1
+
+
+async def test_screen_gate_controls_forwarding(encoded_call):
+    customer, teller, call, *_ = encoded_call
+    await teller.wait_frames("video", 30)
+    assert call.feeds["customer.screen"].gated_out > 10
+    assert teller.received["screen"] == 0  # closed gate: nothing left the server
+    call.screen_gate.set(True)
+    await teller.wait_frames("screen", 10)
+    assert is_keyframe("vp8", bytes(teller.packets["screen"][0][1]))
+    call.screen_gate.set(False)
+    await asyncio.sleep(0.3)
+    stopped_at = teller.received["screen"]
+    await asyncio.sleep(0.5)
+    assert teller.received["screen"] == stopped_at
+
+
+async def test_second_leg_without_the_calls_codec_gets_clear_error(server):
+    customer, teller = Party("customer", video_codec="vp8"), Party("teller", video_codec="h264")
+    teller_sig = await server.teller("teller1")
+    cust_sig = await server.customer("c-42")
+    await cust_sig.send({"type": "queue.join"})
+    offer = await teller_sig.recv("offer.incoming")
+    await teller_sig.send({"type": "offer.accept", "call_id": offer["call_id"]})
+    await cust_sig.recv("call.started")
+    await customer.negotiate(cust_sig)
+    await teller.pc.setLocalDescription(await teller.pc.createOffer())
+    await teller_sig.send({"type": "webrtc.offer", "sdp": teller.pc.localDescription.sdp})
+    err = await teller_sig.error("no_common_codec")
+    assert "VP8" in err["message"]
+    for c in (customer, teller, cust_sig, teller_sig):
+        await c.close()
+
+
+@pytest.mark.settings(record_calls=True)
+async def test_recordings_remux_every_forwarded_packet(server, tmp_path):
+    customer, teller = Party("customer", encoded=True), Party("teller", encoded=True)
+    cust_sig, teller_sig, call = await connect(server, customer, teller)
+    await teller.wait_frames("video", 60)
+    await customer.wait_frames("audio", 50)
+    recorders = {r.feed.name.split(":")[1]: r for r in call.recorders}
+    await cust_sig.send({"type": "call.hangup"})
+    await teller_sig.recv("call.ended")
+    await server.manager.shutdown_cleanups()
+    folder = server.settings.recordings_dir / call.call_id
+    video = recorders["customer.video"]
+    assert video.written >= 60 and video.dropped == 0
+    with av.open(str(folder / "customer.video.webm")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == video.written
+    with av.open(str(folder / "teller.audio.webm")) as c:
+        assert c.streams.audio[0].codec_context.name == "opus"
+        assert sum(1 for p in c.demux(audio=0) if p.size) == recorders["teller.audio"].written
+    assert not (folder / "customer.screen.webm").exists()  # gate closed: nothing recorded
+    for closeable in (customer, teller, cust_sig, teller_sig):
+        await closeable.close()
+
+
+async def test_analysis_tap_decodes_latest_frame_at_consumer_rate(encoded_call):
+    customer, teller, call, *_ = encoded_call
+    tap = LatestFrameTap(call.feeds["customer.video"])
+    call.feeds["customer.video"].add_tap(tap)
+    got = []
+    started = time.monotonic()
+    async for frame, _at in tap.frames(rate_hz=5):
+        got.append(frame)
+        if time.monotonic() - started > 2.0:
+            break
+    await asyncio.to_thread(tap.close)
+    assert 6 <= len(got) <= 12, len(got)  # ~5 per second, never more
+    assert (got[-1].width, got[-1].height) == (640, 480)
+    assert tap.decoded > len(got)  # decoded every frame, handed over only the newest
+
+
+def _item(i: int, keyframe: bool) -> MediaItem:
+    packet = av.Packet(b"\x00" if keyframe else b"\x01")
+    packet.pts, packet.time_base = i * 3000, fractions.Fraction(1, 90000)
+    return MediaItem(packet, keyframe, 0.0)
+
+
+async def test_stalled_subscriber_stays_bounded_and_resyncs_on_keyframe():
+    feed = Feed("t:video", "video", encoded=True)
+    feed.codec = "vp8"
+    asks: list[int] = []
+    feed.request_keyframe = lambda: asks.append(1)  # type: ignore[method-assign]
+    track = feed.subscribe()
+    for i in range(1000):  # nobody reads the track
+        track.push(_item(i, keyframe=i % 300 == 0))
+        assert track._queue.qsize() <= VIDEO_QUEUE
+    assert track.dropped > 900 and asks  # cleared, waits for a keyframe, asked for one
+    assert track.waiting_keyframe
+    track.push(_item(1000, keyframe=True))
+    assert not track.waiting_keyframe and track._queue.qsize() == 1
+    audio = Feed("t:audio", "audio", encoded=True).subscribe()
+    for i in range(1000):
+        audio.push(_item(i, keyframe=True))
+    assert audio._queue.qsize() == AUDIO_QUEUE and audio.dropped == 1000 - AUDIO_QUEUE
+
+
+async def test_stalled_tap_stays_bounded():
+    release = threading.Event()
+
+    class Stuck(_Worker):
+        def handle(self, item: MediaItem) -> None:
+            release.wait()
+
+    feed = Feed("t:video", "video", encoded=True)
+    feed.request_keyframe = lambda: None  # type: ignore[method-assign]
+    tap = Stuck(feed, backlog=10, name="stuck")
+    for i in range(5000):
+        tap.offer(_item(i, keyframe=i % 100 == 0))
+    assert tap._queue.qsize() <= 10 and tap.dropped >= 4980
+    release.set()
+    await asyncio.to_thread(tap.close)
+
+
+async def test_passthrough_hook_guards():
+    check_aiortc()
+    from aiortc import RTCPeerConnection
+
+    from vteller.media.leg import rtc_configuration
+
+    a, b = RTCPeerConnection(rtc_configuration([])), RTCPeerConnection(rtc_configuration([]))
+    with pytest.raises(AiortcInternalsChanged):
+        receive_encoded(a.addTransceiver("video").receiver)  # too early: no remote description
+    await a.setLocalDescription(await a.createOffer())
+    await b.setRemoteDescription(a.localDescription)
+    receiver = b.getTransceivers()[0].receiver
+    receive_encoded(receiver)
+    with pytest.raises(AiortcInternalsChanged):
+        receive_encoded(receiver)  # already hooked
+    await a.close()
+    await b.close()
+    clip = vp8_clip()
+    assert [is_keyframe("vp8", p) for p in clip[:2]] == [True, False]
+    assert not is_keyframe("vp8", b"")
+    with pytest.raises(ValueError):
+        TrackRecorder(Feed("t", "video", encoded=False), "/dev/null")
