@@ -65,12 +65,18 @@ class PacketSource(MediaStreamTrack):
         self._step = int(clock / fps)
         self._time_base = fractions.Fraction(1, clock)
         self._start: float | None = None
+        self.hold: asyncio.Event | None = None  # set it to release frame 0
+        self.stopped = False
         self.sent = 0
         self.sent_at: list[float] = []
 
     async def recv(self) -> av.Packet:
         if self._start is None:
+            if self.hold is not None:
+                await self.hold.wait()
             self._start = time.monotonic()
+        while self.stopped:
+            await asyncio.sleep(1)
         due = self._start + self.sent * self._period
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         packet = av.Packet(self._clip[self.sent % len(self._clip)])

@@ -103,7 +103,9 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         c.manager = CallManager(settings, c.store, c.metrics)
         endpoint._manager = c.manager
+        c.metrics.loop_lag.start()
         yield
+        c.metrics.loop_lag.stop()
         await c.manager.shutdown()
         await c.store.purge_sessions()
 

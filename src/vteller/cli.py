@@ -77,7 +77,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         await runner.cleanup()
         components.store.close()
 
-    asyncio.run(run())
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(run())
+    else:
+        asyncio.run(run())
     return 0
 
 

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     record_calls: bool = Field(
         False, description="write every forwarded track as plain WebM under "
         "data_dir/recordings (unencrypted until the audit trail lands: keep off in production)")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="uvloop: libuv event loop (cheaper UDP I/O for media)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("public_names", "allowed_origins", "ice_servers", mode="before")

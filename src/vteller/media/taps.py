@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -20,16 +20,24 @@ import av
 from vteller.media.relay import Feed, MediaItem
 
 log = logging.getLogger(__name__)
-_STOP = object()
 
 
 class _Worker:
-    """A bounded hand-off from the event loop to one worker thread."""
+    """A bounded hand-off from the event loop to one worker thread.
+
+    The loop only appends to a deque (atomic in CPython, no lock, no wake-up); the
+    worker drains it in batches every ``poll_s``. Waking a thread per packet would
+    cost a GIL hand-off per packet and stall the event loop.
+    """
+
+    poll_s = 0.25
 
     def __init__(self, feed: Feed, backlog: int, name: str) -> None:
         self.feed = feed
         self._video = feed.kind == "video"
-        self._queue: queue.Queue[Any] = queue.Queue(backlog)
+        self._backlog = backlog
+        self._items: deque[MediaItem] = deque()
+        self._stop = threading.Event()
         self._waiting_keyframe = self._video and feed.encoded
         self.dropped = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -42,20 +50,25 @@ class _Worker:
                 self.dropped += 1
                 return
             self._waiting_keyframe = False
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if len(self._items) >= self._backlog or self._stop.is_set():
             self.dropped += 1
             if self._video and self.feed.encoded:  # cannot skip single frames of a GOP
                 self._waiting_keyframe = True
                 self.feed.request_keyframe()
+            return
+        self._items.append(item)
 
     def _loop(self) -> None:
-        while (item := self._queue.get()) is not _STOP:
-            try:
-                self.handle(item)
-            except Exception:  # noqa: BLE001 - a bad packet must not kill the tap
-                log.exception("tap %s failed on an item", type(self).__name__)
+        while True:
+            while self._items:
+                item = self._items.popleft()
+                try:
+                    self.handle(item)
+                except Exception:  # noqa: BLE001 - a bad packet must not kill the tap
+                    log.exception("tap %s failed on an item", type(self).__name__)
+            if self._stop.is_set() and not self._items:
+                break
+            self._stop.wait(self.poll_s)
         self.finish()
 
     def handle(self, item: MediaItem) -> None:
@@ -64,16 +77,10 @@ class _Worker:
     def finish(self) -> None:
         pass
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop after writing what is queued (blocking: call from a thread)."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop after handling what is queued (blocking: call from a thread)."""
         self.feed.remove_tap(self)
-        while True:
-            try:
-                self._queue.put(_STOP, timeout=0.1)
-                break
-            except queue.Full:
-                if not self._thread.is_alive():
-                    break
+        self._stop.set()
         self._thread.join(timeout)
 
 
@@ -134,6 +141,8 @@ class TrackRecorder(_Worker):
 class LatestFrameTap(_Worker):
     """Decodes one feed (only the customer camera is ever analysed) and keeps the newest
     frame. Consumers pull at their own rate; nothing queues up behind them."""
+
+    poll_s = 0.03
 
     def __init__(self, feed: Feed, backlog: int = 8) -> None:
         self._decoder: Any = None
