@@ -20,6 +20,8 @@ from tests.helpers import SignalClient, insecure_ssl
 
 REPO = Path(__file__).resolve().parents[1]
 STAFF_PASSWORD = "correct horse battery staple"
+TEST_PROFILE = {"skills": {"general": 0.8, "card_issuance_review": 0.7}, "languages": ["en"],
+                "certifications": ["elderly_care"], "capability": 0.6}
 
 
 def free_port() -> int:
@@ -60,9 +62,11 @@ class RunningServer:
         assert self.components.dev_issuer is not None
         return self.components.dev_issuer.issue(customer_id, name, birth_year, **kw)
 
-    def add_staff(self, username: str, role: str = "teller") -> None:
+    def add_staff(self, username: str, role: str = "teller",
+                  profile: dict[str, Any] | None = None) -> None:
         self.components.store.add_user(username, username.title(), role,
-                                       StaffAuth.hash_password(STAFF_PASSWORD))
+                                       StaffAuth.hash_password(STAFF_PASSWORD),
+                                       profile if profile is not None else TEST_PROFILE)
 
     async def login(self, username: str) -> dict[str, str]:
         import aiohttp

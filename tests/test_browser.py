@@ -92,11 +92,20 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
         await teller.click("#available")
         await teller.wait_for_selector("#teller-state[data-state=available]")
 
+        supervisor_ctx = await browser.new_context(ignore_https_errors=True)
+        supervisor = await supervisor_ctx.new_page()
+        await supervisor.goto(f"{server.url}/supervisor")
+        await supervisor.fill("#username", "supervisor1")
+        await supervisor.fill("#password", server.passwords["supervisor1"])
+        await supervisor.click("button[type=submit]")
+        await supervisor.wait_for_selector("#tellers tr[data-username=teller1]")
+
         await customer.goto(f"{server.url}/customer")
         await customer.fill("#name", "Barack Customer")
         await customer.fill("#birth-year", "1961")
         await customer.click("#start")
         await teller.wait_for_selector("#offer:not([hidden])")
+        assert await customer.is_visible("#green")  # 65 years old: green channel
         assert await teller.text_content("#offer-name") == "Barack Customer"
         await teller.click("#accept")
 
@@ -105,6 +114,10 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
         later_c, later_t = await wait_frames(customer, first_c + 30), await wait_frames(
             teller, first_t + 30)
         assert later_c > first_c and later_t > first_t
+        row = supervisor.locator("#tellers tr[data-username=teller1]")
+        await row.filter(has_text="Barack Customer").wait_for(timeout=5000)
+        assert "busy" in await row.inner_text()
+        await supervisor.screenshot(path=str(tmp_path / "supervisor.png"))
         await customer.screenshot(path=str(tmp_path / "customer.png"))
         await teller.screenshot(path=str(tmp_path / "teller.png"))
 
@@ -115,7 +128,7 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
         await teller.wait_for_selector("#teller-state[data-state=available]")
         artefacts = Path("/tmp/vteller-browser")
         artefacts.mkdir(exist_ok=True)
-        for f in ("customer.png", "teller.png"):
+        for f in ("customer.png", "teller.png", "supervisor.png"):
             shutil.copy(tmp_path / f, artefacts / f)
     finally:
         server.stop()

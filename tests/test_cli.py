@@ -13,7 +13,7 @@ import pytest
 from tests.serve_process import start_serve
 
 SUBCOMMANDS = [[], ["serve"], ["users"], ["users", "add"], ["users", "list"],
-               ["users", "disable"], ["users", "enable"], ["token"], ["token", "issue"],
+               ["users", "disable"], ["users", "enable"], ["users", "profile"], ["sim"], ["token"], ["token", "issue"],
                ["protocol"], ["protocol", "export"]]
 
 
@@ -33,8 +33,13 @@ def test_help_on_every_subcommand(cmd):
 
 def test_users_add_list_disable(tmp_path):
     out = run("users", "add", "dora", "--role", "teller", "--password-stdin", tmp=tmp_path,
-              stdin="a long enough password\n")
+              stdin="a long enough password\n", )
     assert out.returncode == 0, out.stderr
+    out = run("users", "profile", "dora", "--skills", "card_issuance:0.9,general:0.4",
+              "--languages", "en,zh", "--certifications", "elderly_care", tmp=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert run("users", "profile", "dora", "--skills", "x:7", tmp=tmp_path).returncode == 2
+    assert "card_issuance:0.9" in run("users", "list", tmp=tmp_path).stdout
     assert run("users", "add", "dora", "--role", "teller", "--password-stdin", tmp=tmp_path,
                stdin="a long enough password\n").returncode == 1
     assert "at least" in run("users", "add", "eve", "--role", "teller", "--password-stdin",

@@ -19,6 +19,10 @@ from vteller.tls import write_private
 
 DEV_USERS = (("teller1", "Teller One", "teller"), ("supervisor1", "Supervisor One", "supervisor"),
              ("auditor1", "Auditor One", "auditor"))
+DEV_TELLER_PROFILE = {
+    "skills": {"general": 0.8, "card_issuance_review": 0.8, "password_reset": 0.8,
+               "info_change": 0.7, "video_ident": 0.7},
+    "languages": ["en"], "certifications": ["elderly_care"], "capability": 0.7}
 DEV_CREDENTIALS = "dev-credentials.txt"
 APP_KEY = web.AppKey("vteller", object)
 
@@ -66,7 +70,8 @@ def seed_dev_users(settings: Settings, store: SqliteStore) -> list[tuple[str, st
     for username, display, role in DEV_USERS:
         if store.get_user(username) is None:
             password = secrets.token_urlsafe(12)
-            store.add_user(username, display, role, StaffAuth.hash_password(password))
+            store.add_user(username, display, role, StaffAuth.hash_password(password),
+                           DEV_TELLER_PROFILE if role == "teller" else None)
             created.append((username, role, password))
     if created:
         path = settings.data_dir / DEV_CREDENTIALS
@@ -103,6 +108,7 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         c.manager = CallManager(settings, c.store, c.metrics)
         endpoint._manager = c.manager
+        c.metrics.service.source = c.manager.dashboard
         c.metrics.loop_lag.start()
         yield
         c.metrics.loop_lag.stop()

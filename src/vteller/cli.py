@@ -50,6 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"vteller ready in {time.monotonic() - started:.2f} s", flush=True)
         print(f"  customer page:  {base}/customer")
         print(f"  teller console: {base}/teller")
+        print(f"  supervisor:     {base}/supervisor")
         if settings.dev_mode:
             print("  dev mode: the customer page gets a demo token; staff accounts:")
             for username, role, password in created:
@@ -111,7 +112,9 @@ def cmd_users_add(args: argparse.Namespace) -> int:
             return 2
     try:
         hashed = StaffAuth.hash_password(password)
-        _store(args).add_user(args.username, args.display_name or args.username, args.role, hashed)
+        profile = _profile(args) if args.role == "teller" else None
+        _store(args).add_user(args.username, args.display_name or args.username, args.role, hashed,
+                              profile)
     except (ValueError, KeyError) as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 1
@@ -119,10 +122,44 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> dict[str, object]:
+    """A teller's routing profile from --skills a:0.8,b:0.5 --languages --certifications."""
+    from vteller.routing import TellerProfile
+
+    skills = {}
+    for item in (args.skills or "general:0.5").split(","):
+        name, _, level = item.partition(":")
+        value = float(level or 0.5)
+        if not name or not 0 < value <= 1:
+            raise ValueError(f"bad skill {item!r}: use NAME:PROFICIENCY with 0 < proficiency <= 1")
+        skills[name.strip()] = value
+    if not 0 <= args.capability <= 1:
+        raise ValueError("capability must be between 0 and 1")
+    return TellerProfile(
+        skills=skills,
+        languages=frozenset((args.languages or "en").split(",")),
+        certifications=frozenset(c for c in (args.certifications or "").split(",") if c),
+        capability=args.capability).to_dict()
+
+
+def cmd_users_profile(args: argparse.Namespace) -> int:
+    try:
+        profile = _profile(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not _store(args).set_profile(args.username, profile):
+        print(f"error: no user {args.username!r}", file=sys.stderr)
+        return 1
+    print(f"{args.username}: {profile} (applies at the teller's next login)")
+    return 0
+
+
 def cmd_users_list(args: argparse.Namespace) -> int:
     for u in _store(args).list_users():
+        skills = ",".join(f"{k}:{v:g}" for k, v in (u.profile.get("skills") or {}).items())
         print(f"{u.username:24} {u.role:11} {'disabled' if u.disabled else 'active':9} "
-              f"{u.display_name}")
+              f"{u.display_name:20} {skills}")
     return 0
 
 
@@ -150,12 +187,26 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    from vteller.routing.report import run
+
+    run(tellers=args.tellers, hours=args.hours, policy=_settings(args).routing)
+    return 0
+
+
 def cmd_protocol_export(args: argparse.Namespace) -> int:
     from vteller.protocol.schema import export
 
     for path in export(Path(args.out)):
         print(path)
     return 0
+
+
+def _profile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skills", help="teller skills NAME:PROFICIENCY,... (default general:0.5)")
+    p.add_argument("--languages", help="comma list (default en)")
+    p.add_argument("--certifications", help="comma list, e.g. elderly_care")
+    p.add_argument("--capability", type=float, default=0.5, help="0..1 (default 0.5)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -177,7 +228,12 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--role", choices=ROLES, required=True)
     a.add_argument("--display-name")
     a.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    _profile_options(a)
     a.set_defaults(func=cmd_users_add)
+    pf = u.add_parser("profile", help="set a teller's skills, languages, certifications")
+    pf.add_argument("username")
+    _profile_options(pf)
+    pf.set_defaults(func=cmd_users_profile)
     u.add_parser("list", help="list staff accounts").set_defaults(func=cmd_users_list)
     for name, text in (("disable", "disable an account and end its sessions"),
                        ("enable", "re-enable an account")):
@@ -195,6 +251,11 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--ref-photo", help="reference-photo id")
     i.add_argument("--ttl", type=int, default=600, help="lifetime in seconds (default 600)")
     i.set_defaults(func=cmd_token_issue)
+
+    sm = sub.add_parser("sim", help="simulate the queue: routing policy vs FIFO")
+    sm.add_argument("--tellers", type=int, default=60)
+    sm.add_argument("--hours", type=float, default=8.0)
+    sm.set_defaults(func=cmd_sim)
 
     pr = sub.add_parser("protocol", help="the signaling contract").add_subparsers(
         dest="protocol_cmd", required=True)

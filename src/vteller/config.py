@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator
+
+from vteller.routing.policy import RoutingPolicy
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -25,7 +27,8 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     """Every knob of vteller. Defaults are the embedded single-machine setup."""
 
-    model_config = SettingsConfigDict(env_prefix="VTELLER_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="VTELLER_", extra="forbid", frozen=True,
+                                      env_nested_delimiter="__")
 
     host: str = "127.0.0.1"
     port: int = Field(8443, ge=1, le=65535)
@@ -65,6 +68,7 @@ class Settings(BaseSettings):
         "data_dir/recordings (unencrypted until the audit trail lands: keep off in production)")
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="uvloop: libuv event loop (cheaper UDP I/O for media)")
+    routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("public_names", "allowed_origins", "ice_servers", mode="before")

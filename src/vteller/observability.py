@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from collections import deque
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -31,6 +32,7 @@ class Metrics:
         self.logins = Counter("vteller_staff_logins_total", "Staff login attempts", ["result"],
                               registry=r)
         self.loop_lag = LoopLagMonitor(r)
+        self.service = ServiceCollector(r)
 
 
 class LoopLagMonitor:
@@ -70,6 +72,42 @@ class LoopLagMonitor:
                              ("max", max(self.samples, default=0.0))):
             g.add_metric([label], value)
         yield g
+
+
+class ServiceCollector:
+    """Queue and service figures on /metrics, from the same source as the dashboard."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.source: Any = None  # set to a callable returning the dashboard message
+        registry.register(self)
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        if self.source is None:
+            return
+        board = self.source()
+        queue = GaugeMetricFamily("vteller_queue_by_class", "Waiting requests by class",
+                                  labels=["pclass"])
+        for pclass, n in board.queue.items():
+            queue.add_metric([pclass], n)
+        yield queue
+        tellers = GaugeMetricFamily("vteller_tellers", "Tellers by state", labels=["state"])
+        counts: dict[str, int] = {}
+        for t in board.tellers:
+            counts[t["state"]] = counts.get(t["state"], 0) + 1
+        for state, n in counts.items():
+            tellers.add_metric([state], n)
+        yield tellers
+        yield GaugeMetricFamily("vteller_longest_wait_seconds", "Longest current wait",
+                                value=board.longest_wait_s)
+        for key, name, text in (
+                ("service_level", "vteller_service_level", "Answered within threshold (1 h)"),
+                ("asa_s", "vteller_asa_seconds", "Average speed of answer (1 h)"),
+                ("aht_s", "vteller_aht_seconds", "Average handle time (1 h)"),
+                ("abandon_rate", "vteller_abandon_rate", "Abandoned / offered (1 h)"),
+                ("answer_rate", "vteller_answer_rate", "Answered / offered (1 h)")):
+            value = board.service.get(key)
+            if value is not None:
+                yield GaugeMetricFamily(name, text, value=value)
 
 
 def configure_logging(level: str = "info") -> None:

@@ -64,7 +64,12 @@ async function main() {
   sig.addEventListener("queue.status", (ev) => {
     const m = ev.detail;
     state.callId = m.call_id;
-    if (m.state === "queued") status(m.position === 1 ? "You are next. A teller will be with you shortly." : `You are number ${m.position} in line.`);
+    $("green").hidden = !m.green_channel;
+    if (m.state === "queued" && !m.servable) status("No teller for this service is available right now. You can keep waiting or leave.");
+    else if (m.state === "queued") {
+      const wait = m.ewt_s === null ? "" : m.ewt_s < 60 ? " Expected wait: under a minute." : ` Expected wait: about ${Math.round(m.ewt_s / 60)} minutes.`;
+      status((m.position === 1 ? "You are next." : `You are number ${m.position} in line.`) + wait);
+    }
     else if (m.state === "offered") status("A teller is about to answer.");
     else if (m.state === "connecting") status("Connecting you to your teller...");
     else if (m.state === "active") status("You are connected.", false);

@@ -4,9 +4,10 @@ const $ = (id) => document.getElementById(id);
 const state = { pc: null, local: null, offer: null, tellerState: "offline" };
 window.vteller = state;
 
-function setTellerState(s, reason) {
+function setTellerState(s, reason, wrapUpS) {
   state.tellerState = s;
-  $("teller-state").textContent = s + (reason ? ` (${reason})` : "");
+  $("teller-state").textContent = s + (reason ? ` (${reason})` : "") + (wrapUpS != null ? ` (available in ${wrapUpS} s)` : "");
+  show($("wrapup-extend"), s === "wrap_up");
   $("teller-state").dataset.state = s;
   show($("wrapup-done"), s === "wrap_up");
   const idle = ["offline", "available", "break"].includes(s);
@@ -44,7 +45,7 @@ function connect() {
       show($("call"), true); await negotiate(sig);
     }
   });
-  sig.addEventListener("teller.state", (ev) => setTellerState(ev.detail.state, ev.detail.reason));
+  sig.addEventListener("teller.state", (ev) => setTellerState(ev.detail.state, ev.detail.reason, ev.detail.wrap_up_s));
   sig.addEventListener("offer.incoming", (ev) => {
     state.offer = ev.detail;
     $("offer-name").textContent = ev.detail.customer.display_name;
@@ -71,6 +72,7 @@ function connect() {
 
   $("available").onclick = () => sig.send({ type: "teller.status", status: "available" });
   $("wrapup-done").onclick = () => sig.send({ type: "teller.status", status: "available" });
+  $("wrapup-extend").onclick = () => sig.send({ type: "teller.wrap_up_extend", seconds: 60 });
   $("break").onclick = () => sig.send({ type: "teller.status", status: "break", reason: "personal" });
   $("accept").onclick = () => state.offer && sig.send({ type: "offer.accept", call_id: state.offer.call_id });
   $("reject").onclick = () => state.offer && sig.send({ type: "offer.reject", call_id: state.offer.call_id });

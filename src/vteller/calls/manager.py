@@ -24,11 +24,20 @@ from vteller.media import MediaLeg, MediaNegotiationError, check_offer
 from vteller.observability import Metrics
 from vteller.protocol import ErrorCode, ProtocolError
 from vteller.protocol import messages as m
-from vteller.routing import FifoRouter, IllegalTransition, TellerState
+from vteller.routing import (
+    IllegalTransition,
+    Request,
+    Router,
+    ServiceStats,
+    TellerProfile,
+    TellerState,
+)
+from vteller.routing.store import RoutingStore
 from vteller.store import SqliteStore
 
 log = structlog.get_logger("vteller.calls")
 STORE_BACKLOG = 10_000
+TICK_S = 1.0
 
 
 class Connection(Protocol):
@@ -50,7 +59,9 @@ class Party:
     resume_hash: str = ""
     grace: asyncio.Task[None] | None = None
     call_id: str | None = None
+    segments: frozenset[str] = frozenset()
     media: dict[str, bool] = field(default_factory=lambda: {"audio": True, "video": True})
+    last_status: tuple[Any, ...] | None = None
 
     def send(self, message: BaseModel) -> None:
         if self.conn is not None:
@@ -69,7 +80,11 @@ class CallManager:
         self._settings = settings
         self._store = store
         self._metrics = metrics
-        self.router = FifoRouter()
+        self.policy = settings.routing
+        self.router: RoutingStore = Router(self.policy)
+        self.stats = ServiceStats(self.policy.service_level_threshold_s,
+                                  self.policy.default_handle_time_s)
+        self._wrap_timers: dict[str, asyncio.Task[None]] = {}
         self.parties: dict[str, Party] = {}
         self.calls: dict[str, Call] = {}
         self._by_resume: dict[str, str] = {}
@@ -79,20 +94,22 @@ class CallManager:
             STORE_BACKLOG
         )
         self._writer = asyncio.create_task(self._write_loop(), name="call-store-writer")
+        self._ticker = asyncio.create_task(self._tick_loop(), name="routing-tick")
 
     # ------------------------------------------------------------ connections
     def connect(
-        self, key: str, role: str, principal: str, display_name: str, elderly: bool,
-        conn: Connection,
+        self, key: str, role: str, principal: str, display_name: str, conn: Connection,
+        segments: frozenset[str] = frozenset(), profile: dict[str, Any] | None = None,
     ) -> tuple[Party, str, bool]:
         """Attach an authenticated connection. Returns (party, resume token, resumed)."""
         party = self.parties.get(key)
         resumed = party is not None
         if party is None:
-            party = Party(key, role, principal, display_name, elderly)
+            party = Party(key, role, principal, display_name, "elderly" in segments,
+                          segments=segments)
             self.parties[key] = party
-            if role == "teller":
-                self.router.teller(principal)
+        if role == "teller":
+            self.router.set_profile(principal, TellerProfile.from_dict(profile or {}))
         return party, self._attach(party, conn), resumed
 
     def resume(self, token: str, conn: Connection) -> tuple[Party, str]:
@@ -149,6 +166,7 @@ class CallManager:
         self.parties.pop(party.key, None)
         self._by_resume.pop(party.resume_hash, None)
         if party.role == "teller":
+            self._cancel_wrap_timer(party.principal)
             self.router.forget_teller(party.principal)
         log.info("session_expired", role=party.role)
 
@@ -165,7 +183,7 @@ class CallManager:
             state["call"] = {
                 "call_id": call.call_id,
                 "state": call.state.value,
-                "position": self.router.position(call.call_id),
+                "position": self.router.position(call.call_id, time.monotonic()),
                 "peer": other.info().model_dump() if other else None,
             }
         return state
@@ -195,10 +213,12 @@ class CallManager:
                     encoded_media=self._settings.media_forwarding == "encoded")
         self.calls[call.call_id] = call
         party.call_id = call.call_id
-        self.router.enqueue(call.call_id, time.monotonic())
+        self.router.enqueue(Request(call.call_id, msg.business_type, msg.language,
+                                    party.segments, enqueued_at=time.monotonic()))
         self._persist("record_call", call.call_id, party.principal, call.state.value, call.queued_at)
         log.info("queued", call_id=call.call_id, business_type=call.business_type)
         self._dispatch()
+        self._push_queue_status(force=True)
 
     def _on_queue_leave(self, party: Party, msg: m.QueueLeave) -> None:
         call = self._call_of(party)
@@ -212,14 +232,62 @@ class CallManager:
         target = TellerState(msg.status)
         if status.state == TellerState.OFFERED:
             raise ProtocolError(ErrorCode.WRONG_STATE, "answer the offer first (accept or reject)")
+        self._cancel_wrap_timer(party.principal)
+        self._set_teller(party, target, msg.reason)
+
+    def _set_teller(self, party: Party, target: TellerState, reason: str | None) -> None:
+        status = self.router.teller(party.principal)
         call = self._call_of(party)
-        if status.state == TellerState.WRAP_UP and call is not None:
-            status.to(target, msg.reason)
+        status.to(target, reason)
+        if call is not None and call.state == CallState.WRAP_UP:
             self._close_wrap_up(party, call)
-        else:
-            status.to(target, msg.reason)
         party.send(m.TellerState(state=status.state.value, reason=status.reason))
         self._dispatch()
+
+    def _on_teller_wrap_up_extend(self, party: Party, msg: m.WrapUpExtend) -> None:
+        if self.router.teller(party.principal).state != TellerState.WRAP_UP:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "not in wrap-up")
+        self._start_wrap_timer(party, msg.seconds, extend=True)
+
+    def _start_wrap_timer(self, teller: Party, seconds: float, extend: bool = False) -> None:
+        old = self._wrap_timers.pop(teller.principal, None)
+        remaining = 0.0
+        if old is not None:
+            old.cancel()
+            remaining = max(0.0, getattr(old, "deadline", 0.0) - time.monotonic())
+        delay = remaining + seconds if extend else seconds
+        task = asyncio.create_task(self._wrap_up_expired(teller, delay))
+        task.deadline = time.monotonic() + delay  # type: ignore[attr-defined]
+        self._wrap_timers[teller.principal] = task
+        teller.send(m.TellerState(state="wrap_up", wrap_up_s=round(delay)))
+
+    async def _wrap_up_expired(self, teller: Party, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._wrap_timers.pop(teller.principal, None)
+        if self.router.teller(teller.principal).state == TellerState.WRAP_UP:
+            self._set_teller(teller, TellerState.AVAILABLE, None)
+
+    def _cancel_wrap_timer(self, username: str) -> None:
+        task = self._wrap_timers.pop(username, None)
+        if task is not None:
+            task.cancel()
+
+    # supervisor --------------------------------------------------------------
+    def _on_supervisor_set_teller(self, party: Party, msg: m.SupervisorSetTeller) -> None:
+        teller = self.parties.get(f"staff:{msg.username}")
+        if teller is None or teller.role != "teller":
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no such teller logged in")
+        status = self.router.teller(teller.principal)
+        if status.state == TellerState.BUSY:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "the teller is in a call")
+        if status.state == TellerState.OFFERED:
+            self._offer_failed(teller, "supervisor", decline=False)
+        target = TellerState(msg.status)
+        if status.state == target:
+            status.reason = msg.reason if target == TellerState.BREAK else None
+        else:
+            self._set_teller(teller, target, msg.reason)
+        log.info("supervisor_set_teller", status=msg.status)
 
     def _offered_call(self, party: Party, call_id: str) -> Call:
         call = self.calls.get(call_id)
@@ -232,6 +300,7 @@ class CallManager:
     def _on_offer_accept(self, party: Party, msg: m.OfferAccept) -> None:
         call = self._offered_call(party, msg.call_id)
         self._cancel_ring(call.call_id)
+        request = self.router.remove(call.call_id)
         call.to(CallState.CONNECTING)
         call.accepted_at = time.time()
         if self._settings.record_calls and call.encoded_media:
@@ -244,6 +313,9 @@ class CallManager:
         customer.send(m.CallStarted(call_id=call.call_id, peer=party.info()))
         customer.send(m.QueueStatus(call_id=call.call_id, state="connecting"))
         self._metrics.answer_s.observe(call.accepted_at - call.queued_at)
+        if request is not None:
+            self.stats.answered(time.monotonic(), request.pclass.value,
+                                call.accepted_at - call.queued_at)
         self._persist("update_call", call.call_id, teller=party.principal,
                       state=call.state.value, answered_at=call.accepted_at)
         log.info("accepted", call_id=call.call_id, wait_s=round(call.accepted_at - call.queued_at, 3))
@@ -312,7 +384,7 @@ class CallManager:
 
     # ------------------------------------------------------------ internals
     def _dispatch(self) -> None:
-        while (match := self.router.next_match()) is not None:
+        while (match := self.router.next_match(time.monotonic())) is not None:
             request, status = match
             call = self.calls[request.call_id]
             teller = self.parties.get(f"staff:{status.username}")
@@ -329,19 +401,77 @@ class CallManager:
                 call_id=call.call_id, customer=customer.info(), business_type=call.business_type,
                 ring_timeout_s=self._settings.ring_timeout_s))
             self._ring[call.call_id] = asyncio.create_task(self._ring_timeout(call.call_id, teller))
-        self._push_positions()
+            customer.send(m.QueueStatus(call_id=call.call_id, state="offered",
+                                        green_channel=customer.elderly))
+            customer.last_status = None
 
-    def _push_positions(self) -> None:
-        ordered = self.router.ordered()
-        self._metrics.waiting.set(len(ordered))
-        for pos, request in enumerate(ordered, 1):
-            call = self.calls[request.call_id]
-            self.parties[call.customer_key].send(
-                m.QueueStatus(call_id=call.call_id, state="queued", position=pos))
-        for call in self.calls.values():
-            if call.state == CallState.OFFERED:
-                self.parties[call.customer_key].send(
-                    m.QueueStatus(call_id=call.call_id, state="offered"))
+    def _push_queue_status(self, force: bool = False) -> None:
+        """Position and estimated wait to every waiting customer (only when changed).
+
+        EWT = position x recent average handle time / staffed eligible tellers, where
+        staffed means available, offered, busy or in wrap-up (not on break or offline).
+        """
+        now = time.monotonic()
+        aht = self.stats.aht()
+        self._metrics.waiting.set(self.router.waiting_count())
+        for call_id, position in self.router.positions(now).items():
+            call = self.calls[call_id]
+            customer = self.parties.get(call.customer_key)
+            request = self.router.request(call_id)
+            if customer is None or request is None:
+                continue
+            staffed = self.router.staffed_for(request)
+            servable = staffed > 0
+            ewt = round(position * aht / staffed) if servable else None
+            status = (position, ewt, servable)
+            if force or status != customer.last_status:
+                customer.last_status = status
+                customer.send(m.QueueStatus(
+                    call_id=call_id, state="queued", position=position, ewt_s=ewt,
+                    green_channel=request.pclass.value == "green", servable=servable))
+
+    async def _tick_loop(self) -> None:
+        """Once a second: re-dispatch (elderly widening, aging), customer feedback,
+        supervisor dashboards."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                self._dispatch()
+                self._push_queue_status()
+                self._push_dashboard()
+            except Exception:  # noqa: BLE001 - the ticker must survive a bad state
+                log.exception("tick_failed")
+
+    def dashboard(self) -> m.Dashboard:
+        now = time.monotonic()
+        queue: dict[str, int] = {c: 0 for c in ("green", "priority", "vip", "standard")}
+        longest = 0.0
+        for request in self.router.waiting():
+            queue[request.pclass.value] += 1
+            longest = max(longest, now - request.enqueued_at)
+        tellers = []
+        for status in sorted(self.router.tellers(), key=lambda t: t.username):
+            party = self.parties.get(f"staff:{status.username}")
+            call = self._call_of(party) if party else None
+            customer = self.parties.get(call.customer_key) if call else None
+            tellers.append({
+                "username": status.username,
+                "display_name": party.display_name if party else status.username,
+                "state": status.state.value, "reason": status.reason,
+                "in_state_s": round(now - status.since),
+                "serving": customer.display_name if customer and call and call.state in IN_CALL
+                else None,
+            })
+        service = self.stats.summary(now)
+        return m.Dashboard(queue=queue, longest_wait_s=round(longest, 1), tellers=tellers,
+                           service=service)
+
+    def _push_dashboard(self) -> None:
+        supervisors = [p for p in self.parties.values() if p.role == "supervisor" and p.conn]
+        if supervisors:
+            board = self.dashboard()
+            for sup in supervisors:
+                sup.send(board)
 
     async def _ring_timeout(self, call_id: str, teller: Party) -> None:
         await asyncio.sleep(self._settings.ring_timeout_s)
@@ -381,7 +511,10 @@ class CallManager:
                 teller.send(m.OfferRevoked(call_id=call.call_id, reason="customer_left"))
                 self.router.teller(teller.principal).to(TellerState.AVAILABLE)
                 teller.send(m.TellerState(state="available"))
-        self.router.remove(call.call_id)
+        request = self.router.remove(call.call_id)
+        if request is not None:
+            self.stats.abandoned(time.monotonic(), request.pclass.value,
+                                 time.monotonic() - request.enqueued_at)
         call.to(CallState.ABANDONED)
         call.end_reason = reason
         customer = self.parties.get(call.customer_key)
@@ -390,6 +523,7 @@ class CallManager:
             customer.send(m.CallEnded(call_id=call.call_id, reason=reason))
         self._finish(call)
         self._dispatch()
+        self._push_queue_status(force=True)
 
     def _end_call(self, call: Call, reason: str) -> None:
         call.to(CallState.WRAP_UP)
@@ -409,7 +543,7 @@ class CallManager:
         if teller is not None:
             self.router.teller(teller.principal).to(TellerState.WRAP_UP)
             teller.send(m.CallEnded(call_id=call.call_id, reason=reason))
-            teller.send(m.TellerState(state="wrap_up"))
+            self._start_wrap_timer(teller, self.policy.wrap_up_s)
         self._persist("update_call", call.call_id, state=call.state.value, end_reason=reason,
                       ended_at=time.time())
         log.info("call_ended", call_id=call.call_id, reason=reason)
@@ -417,6 +551,9 @@ class CallManager:
     def _close_wrap_up(self, teller: Party, call: Call) -> None:
         call.to(CallState.CLOSED)
         teller.call_id = None
+        self._cancel_wrap_timer(teller.principal)
+        if call.accepted_at is not None:
+            self.stats.handled(time.monotonic(), time.time() - call.accepted_at)
         self._finish(call)
 
     def _finish(self, call: Call) -> None:
@@ -472,7 +609,9 @@ class CallManager:
                 self._end_call(call, "server_shutdown")
             for leg in call.legs.values():
                 await leg.close()
-        for task in [*self._ring.values(), *(p.grace for p in self.parties.values() if p.grace)]:
+        self._ticker.cancel()
+        for task in [*self._ring.values(), *self._wrap_timers.values(),
+                     *(p.grace for p in self.parties.values() if p.grace)]:
             task.cancel()
         await self.shutdown_cleanups()
         with contextlib.suppress(asyncio.TimeoutError):

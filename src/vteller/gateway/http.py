@@ -21,7 +21,8 @@ from vteller.store import SqliteStore
 
 log = structlog.get_logger("vteller.http")
 WEB_CLIENT = Path(__file__).resolve().parents[3] / "web_client"
-PAGES = {"/": "index.html", "/customer": "customer.html", "/teller": "teller.html"}
+PAGES = {"/": "index.html", "/customer": "customer.html", "/teller": "teller.html",
+         "/supervisor": "supervisor.html"}
 CSP = (
     "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; style-src 'self'; "
     "script-src 'self'; connect-src 'self' wss:; frame-ancestors 'none'; base-uri 'none'; "

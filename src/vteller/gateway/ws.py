@@ -17,11 +17,11 @@ from vteller.gateway.connection import TokenBucket, WsConnection
 from vteller.observability import Metrics
 from vteller.protocol import CLIENT_MESSAGES, ErrorCode, ProtocolError, parse_client_message
 from vteller.protocol import messages as m
+from vteller.routing import segments_for
 
 log = structlog.get_logger("vteller.gateway")
 HARD_FRAME_LIMIT = 1024 * 1024  # above this aiohttp closes (1009); below it we answer too_large
 SESSION_COOKIE = "vteller_session"
-ELDERLY_AGE = 60
 
 
 def _summary(exc: ValidationError) -> str:
@@ -156,16 +156,18 @@ class _Session:
             resumed = True
         elif msg.token:
             claims = ep._customers.verify(msg.token)
-            elderly = claims.age() >= ELDERLY_AGE or "elderly" in claims.segments
+            segments = segments_for(claims.segments, claims.birth_year,
+                                    ep._settings.routing.elderly_age)
             party, resume, resumed = manager.connect(
-                f"customer:{claims.sub}", "customer", claims.sub, claims.name, elderly, self.conn)
+                f"customer:{claims.sub}", "customer", claims.sub, claims.name, self.conn,
+                segments=segments)
         else:
             user = await ep._staff.user_for_session(self.request.cookies.get(SESSION_COOKIE))
             if user is None:
                 raise AuthError("unauthenticated", "customers send a token; staff log in first")
             party, resume, resumed = manager.connect(
-                f"staff:{user.username}", user.role, user.username, user.display_name, False,
-                self.conn)
+                f"staff:{user.username}", user.role, user.username, user.display_name,
+                self.conn, profile=user.profile)
         self.party = party
         ep._metrics.connections.labels(role=party.role).inc()
         self.conn.send(m.Welcome(

@@ -90,17 +90,33 @@ class Hangup(_ClientMsg):
     type: Literal["call.hangup"]
 
 
+class WrapUpExtend(_ClientMsg):
+    """Teller needs more after-call time (the wrap-up timer otherwise makes them available)."""
+
+    type: Literal["teller.wrap_up_extend"]
+    seconds: Annotated[int, Field(ge=5, le=600)] = 30
+
+
+class SupervisorSetTeller(_ClientMsg):
+    """Supervisor forces a teller to break or offline (not while in a call)."""
+
+    type: Literal["supervisor.set_teller"]
+    username: Annotated[str, Field(min_length=2, max_length=64, pattern=r"^[a-z0-9_.-]+$")]
+    status: Literal["break", "offline"]
+    reason: Annotated[str, Field(max_length=64)] = "supervisor"
+
+
 ClientMessage = Annotated[
     Union[
         Hello, Ping, QueueJoin, QueueLeave, TellerStatus, OfferAccept, OfferReject,
-        WebrtcOffer, MediaState, Hangup,
+        WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller,
     ],
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
     m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in (Hello, Ping, QueueJoin, QueueLeave, TellerStatus, OfferAccept, OfferReject,
-              WebrtcOffer, MediaState, Hangup)
+              WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller)
 }
 _client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
@@ -116,6 +132,8 @@ ROLES_FOR: dict[str, frozenset[str]] = {
     "webrtc.offer": frozenset({"customer", "teller"}),
     "call.media_state": frozenset({"customer", "teller"}),
     "call.hangup": frozenset({"customer", "teller"}),
+    "teller.wrap_up_extend": frozenset({"teller"}),
+    "supervisor.set_teller": frozenset({"supervisor"}),
 }
 
 
@@ -155,12 +173,16 @@ class QueueStatus(_Msg):
     state: Literal["queued", "offered", "connecting", "active", "wrap_up", "closed",
                    "abandoned", "failed"]
     position: int | None = Field(None, description="1 = next to be served")
+    ewt_s: int | None = Field(None, description="estimated wait (see PROTOCOL.md)")
+    green_channel: bool = False
+    servable: bool = Field(True, description="false: no teller who can serve this is logged in")
 
 
 class TellerState(_Msg):
     type: Literal["teller.state"] = "teller.state"
     state: Literal["offline", "available", "offered", "busy", "wrap_up", "break"]
     reason: str | None = None
+    wrap_up_s: int | None = Field(None, description="wrap-up: seconds until auto-available")
 
 
 class OfferIncoming(_Msg):
@@ -204,6 +226,16 @@ class CallEnded(_Msg):
     reason: str
 
 
+class Dashboard(_Msg):
+    """Pushed to supervisors every second."""
+
+    type: Literal["dashboard"] = "dashboard"
+    queue: dict[str, int] = Field(description="waiting requests by priority class")
+    longest_wait_s: float
+    tellers: list[dict[str, Any]]
+    service: dict[str, Any] = Field(description="service level, ASA, AHT, rates (last hour)")
+
+
 class Error(_Msg):
     type: Literal["error"] = "error"
     code: str
@@ -214,5 +246,5 @@ class Error(_Msg):
 SERVER_MESSAGES: dict[str, type[_Msg]] = {
     m.model_fields["type"].default: m
     for m in (Welcome, Pong, QueueStatus, TellerState, OfferIncoming, OfferRevoked,
-              CallStarted, WebrtcAnswer, PeerState, CallEnded, Error)
+              CallStarted, WebrtcAnswer, PeerState, CallEnded, Dashboard, Error)
 }

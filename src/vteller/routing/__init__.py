@@ -1,6 +1,12 @@
-"""Queue and teller selection. v1: first-come-first-served behind the Router seam."""
+"""Queue and teller selection (ACD): priority classes with aging, skills, languages,
+elderly green channel, random assignment where required, service statistics."""
 
-from vteller.routing.fifo import FifoRouter
+from vteller.routing.model import PriorityClass, Request, TellerProfile, classify, segments_for
+from vteller.routing.policy import FIFO, RoutingPolicy
+from vteller.routing.router import Router
+from vteller.routing.stats import ServiceStats
 from vteller.routing.tellers import IllegalTransition, TellerState, TellerStatus
 
-__all__ = ["FifoRouter", "IllegalTransition", "TellerState", "TellerStatus"]
+__all__ = ["FIFO", "IllegalTransition", "PriorityClass", "Request", "Router", "RoutingPolicy",
+           "ServiceStats", "TellerProfile", "TellerState", "TellerStatus", "classify",
+           "segments_for"]

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from vteller.routing.model import TellerProfile
+
 
 class TellerState(StrEnum):
     OFFLINE = "offline"
@@ -42,10 +44,12 @@ class TellerStatus:
     state: TellerState = TellerState.OFFLINE
     reason: str | None = None
     since: float = field(default_factory=time.monotonic)
+    profile: TellerProfile = field(default_factory=TellerProfile)
 
-    def to(self, target: TellerState, reason: str | None = None) -> None:
+    def to(self, target: TellerState, reason: str | None = None,
+           now: float | None = None) -> None:
         if target not in TRANSITIONS[self.state]:
             raise IllegalTransition("teller", self.state, target)
         self.state = target
         self.reason = reason if target == TellerState.BREAK else None
-        self.since = time.monotonic()
+        self.since = time.monotonic() if now is None else now

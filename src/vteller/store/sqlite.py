@@ -10,7 +10,8 @@ import asyncio
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ CREATE TABLE IF NOT EXISTS staff_users (
     role TEXT NOT NULL,
     password_hash TEXT NOT NULL,
     disabled INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    profile TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS staff_sessions (
     token_hash TEXT PRIMARY KEY,
@@ -48,6 +50,11 @@ class StaffUser:
     role: str
     password_hash: str
     disabled: bool
+    profile: dict[str, Any] = field(default_factory=dict)
+
+
+def _user(row: tuple[Any, ...]) -> StaffUser:
+    return StaffUser(row[0], row[1], row[2], row[3], bool(row[4]), json.loads(row[5] or "{}"))
 
 
 class SqliteStore:
@@ -61,6 +68,9 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(staff_users)")}
+        if "profile" not in columns:  # databases made before routing profiles
+            self._db.execute("ALTER TABLE staff_users ADD COLUMN profile TEXT NOT NULL DEFAULT '{}'")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -78,29 +88,31 @@ class SqliteStore:
         return self._run("SELECT 1") == [(1,)]
 
     # staff users --------------------------------------------------------
-    def add_user(self, username: str, display_name: str, role: str, password_hash: str) -> None:
+    def add_user(self, username: str, display_name: str, role: str, password_hash: str,
+                 profile: dict[str, Any] | None = None) -> None:
         try:
             self._run(
-                "INSERT INTO staff_users VALUES (?,?,?,?,0,?)",
-                (username, display_name, role, password_hash, time.time()),
+                "INSERT INTO staff_users VALUES (?,?,?,?,0,?,?)",
+                (username, display_name, role, password_hash, time.time(),
+                 json.dumps(profile or {})),
             )
         except sqlite3.IntegrityError:
             raise KeyError(f"user {username!r} already exists") from None
 
     def get_user(self, username: str) -> StaffUser | None:
         rows = self._run(
-            "SELECT username, display_name, role, password_hash, disabled"
+            "SELECT username, display_name, role, password_hash, disabled, profile"
             " FROM staff_users WHERE username=?",
             (username,),
         )
-        return StaffUser(*rows[0][:4], bool(rows[0][4])) if rows else None
+        return _user(rows[0]) if rows else None
 
     def list_users(self) -> list[StaffUser]:
         rows = self._run(
-            "SELECT username, display_name, role, password_hash, disabled"
+            "SELECT username, display_name, role, password_hash, disabled, profile"
             " FROM staff_users ORDER BY username"
         )
-        return [StaffUser(*r[:4], bool(r[4])) for r in rows]
+        return [_user(r) for r in rows]
 
     def set_disabled(self, username: str, disabled: bool) -> bool:
         with self._lock:
@@ -109,6 +121,12 @@ class SqliteStore:
             )
             if disabled:
                 self._db.execute("DELETE FROM staff_sessions WHERE username=?", (username,))
+            return cur.rowcount == 1
+
+    def set_profile(self, username: str, profile: dict[str, Any]) -> bool:
+        with self._lock:
+            cur = self._db.execute("UPDATE staff_users SET profile=? WHERE username=?",
+                                   (json.dumps(profile), username))
             return cur.rowcount == 1
 
     def set_password_hash(self, username: str, password_hash: str) -> None:
@@ -123,12 +141,12 @@ class SqliteStore:
 
     async def session_user(self, token_hash: str) -> StaffUser | None:
         rows = await self._arun(
-            "SELECT u.username, u.display_name, u.role, u.password_hash, u.disabled"
+            "SELECT u.username, u.display_name, u.role, u.password_hash, u.disabled, u.profile"
             " FROM staff_sessions s JOIN staff_users u USING (username)"
             " WHERE s.token_hash=? AND s.expires_at>? AND u.disabled=0",
             (token_hash, time.time()),
         )
-        return StaffUser(*rows[0][:4], bool(rows[0][4])) if rows else None
+        return _user(rows[0]) if rows else None
 
     async def delete_session(self, token_hash: str) -> None:
         await self._arun("DELETE FROM staff_sessions WHERE token_hash=?", (token_hash,))

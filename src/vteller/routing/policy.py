@@ -1,0 +1,49 @@
+"""Routing policy (configurable under `[routing]` / `VTELLER_ROUTING__*`).
+
+Order of requests: priority = class base + aging_per_s x seconds waited; the
+highest goes first, so a request of any class eventually outranks fresh requests
+of higher classes (no starvation). With the defaults a standard request outranks a
+fresh green-channel one after 300 s of extra waiting.
+
+Choice of teller among the eligible (skill for the business type with proficiency
+> 0, and the language): the highest score = w_proficiency x proficiency +
+w_capability x capability (+ certification bonus for elderly customers), longest
+idle first on ties; or uniformly at random for business types listed in
+`random_business_types` (video-ident rules: random assignment against collusion).
+Elderly customers are offered only to tellers holding `elderly_certification`
+during their first `elderly_widen_after_s` seconds, then to any eligible teller.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from vteller.routing.model import PriorityClass
+
+
+class RoutingPolicy(BaseModel):
+    model_config = {"extra": "forbid", "frozen": True}
+
+    class_base: dict[PriorityClass, float] = Field(default_factory=lambda: {
+        PriorityClass.GREEN: 300.0, PriorityClass.PRIORITY: 200.0,
+        PriorityClass.VIP: 100.0, PriorityClass.STANDARD: 0.0})
+    aging_per_s: float = Field(1.0, ge=0)
+    elderly_age: int = Field(60, ge=40, le=100)
+    elderly_certification: str = "elderly_care"
+    elderly_widen_after_s: float = Field(1.0, ge=0)
+    random_business_types: frozenset[str] = frozenset({"video_ident"})
+    w_proficiency: float = 0.6
+    w_capability: float = 0.4
+    certified_bonus: float = 0.2
+    wrap_up_s: float = Field(30.0, ge=0, le=3600)
+    service_level_threshold_s: float = Field(20.0, gt=0)
+    default_handle_time_s: float = Field(180.0, gt=0)
+
+    def priority(self, pclass: PriorityClass, waited_s: float) -> float:
+        return self.class_base.get(pclass, 0.0) + self.aging_per_s * waited_s
+
+
+FIFO = RoutingPolicy(class_base={c: 0.0 for c in PriorityClass}, elderly_widen_after_s=0,
+                     random_business_types=frozenset(), w_proficiency=0, w_capability=0,
+                     certified_bonus=0)
+"""Plain first-come-first-served (with skills): the comparison baseline."""

@@ -1,0 +1,55 @@
+import { Signaling, show } from "./signaling.js";
+
+const $ = (id) => document.getElementById(id);
+const pct = (v) => (v === null || v === undefined ? "-" : `${Math.round(v * 100)}%`);
+const secs = (v) => (v === null || v === undefined ? "-" : `${Math.round(v)} s`);
+window.vteller = { board: null };
+
+function render(board, sig) {
+  window.vteller.board = board;
+  for (const c of ["green", "priority", "vip", "standard"]) $(`q-${c}`).textContent = board.queue[c];
+  $("q-longest").textContent = secs(board.longest_wait_s);
+  const s = board.service;
+  $("s-sl").textContent = pct(s.service_level); $("s-asa").textContent = secs(s.asa_s);
+  $("s-aht").textContent = secs(s.aht_s); $("s-abandon").textContent = pct(s.abandon_rate);
+  $("s-answer").textContent = pct(s.answer_rate); $("s-count").textContent = s.answered;
+  const body = $("tellers");
+  body.replaceChildren(...board.tellers.map((t) => {
+    const tr = document.createElement("tr");
+    tr.dataset.username = t.username;
+    const cells = [t.display_name, t.state + (t.reason ? ` (${t.reason})` : ""), `${t.in_state_s} s`, t.serving || ""];
+    for (const text of cells) { const td = document.createElement("td"); td.textContent = text; tr.append(td); }
+    const actions = document.createElement("td");
+    for (const status of ["break", "offline"]) {
+      const b = document.createElement("button");
+      b.className = "secondary small"; b.textContent = status === "break" ? "Force break" : "Force offline";
+      b.onclick = () => sig.send({ type: "supervisor.set_teller", username: t.username, status, reason: "supervisor" });
+      actions.append(b);
+    }
+    tr.append(actions);
+    return tr;
+  }));
+}
+
+function connect() {
+  const sig = new Signaling(() => ({}));
+  sig.addEventListener("welcome", (ev) => {
+    show($("login"), false); show($("board"), true); $("me").textContent = ev.detail.display_name;
+  });
+  sig.addEventListener("dashboard", (ev) => render(ev.detail, sig));
+  sig.addEventListener("error", (ev) => { $("error").textContent = `${ev.detail.code}: ${ev.detail.message}`; });
+  sig.connect();
+  $("logout").onclick = async () => { sig.close(); await fetch("/api/logout", { method: "POST" }); location.reload(); };
+}
+
+$("login-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const r = await fetch("/api/login", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: $("username").value, password: $("password").value }),
+  });
+  if (!r.ok) { $("login-error").textContent = (await r.json()).error.message; return; }
+  $("password").value = "";
+  connect();
+};
+fetch("/api/me").then((r) => { if (r.ok) connect(); else show($("login"), true); });
