@@ -96,6 +96,17 @@ class RunningServer:
         return sig
 
 
+async def accept_call(teller: SignalClient, customer: SignalClient,
+                      **join: Any) -> str:
+    """The customer queues, the teller accepts the offer; both got call.started."""
+    await customer.send({"type": "queue.join", **join})
+    offer = await teller.recv("offer.incoming")
+    await teller.send({"type": "offer.accept", "call_id": offer["call_id"]})
+    await teller.recv("call.started")
+    await customer.recv("call.started")
+    return offer["call_id"]
+
+
 async def start_server(settings: Settings) -> tuple[web.AppRunner, RunningServer]:
     cert, key, _ = ensure_dev_certificates(settings.certs_dir, ["localhost", "127.0.0.1"])
     components = build(settings)

@@ -12,6 +12,7 @@ import av
 import numpy as np
 import pytest
 
+from tests.conftest import accept_call
 from tests.helpers import Party
 from tests.media_sources import vp8_clip
 from vteller.media import Feed, MediaItem
@@ -30,12 +31,9 @@ from vteller.media.taps import LatestFrameTap, TrackRecorder, _Worker
 async def connect(server, customer: Party, teller: Party):  # type: ignore[no-untyped-def]
     teller_sig = await server.teller("teller1")
     cust_sig = await server.customer("c-42")
-    await cust_sig.send({"type": "queue.join"})
-    offer = await teller_sig.recv("offer.incoming")
-    await teller_sig.send({"type": "offer.accept", "call_id": offer["call_id"]})
-    await cust_sig.recv("call.started")
+    call_id = await accept_call(teller_sig, cust_sig)
     await asyncio.gather(customer.negotiate(cust_sig), teller.negotiate(teller_sig))
-    return cust_sig, teller_sig, server.manager.calls[offer["call_id"]]
+    return cust_sig, teller_sig, server.manager.calls[call_id]
 
 
 @pytest.fixture
@@ -102,10 +100,7 @@ async def test_second_leg_without_the_calls_codec_gets_clear_error(server):
     customer, teller = Party("customer", video_codec="vp8"), Party("teller", video_codec="h264")
     teller_sig = await server.teller("teller1")
     cust_sig = await server.customer("c-42")
-    await cust_sig.send({"type": "queue.join"})
-    offer = await teller_sig.recv("offer.incoming")
-    await teller_sig.send({"type": "offer.accept", "call_id": offer["call_id"]})
-    await cust_sig.recv("call.started")
+    await accept_call(teller_sig, cust_sig)
     await customer.negotiate(cust_sig)
     await teller.pc.setLocalDescription(await teller.pc.createOffer())
     await teller_sig.send({"type": "webrtc.offer", "sdp": teller.pc.localDescription.sdp})

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from tests.conftest import accept_call
 from tests.helpers import SignalClient
 
 
@@ -139,10 +140,7 @@ async def test_grace_expiry_abandons_waiting_customer(server):
 async def test_teller_lost_during_call_ends_it_after_grace(server):
     t1 = await server.teller("teller1")
     a = await server.customer("c-a")
-    await a.send({"type": "queue.join"})
-    offer = await t1.recv("offer.incoming")
-    await t1.send({"type": "offer.accept", "call_id": offer["call_id"]})
-    await a.recv("call.started")
+    await accept_call(t1, a)
     await t1.close()
     await a.recv("call.peer", connection="reconnecting")
     ended = await a.recv("call.ended", timeout=3)

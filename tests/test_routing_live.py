@@ -8,6 +8,7 @@ import asyncio
 import aiohttp
 import pytest
 
+from tests.conftest import accept_call
 from tests.helpers import SignalClient, insecure_ssl
 
 
@@ -61,10 +62,7 @@ async def test_language_mismatch_not_offered(server):
 async def test_wrap_up_timer_and_extension(server):
     teller = await server.teller("teller1")
     c = await server.customer("c-1")
-    await c.send({"type": "queue.join"})
-    offer = await teller.recv("offer.incoming")
-    await teller.send({"type": "offer.accept", "call_id": offer["call_id"]})
-    await c.recv("call.started")
+    call_id = await accept_call(teller, c)
     await c.send({"type": "call.hangup"})
     wrap = await teller.recv("teller.state", state="wrap_up")
     assert wrap["wrap_up_s"] == 0 or wrap["wrap_up_s"] == 1
@@ -75,7 +73,7 @@ async def test_wrap_up_timer_and_extension(server):
     assert server.manager.router.teller("teller1").state == "wrap_up"  # extension held
     await teller.recv("teller.state", state="available", timeout=8)  # then auto-available
     await server.manager.flush()
-    assert (await server.components.store.get_call(offer["call_id"]))["state"] == "closed"
+    assert (await server.components.store.get_call(call_id))["state"] == "closed"
     await c.close()
     await teller.close()
 
@@ -86,10 +84,7 @@ async def test_supervisor_dashboard_and_control(server):
     sup = await SignalClient.open(server.ws_url, cookies=await server.login("sup1"))
     await sup.request({"type": "hello"}, "welcome")
     c = await server.customer("c-1", name="Ada Customer")
-    await c.send({"type": "queue.join"})
-    offer = await teller.recv("offer.incoming")
-    await teller.send({"type": "offer.accept", "call_id": offer["call_id"]})
-    await c.recv("call.started")
+    await accept_call(teller, c)
     board = await sup.recv("dashboard", timeout=3)
     row = next(t for t in board["tellers"] if t["username"] == "teller1")
     assert row["state"] == "busy" and row["serving"] == "Ada Customer"

@@ -7,6 +7,7 @@ import json
 import aiohttp
 import pytest
 
+from tests.conftest import accept_call
 from tests.helpers import SignalClient, insecure_ssl
 
 
@@ -142,10 +143,7 @@ async def test_rate_limit_is_typed(server):
 async def test_bad_sdp_is_typed(server):
     teller = await server.teller()
     cust = await server.customer()
-    await cust.send({"type": "queue.join"})
-    offer = await teller.recv("offer.incoming")
-    await teller.send({"type": "offer.accept", "call_id": offer["call_id"]})
-    await cust.recv("call.started")
+    await accept_call(teller, cust)
     await cust.send({"type": "webrtc.offer", "sdp": "v=0\r\nm=garbage\r\n"})
     await cust.error("bad_sdp")
     await cust.send({"type": "webrtc.offer", "sdp": "this is not sdp at all"})

@@ -67,3 +67,20 @@ export function say(text, enabled) {
   speechSynthesis.cancel();
   speechSynthesis.speak(new SpeechSynthesisUtterance(text));
 }
+
+// Staff pages: log in with the form (ids login-form, username, password, login-error)
+// unless the session cookie is still valid, then call `connect`.
+export function staffLogin(connect) {
+  const $ = (id) => document.getElementById(id);
+  $("login-form").onsubmit = async (ev) => {
+    ev.preventDefault();
+    const r = await fetch("/api/login", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username: $("username").value, password: $("password").value }),
+    });
+    if (!r.ok) { $("login-error").textContent = (await r.json()).error.message; return; }
+    $("password").value = "";
+    connect();
+  };
+  fetch("/api/me").then((r) => { if (r.ok) connect(); else show($("login"), true); });
+}

@@ -1,4 +1,4 @@
-import { Signaling, sendOffer, show } from "./signaling.js";
+import { Signaling, sendOffer, show, staffLogin } from "./signaling.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { pc: null, local: null, offer: null, tellerState: "offline" };
@@ -80,15 +80,4 @@ function connect() {
   $("logout").onclick = async () => { sig.close(); await fetch("/api/logout", { method: "POST" }); location.reload(); };
 }
 
-$("login-form").onsubmit = async (ev) => {
-  ev.preventDefault();
-  const r = await fetch("/api/login", {
-    method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username: $("username").value, password: $("password").value }),
-  });
-  if (!r.ok) { $("login-error").textContent = (await r.json()).error.message; return; }
-  $("password").value = "";
-  connect();
-};
-
-fetch("/api/me").then((r) => { if (r.ok) connect(); else show($("login"), true); });
+staffLogin(connect);
