@@ -45,7 +45,8 @@ async def browser(tmp_path, faces_dir):
             "--disable-component-update", "--disable-sync", "--no-first-run",
             "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-video-capture={clip}",
-            "--autoplay-policy=no-user-gesture-required"]
+            "--autoplay-policy=no-user-gesture-required",
+            "--auto-select-desktop-capture-source=Entire screen"]
     async with playwright_api.async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         yield b
@@ -63,9 +64,17 @@ FRAMES_DECODED = """async () => {
 }"""
 
 
-async def wait_frames(page, minimum: int, timeout_s: float = 30) -> int:
+SCREEN_FRAMES = """async () => {
+  const r = window.vteller.screenReceiver;
+  let n = 0;
+  if (r) (await r.getStats()).forEach((s) => { if (s.type === "inbound-rtp") n += s.framesDecoded || 0; });
+  return n;
+}"""
+
+
+async def wait_frames(page, minimum: int, timeout_s: float = 30, probe: str = FRAMES_DECODED) -> int:
     deadline = time.monotonic() + timeout_s
-    while (n := await page.evaluate(FRAMES_DECODED)) < minimum:
+    while (n := await page.evaluate(probe)) < minimum:
         if time.monotonic() > deadline:
             state = await page.evaluate(
                 "() => window.vteller.pc && [window.vteller.pc.connectionState,"
@@ -118,6 +127,33 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
         await row.filter(has_text="Barack Customer").wait_for(timeout=5000)
         assert "busy" in await row.inner_text()
         await supervisor.screenshot(path=str(tmp_path / "supervisor.png"))
+
+        # screen share: request -> allow -> the teller decodes screen frames -> stop
+        assert await teller.evaluate(SCREEN_FRAMES) == 0
+        await teller.fill("#assist-purpose", "help you activate your card")
+        await teller.click("#assist-request")
+        await customer.wait_for_selector("#consent:not([hidden])")
+        assert await customer.text_content("#consent-teller") == "Teller One"
+        assert await customer.text_content("#consent-purpose") == "help you activate your card"
+        await customer.click("#consent-allow")
+        await customer.wait_for_selector("#share-bar:not([hidden])")
+        await teller.wait_for_selector("#assist-state[data-state=active]")
+        shared = await wait_frames(teller, 10, probe=SCREEN_FRAMES)
+        await teller.screenshot(path=str(tmp_path / "teller-screen.png"))
+        await customer.click("#share-stop")
+        await teller.wait_for_selector("#assist-state[data-state=revoked]")
+        await asyncio.sleep(1.0)
+        settled = await teller.evaluate(SCREEN_FRAMES)
+        await asyncio.sleep(1.5)
+        assert await teller.evaluate(SCREEN_FRAMES) == settled >= shared
+
+        # navigation push and the business decision
+        await teller.click("#nav-push")
+        await customer.wait_for_selector("#nav:not([hidden])")
+        assert await customer.text_content("#nav-title") == "Activate a card"
+        await teller.select_option("#decision", "incomplete")
+        await teller.click("#decide")
+        await teller.wait_for_selector("#decision-result:has-text('incomplete')")
         await customer.screenshot(path=str(tmp_path / "customer.png"))
         await teller.screenshot(path=str(tmp_path / "teller.png"))
 
@@ -128,7 +164,7 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
         await teller.wait_for_selector("#teller-state[data-state=available]")
         artefacts = Path("/tmp/vteller-browser")
         artefacts.mkdir(exist_ok=True)
-        for f in ("customer.png", "teller.png", "supervisor.png"):
+        for f in ("customer.png", "teller.png", "supervisor.png", "teller-screen.png"):
             shutil.copy(tmp_path / f, artefacts / f)
     finally:
         server.stop()

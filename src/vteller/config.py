@@ -8,6 +8,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from vteller.assist.policy import AssistPolicy
+from vteller.review.policy import ReviewPolicy
 from vteller.routing.policy import RoutingPolicy
 from pydantic_settings import (
     BaseSettings,
@@ -69,6 +71,8 @@ class Settings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="uvloop: libuv event loop (cheaper UDP I/O for media)")
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
+    assist: AssistPolicy = Field(default_factory=AssistPolicy)
+    review: ReviewPolicy = Field(default_factory=ReviewPolicy)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("public_names", "allowed_origins", "ice_servers", mode="before")

@@ -1,7 +1,7 @@
 import { Signaling, sendOffer, show, say } from "./signaling.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { pc: null, local: null, token: null, elderly: false, callId: null };
+const state = { pc: null, local: null, token: null, elderly: false, callId: null, screen: null, screenSender: null };
 window.vteller = state;  // for tests and support tooling: read-only inspection
 
 async function getToken() {
@@ -32,7 +32,7 @@ async function negotiate(sig) {
   // m-line layout is part of the contract: audio, camera, screen (screen sends nothing yet).
   pc.addTransceiver(state.local.getAudioTracks()[0], { direction: "sendrecv", streams: [state.local] });
   pc.addTransceiver(state.local.getVideoTracks()[0], { direction: "sendrecv", streams: [state.local] });
-  pc.addTransceiver("video", { direction: "sendonly" });
+  state.screenSender = pc.addTransceiver("video", { direction: "sendonly" }).sender;
   const remote = new MediaStream();
   $("remote").srcObject = remote;
   pc.ontrack = (ev) => remote.addTrack(ev.track);
@@ -42,7 +42,27 @@ async function negotiate(sig) {
   await sendOffer(pc, sig);
 }
 
+async function startShare(sig) {
+  try {
+    state.screen = await navigator.mediaDevices.getDisplayMedia({ video: true });
+  } catch (e) {
+    sig.send({ type: "assist.stop" });  // capture refused or unavailable: end the consent
+    return;
+  }
+  const track = state.screen.getVideoTracks()[0];
+  track.onended = () => sig.send({ type: "assist.stop" });  // stopped from the browser UI
+  await state.screenSender.replaceTrack(track);  // pre-negotiated transceiver: no renegotiation
+  sig.send({ type: "assist.started" });
+}
+
+async function stopShare() {
+  if (state.screenSender) await state.screenSender.replaceTrack(null);
+  state.screen?.getTracks().forEach((t) => t.stop());
+  state.screen = null;
+}
+
 function endCall(text) {
+  stopShare(); show($("consent"), false); show($("share-bar"), false); show($("nav"), false);
   state.pc?.close(); state.pc = null; state.callId = null;
   show($("in-call"), false); show($("start-panel"), true);
   status(text);
@@ -85,6 +105,27 @@ async function main() {
   });
   sig.addEventListener("call.ended", (ev) => { show($("waiting"), false); endCall(ev.detail.reason.startsWith("hangup") ? "The call has ended. Thank you." : `The call ended (${ev.detail.reason}).`); });
   sig.addEventListener("error", (ev) => { $("error").textContent = ev.detail.message; });
+  sig.addEventListener("assist.state", (ev) => {
+    const m = ev.detail;
+    show($("consent"), m.state === "requested");
+    show($("share-bar"), m.state === "active");
+    if (m.state === "requested") {
+      $("consent-teller").textContent = m.teller; $("consent-purpose").textContent = m.purpose;
+      say(`${m.teller} asks to see your screen to ${m.purpose}. Press Allow or Deny.`, state.elderly);
+    }
+    if (m.state === "active") { $("share-teller").textContent = m.teller; say(`Your screen is now shared with ${m.teller}.`, state.elderly); }
+    if (["stopped", "revoked", "expired", "denied"].includes(m.state)) stopShare();
+  });
+  sig.addEventListener("nav.prompt", (ev) => {
+    const m = ev.detail;
+    $("nav-title").textContent = m.title; $("nav-open").href = m.link; $("nav-open").dataset.id = m.id;
+    show($("nav"), true); say(`Your teller suggests: ${m.title}.`, state.elderly);
+  });
+  $("consent-allow").onclick = () => { show($("consent"), false); sig.send({ type: "assist.respond", allow: true }); startShare(sig); };
+  $("consent-deny").onclick = () => { show($("consent"), false); sig.send({ type: "assist.respond", allow: false }); };
+  $("share-stop").onclick = () => { sig.send({ type: "assist.stop" }); stopShare(); };
+  $("nav-open").onclick = () => { sig.send({ type: "nav.opened", destination: $("nav-open").dataset.id }); show($("nav"), false); };
+  $("nav-dismiss").onclick = () => show($("nav"), false);
 
   $("start").onclick = async () => {
     try {

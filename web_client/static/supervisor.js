@@ -31,7 +31,21 @@ function render(board, sig) {
   }));
 }
 
+async function loadReviews() {
+  const r = await fetch("/api/reports/reviews?hours=24");
+  if (!r.ok) return;
+  const rows = (await r.json()).rows;
+  $("reviews").replaceChildren(...rows.map((row) => {
+    const tr = document.createElement("tr");
+    for (const v of [row.business_type, row.teller, row.approve, row.reject, row.incomplete, pct(row.pass_rate)]) {
+      const td = document.createElement("td"); td.textContent = v; tr.append(td);
+    }
+    return tr;
+  }));
+}
+
 function connect() {
+  loadReviews(); setInterval(loadReviews, 10000);
   const sig = new Signaling(() => ({}));
   sig.addEventListener("welcome", (ev) => {
     show($("login"), false); show($("board"), true); $("me").textContent = ev.detail.display_name;

@@ -29,6 +29,7 @@ async function negotiate(sig) {
   const remote = new MediaStream();
   $("remote").srcObject = remote;
   $("screen").srcObject = new MediaStream([screen.receiver.track]);
+  state.screenReceiver = screen.receiver;
   pc.ontrack = (ev) => { if (ev.transceiver !== screen) remote.addTrack(ev.track); };
   await sendOffer(pc, sig);
 }
@@ -68,7 +69,30 @@ function connect() {
     $("last-call").textContent = `Last call ended: ${ev.detail.reason}`;
   });
   sig.addEventListener("error", (ev) => { $("error").textContent = `${ev.detail.code}: ${ev.detail.message}`; });
+  sig.addEventListener("assist.state", (ev) => {
+    const s = ev.detail.state;
+    $("assist-state").textContent = s; $("assist-state").dataset.state = s;
+    show($("screen"), s === "active");
+    show($("assist-stop"), ["requested", "granted", "active"].includes(s));
+    show($("assist-request"), !["requested", "granted", "active"].includes(s));
+  });
+  sig.addEventListener("call.context", (ev) => {
+    const c = ev.detail;
+    $("business-title").textContent = c.business_type.title;
+    $("evidence-required").textContent = c.business_type.required_evidence.join(", ") || "none";
+    $("evidence-have").textContent = c.evidence.join(", ") || "none";
+    $("nav-destination").replaceChildren(...c.destinations.map((d) => new Option(d.title, d.id)));
+    $("reason-code").replaceChildren(new Option("(reason)", ""), ...c.reason_codes.map((r) => new Option(r, r)));
+    $("decision-result").textContent = "";
+  });
+  sig.addEventListener("review.recorded", (ev) => { $("decision-result").textContent = `Recorded: ${ev.detail.decision}`; });
   sig.connect();
+
+  $("assist-request").onclick = () => sig.send({ type: "assist.request", purpose: $("assist-purpose").value || "guide you in the app" });
+  $("assist-stop").onclick = () => sig.send({ type: "assist.stop" });
+  $("nav-push").onclick = () => sig.send({ type: "nav.push", destination: $("nav-destination").value });
+  $("decide").onclick = () => sig.send({ type: "review.decide", decision: $("decision").value,
+    reason_code: $("reason-code").value || null, notes: $("decision-notes").value });
 
   $("available").onclick = () => sig.send({ type: "teller.status", status: "available" });
   $("wrapup-done").onclick = () => sig.send({ type: "teller.status", status: "available" });

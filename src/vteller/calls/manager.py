@@ -18,7 +18,9 @@ from typing import Any, Protocol
 import structlog
 from pydantic import BaseModel
 
+from vteller.assist import ConsentState
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
+from vteller.review import missing_evidence
 from vteller.config import Settings
 from vteller.media import MediaLeg, MediaNegotiationError, check_offer
 from vteller.observability import Metrics
@@ -311,6 +313,8 @@ class CallManager:
         party.send(m.TellerState(state="busy"))
         party.send(m.CallStarted(call_id=call.call_id, peer=customer.info()))
         customer.send(m.CallStarted(call_id=call.call_id, peer=party.info()))
+        party.send(self._context(call))
+        self._event(call, "teller", "accepted", teller=party.principal)
         customer.send(m.QueueStatus(call_id=call.call_id, state="connecting"))
         self._metrics.answer_s.observe(call.accepted_at - call.queued_at)
         if request is not None:
@@ -326,6 +330,133 @@ class CallManager:
         self.router.teller(party.principal).to(TellerState.AVAILABLE)
         party.send(m.TellerState(state="available"))
         self._dispatch()
+
+    # assist: screen-share consent and navigation ---------------------------------
+    def _live_call(self, party: Party) -> Call:
+        call = self._call_of(party)
+        if call is None or call.state not in IN_CALL:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "not in a call")
+        return call
+
+    def _consent_to(self, call: Call, target: ConsentState, actor: str, **data: Any) -> None:
+        call.consent.to(target, time.monotonic())
+        call.screen_gate.set(call.consent.sharing)  # media follows the server's state only
+        self._event(call, actor, f"consent.{target.value}", cycle=call.consent.cycle,
+                    purpose=call.consent.purpose, **data)
+        teller = self.parties.get(call.teller_key or "")
+        expiry = call.consent.expiry(self._settings.assist.request_timeout_s,
+                                     self._settings.assist.start_timeout_s)
+        msg = m.AssistStateMsg(
+            state=target.value, purpose=call.consent.purpose,  # type: ignore[arg-type]
+            teller=teller.display_name if teller else "",
+            expires_in_s=round(expiry - time.monotonic()) if expiry else None)
+        for key in (call.customer_key, call.teller_key):
+            if key and (p := self.parties.get(key)):
+                p.send(msg)
+
+    def _on_assist_request(self, party: Party, msg: m.AssistRequest) -> None:
+        call = self._live_call(party)
+        if call.consent.state in (ConsentState.REQUESTED, ConsentState.GRANTED,
+                                  ConsentState.ACTIVE):
+            raise ProtocolError(ErrorCode.WRONG_STATE, f"consent is {call.consent.state.value}")
+        call.consent.purpose = msg.purpose
+        self._consent_to(call, ConsentState.REQUESTED, "teller")
+
+    def _on_assist_respond(self, party: Party, msg: m.AssistRespond) -> None:
+        call = self._live_call(party)
+        if call.consent.state != ConsentState.REQUESTED:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no pending screen-share request")
+        self._consent_to(call, ConsentState.GRANTED if msg.allow else ConsentState.DENIED,
+                         "customer")
+
+    def _on_assist_started(self, party: Party, msg: m.AssistStarted) -> None:
+        call = self._live_call(party)
+        self._consent_to(call, ConsentState.ACTIVE, "customer")
+
+    def _on_assist_stop(self, party: Party, msg: m.AssistStop) -> None:
+        call = self._live_call(party)
+        target = ConsentState.REVOKED if party.role == "customer" else ConsentState.STOPPED
+        self._consent_to(call, target, party.role)
+
+    def _on_nav_push(self, party: Party, msg: m.NavPush) -> None:
+        call = self._live_call(party)
+        destination = self._settings.assist.destination(msg.destination)
+        if destination is None:
+            self._event(call, "teller", "nav.refused", destination=msg.destination[:64])
+            raise ProtocolError(ErrorCode.NOT_ALLOWED,
+                                "only the configured app destinations can be pushed")
+        self._event(call, "teller", "nav.pushed", destination=destination.id)
+        self.parties[call.customer_key].send(m.NavPrompt(**destination.model_dump()))
+
+    def _on_nav_opened(self, party: Party, msg: m.NavOpened) -> None:
+        call = self._live_call(party)
+        if self._settings.assist.destination(msg.destination) is None:
+            raise ProtocolError(ErrorCode.NOT_ALLOWED, "unknown destination")
+        self._event(call, "customer", "nav.opened", destination=msg.destination)
+
+    # review ------------------------------------------------------------------------
+    def _context(self, call: Call) -> m.CallContext:
+        review = self._settings.review
+        bt = review.business_type(call.business_type)
+        return m.CallContext(
+            call_id=call.call_id,
+            business_type={"id": call.business_type, "title": bt.title if bt else call.business_type,
+                           "required_evidence": sorted(bt.required_evidence) if bt else []},
+            evidence=sorted(call.evidence),
+            destinations=[{"id": d.id, "title": d.title} for d in self._settings.assist.destinations],
+            reason_codes=review.reason_codes)
+
+    def add_evidence(self, call_id: str, evidence: str, actor: str = "system",
+                     **data: Any) -> None:
+        """Capabilities (identity) record evidence on a live call; it becomes an event."""
+        call = self.calls[call_id]
+        call.evidence.add(evidence)
+        self._event(call, actor, "evidence", evidence=evidence, **data)
+        teller = self.parties.get(call.teller_key or "")
+        if teller:
+            teller.send(self._context(call))
+
+    def _on_review_decide(self, party: Party, msg: m.ReviewDecide) -> None:
+        call = self._call_of(party)
+        if call is None or call.state not in (*IN_CALL, CallState.WRAP_UP):
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no call to decide on")
+        if call.decision is not None:
+            raise ProtocolError(ErrorCode.WRONG_STATE, f"already decided: {call.decision}")
+        review = self._settings.review
+        bt = review.business_type(call.business_type)
+        if msg.decision == "approve":
+            missing = missing_evidence(bt.required_evidence if bt else frozenset(),
+                                       call.evidence)
+            if missing:
+                self._event(call, "teller", "review.refused", missing=missing)
+                raise ProtocolError(ErrorCode.EVIDENCE_MISSING,
+                                    "cannot approve: missing evidence " + ", ".join(missing))
+        if msg.decision == "reject" and msg.reason_code not in review.reason_codes:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                                "reject needs a reason_code from: " + ", ".join(review.reason_codes))
+        call.decision = msg.decision
+        self._event(call, "teller", "review.decision", decision=msg.decision,
+                    reason_code=msg.reason_code, notes=msg.notes)
+        self._persist("add_decision", call.call_id, call.business_type, party.principal,
+                      msg.decision, msg.reason_code, msg.notes, time.time())
+        party.send(m.ReviewRecorded(call_id=call.call_id, decision=msg.decision,
+                                    reason_code=msg.reason_code))
+
+    def _check_assist(self, call: Call) -> None:
+        """Tick: expire stale consent; record screen frames that arrived without consent."""
+        expiry = call.consent.expiry(self._settings.assist.request_timeout_s,
+                                     self._settings.assist.start_timeout_s)
+        if expiry is not None and time.monotonic() >= expiry:
+            self._consent_to(call, ConsentState.EXPIRED, "system")
+        feed = call.feeds.get("customer.screen")
+        if feed is not None and feed.gated_out > call.screen_dropped_reported:
+            self._event(call, "customer", "screen.dropped_without_consent",
+                        frames=feed.gated_out - call.screen_dropped_reported)
+            call.screen_dropped_reported = feed.gated_out
+
+    def _event(self, call: Call, actor: str, kind: str, **data: Any) -> None:
+        call.event_seq += 1
+        self._persist("add_event", call.call_id, call.event_seq, time.time(), actor, kind, data)
 
     # both ------------------------------------------------------------------
     def _on_call_media_state(self, party: Party, msg: m.MediaState) -> None:
@@ -439,6 +570,9 @@ class CallManager:
                 self._dispatch()
                 self._push_queue_status()
                 self._push_dashboard()
+                for call in list(self.calls.values()):
+                    if call.state in IN_CALL:
+                        self._check_assist(call)
             except Exception:  # noqa: BLE001 - the ticker must survive a bad state
                 log.exception("tick_failed")
 
@@ -526,8 +660,13 @@ class CallManager:
         self._push_queue_status(force=True)
 
     def _end_call(self, call: Call, reason: str) -> None:
+        if call.consent.state in (ConsentState.REQUESTED, ConsentState.GRANTED,
+                                  ConsentState.ACTIVE):
+            self._consent_to(call, ConsentState.STOPPED, "system", reason="call_ended")
+        self._check_assist(call)
         call.to(CallState.WRAP_UP)
         call.end_reason = reason
+        self._event(call, "system", "ended", reason=reason)
         for leg in call.legs.values():
             self._background(leg.close())
         for feed in call.feeds.values():

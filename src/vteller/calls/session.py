@@ -7,6 +7,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from vteller.assist import Consent
 from vteller.media import Feed, MediaGate, MediaLeg
 from vteller.media.leg import SLOT_KIND, SLOTS
 from vteller.media.taps import TrackRecorder
@@ -56,6 +57,11 @@ class Call:
     feeds: dict[str, Feed] = field(default_factory=dict)
     legs: dict[str, MediaLeg] = field(default_factory=dict)
     recorders: list[TrackRecorder] = field(default_factory=list)
+    consent: Consent = field(default_factory=Consent)
+    evidence: set[str] = field(default_factory=set)
+    decision: str | None = None
+    event_seq: int = 0
+    screen_dropped_reported: int = 0
 
     def to(self, target: CallState) -> None:
         if target not in TRANSITIONS[self.state]:

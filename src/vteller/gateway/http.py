@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,22 @@ def setup_routes(
         return web.json_response(
             {"username": user.username, "display_name": user.display_name, "role": user.role})
 
+    async def review_report(request: web.Request) -> web.Response:
+        user = await staff.user_for_session(request.cookies.get(SESSION_COOKIE))
+        if user is None:
+            return json_error(401, "unauthenticated", "not logged in")
+        if user.role != "supervisor":
+            return json_error(403, "forbidden", "supervisors only")
+        try:
+            hours = float(request.query.get("hours", "24"))
+            if not 0 < hours <= 24 * 366:
+                raise ValueError
+        except ValueError:
+            return json_error(400, "invalid_request", "hours must be a number in (0, 8784]")
+        now = time.time()
+        rows = await store.review_report(now - hours * 3600, now)
+        return web.json_response({"hours": hours, "rows": rows})
+
     async def demo_token(request: web.Request) -> web.Response:
         assert dev_issuer is not None
         body = await _read_json(request, DemoTokenBody)
@@ -158,6 +175,7 @@ def setup_routes(
     r.add_post("/api/login", login)
     r.add_post("/api/logout", logout)
     r.add_get("/api/me", me)
+    r.add_get("/api/reports/reviews", review_report)
     r.add_get("/ws", signaling.handle)
     if settings.dev_mode and dev_issuer is not None:
         r.add_post("/api/dev/customer-token", demo_token)

@@ -17,6 +17,8 @@ class ErrorCode(StrEnum):
     BAD_SDP = "bad_sdp"
     NO_COMMON_CODEC = "no_common_codec"
     RESUME_FAILED = "resume_failed"
+    NOT_ALLOWED = "not_allowed"
+    EVIDENCE_MISSING = "evidence_missing"
     INTERNAL = "internal"
 
 

@@ -106,17 +106,64 @@ class SupervisorSetTeller(_ClientMsg):
     reason: Annotated[str, Field(max_length=64)] = "supervisor"
 
 
+class AssistRequest(_ClientMsg):
+    """Teller asks to see the customer's screen, saying why."""
+
+    type: Literal["assist.request"]
+    purpose: Annotated[str, Field(min_length=3, max_length=200)]
+
+
+class AssistRespond(_ClientMsg):
+    type: Literal["assist.respond"]
+    allow: bool
+
+
+class AssistStarted(_ClientMsg):
+    """Customer's screen capture now feeds the screen transceiver."""
+
+    type: Literal["assist.started"]
+
+
+class AssistStop(_ClientMsg):
+    """Customer: revoke consent; teller: end the screen share."""
+
+    type: Literal["assist.stop"]
+
+
+class NavPush(_ClientMsg):
+    """Teller proposes an allowlisted app page (by id; URLs are never accepted)."""
+
+    type: Literal["nav.push"]
+    destination: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class NavOpened(_ClientMsg):
+    type: Literal["nav.opened"]
+    destination: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class ReviewDecide(_ClientMsg):
+    """The teller's business decision for this call (once)."""
+
+    type: Literal["review.decide"]
+    decision: Literal["approve", "reject", "incomplete"]
+    reason_code: Annotated[str, Field(max_length=64)] | None = None
+    notes: Annotated[str, Field(max_length=2000)] = ""
+
+
 ClientMessage = Annotated[
     Union[
         Hello, Ping, QueueJoin, QueueLeave, TellerStatus, OfferAccept, OfferReject,
-        WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller,
+        WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller, AssistRequest,
+        AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide,
     ],
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
     m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in (Hello, Ping, QueueJoin, QueueLeave, TellerStatus, OfferAccept, OfferReject,
-              WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller)
+              WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller, AssistRequest,
+              AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide)
 }
 _client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
@@ -134,6 +181,13 @@ ROLES_FOR: dict[str, frozenset[str]] = {
     "call.hangup": frozenset({"customer", "teller"}),
     "teller.wrap_up_extend": frozenset({"teller"}),
     "supervisor.set_teller": frozenset({"supervisor"}),
+    "assist.request": frozenset({"teller"}),
+    "assist.respond": frozenset({"customer"}),
+    "assist.started": frozenset({"customer"}),
+    "assist.stop": frozenset({"customer", "teller"}),
+    "nav.push": frozenset({"teller"}),
+    "nav.opened": frozenset({"customer"}),
+    "review.decide": frozenset({"teller"}),
 }
 
 
@@ -226,6 +280,42 @@ class CallEnded(_Msg):
     reason: str
 
 
+class AssistStateMsg(_Msg):
+    """Consent state, to both parties on every transition."""
+
+    type: Literal["assist.state"] = "assist.state"
+    state: Literal["none", "requested", "granted", "active", "stopped", "denied", "expired",
+                   "revoked"]
+    purpose: str
+    teller: str = Field(description="the teller's display name (shown in the dialog and bar)")
+    expires_in_s: int | None = None
+
+
+class NavPrompt(_Msg):
+    type: Literal["nav.prompt"] = "nav.prompt"
+    id: str
+    title: str
+    link: str
+
+
+class CallContext(_Msg):
+    """To the teller when a call starts: what this business needs and what they may push."""
+
+    type: Literal["call.context"] = "call.context"
+    call_id: str
+    business_type: dict[str, Any]
+    evidence: list[str]
+    destinations: list[dict[str, str]]
+    reason_codes: list[str]
+
+
+class ReviewRecorded(_Msg):
+    type: Literal["review.recorded"] = "review.recorded"
+    call_id: str
+    decision: str
+    reason_code: str | None = None
+
+
 class Dashboard(_Msg):
     """Pushed to supervisors every second."""
 
@@ -246,5 +336,6 @@ class Error(_Msg):
 SERVER_MESSAGES: dict[str, type[_Msg]] = {
     m.model_fields["type"].default: m
     for m in (Welcome, Pong, QueueStatus, TellerState, OfferIncoming, OfferRevoked,
-              CallStarted, WebrtcAnswer, PeerState, CallEnded, Dashboard, Error)
+              CallStarted, WebrtcAnswer, PeerState, CallEnded, Dashboard, AssistStateMsg,
+              NavPrompt, CallContext, ReviewRecorded, Error)
 }

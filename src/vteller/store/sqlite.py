@@ -30,6 +30,24 @@ CREATE TABLE IF NOT EXISTS staff_sessions (
     username TEXT NOT NULL REFERENCES staff_users(username),
     expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS call_events (
+    call_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (call_id, seq)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    call_id TEXT PRIMARY KEY,
+    business_type TEXT NOT NULL,
+    teller TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    reason_code TEXT,
+    notes TEXT NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY,
     customer_id TEXT NOT NULL,
@@ -167,6 +185,40 @@ class SqliteStore:
             raise ValueError(f"bad call fields: {sorted(fields)}")
         cols = ", ".join(f"{k}=?" for k in fields)
         await self._arun(f"UPDATE calls SET {cols} WHERE call_id=?", (*fields.values(), call_id))
+
+    async def add_event(self, call_id: str, seq: int, at: float, actor: str, kind: str,
+                        data: dict[str, Any]) -> None:
+        """Session events (the audit trail will chain, sign and encrypt these)."""
+        await self._arun("INSERT INTO call_events VALUES (?,?,?,?,?,?)",
+                         (call_id, seq, at, actor, kind, json.dumps(data, sort_keys=True)))
+
+    async def events(self, call_id: str) -> list[dict[str, Any]]:
+        rows = await self._arun(
+            "SELECT seq, at, actor, kind, data FROM call_events WHERE call_id=? ORDER BY seq",
+            (call_id,))
+        return [{"seq": r[0], "at": r[1], "actor": r[2], "kind": r[3], **json.loads(r[4])}
+                for r in rows]
+
+    async def add_decision(self, call_id: str, business_type: str, teller: str, decision: str,
+                           reason_code: str | None, notes: str, at: float) -> None:
+        await self._arun("INSERT INTO decisions VALUES (?,?,?,?,?,?,?)",
+                         (call_id, business_type, teller, decision, reason_code, notes, at))
+
+    async def review_report(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Counts per business type and teller between two times (epoch seconds)."""
+        rows = await self._arun(
+            "SELECT business_type, teller, decision, COUNT(*) FROM decisions"
+            " WHERE at>=? AND at<? GROUP BY business_type, teller, decision", (since, until))
+        table: dict[tuple[str, str], dict[str, Any]] = {}
+        for bt, teller, decision, n in rows:
+            row = table.setdefault((bt, teller), {"business_type": bt, "teller": teller,
+                                                  "approve": 0, "reject": 0, "incomplete": 0})
+            row[decision] = n
+        for row in table.values():
+            total = row["approve"] + row["reject"] + row["incomplete"]
+            row["total"] = total
+            row["pass_rate"] = row["approve"] / total if total else None
+        return sorted(table.values(), key=lambda r: (r["business_type"], r["teller"]))
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         rows = await self._arun(
