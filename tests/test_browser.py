@@ -92,6 +92,12 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
             ignore_https_errors=True, viewport={"width": 390, "height": 844}, is_mobile=True)
         teller = await teller_ctx.new_page()
         customer = await customer_ctx.new_page()
+        # record what the page speaks (headless Chromium has no speech voices)
+        await customer.add_init_script("""
+          window.__spoken = [];
+          if (window.speechSynthesis) {
+            window.speechSynthesis.speak = (u) => window.__spoken.push(u.text);
+          }""")
 
         await teller.goto(f"{server.url}/teller")
         await teller.fill("#username", "teller1")
@@ -115,6 +121,7 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
         await customer.click("#start")
         await teller.wait_for_selector("#offer:not([hidden])")
         assert await customer.is_visible("#green")  # 65 years old: green channel
+        assert await customer.evaluate("document.body.classList.contains('elderly')")
         assert await teller.text_content("#offer-name") == "Barack Customer"
         await teller.click("#accept")
 
@@ -135,6 +142,8 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
         await customer.wait_for_selector("#consent:not([hidden])")
         assert await customer.text_content("#consent-teller") == "Teller One"
         assert await customer.text_content("#consent-purpose") == "help you activate your card"
+        spoken = await customer.evaluate("window.__spoken")
+        assert any("asks to see your screen" in t for t in spoken), spoken
         await customer.click("#consent-allow")
         await customer.wait_for_selector("#share-bar:not([hidden])")
         await teller.wait_for_selector("#assist-state[data-state=active]")
