@@ -40,7 +40,8 @@ def faces_dir() -> Path:
 
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:
-    base = dict(data_dir=tmp / "var", certs_dir=tmp / "certs", dev_mode=True, port=free_port(),
+    base = dict(data_dir=tmp / "var", certs_dir=tmp / "certs", kek_dir=tmp / "secrets",
+                dev_mode=True, port=free_port(),
                 reconnect_grace_s=2.0, ring_timeout_s=5.0, heartbeat_s=5.0)
     base.update(overrides)
     return load_settings(**base)

@@ -35,6 +35,7 @@ def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None,
     port = free_port()
     full_env = {**os.environ, "VTELLER_DATA_DIR": str(tmp / "var"),
                 "VTELLER_CERTS_DIR": str(tmp / "certs"), "VTELLER_PORT": str(port),
+                "VTELLER_KEK_DIR": str(tmp / "secrets"),
                 **(env or {})}
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "vteller", "serve", *args], env=full_env,

@@ -13,7 +13,7 @@ import pytest
 from tests.serve_process import start_serve
 
 SUBCOMMANDS = [[], ["serve"], ["users"], ["users", "add"], ["users", "list"],
-               ["users", "disable"], ["users", "enable"], ["users", "profile"], ["sim"], ["token"], ["token", "issue"],
+               ["users", "disable"], ["users", "enable"], ["users", "profile"], ["sim"], ["keys"], ["keys", "rotate"], ["keys", "show"], ["token"], ["token", "issue"],
                ["protocol"], ["protocol", "export"]]
 
 
@@ -88,3 +88,12 @@ def test_token_issue_is_verifiable(tmp_path):
     out = run("token", "issue", "--customer-id", "c-9", "--name", "Zed", "--birth-year", "1940",
               "--segments", "military", tmp=tmp_path)
     assert out.returncode == 0 and out.stdout.count(".") == 2
+
+
+def test_keys_rotate_and_show(tmp_path):
+    env = {"VTELLER_KEK_DIR": str(tmp_path / "secrets")}
+    first = run("keys", "show", tmp=tmp_path, env=env).stdout
+    rotated = run("keys", "rotate", tmp=tmp_path, env=env).stdout
+    new_id = rotated.split()[3].rstrip(":")
+    shown = run("keys", "show", tmp=tmp_path, env=env).stdout
+    assert f"current {new_id}" in shown and first.split("current ")[1].split(";")[0] in shown

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import hashlib
+import io
 import threading
 import time
 
@@ -123,12 +125,17 @@ async def test_recordings_remux_every_forwarded_packet(server, tmp_path):
     folder = server.settings.recordings_dir / call.call_id
     video = recorders["customer.video"]
     assert video.written >= 60 and video.dropped == 0
-    with av.open(str(folder / "customer.video.webm")) as c:
+    plain = decrypt_recordings(server, call.call_id, folder)  # in memory only
+    with av.open(io.BytesIO(plain["customer.video"])) as c:
         assert sum(1 for _ in c.decode(video=0)) == video.written
-    with av.open(str(folder / "teller.audio.webm")) as c:
+    with av.open(io.BytesIO(plain["teller.audio"])) as c:
         assert c.streams.audio[0].codec_context.name == "opus"
         assert sum(1 for p in c.demux(audio=0) if p.size) == recorders["teller.audio"].written
-    assert not (folder / "customer.screen.webm").exists()  # gate closed: nothing recorded
+    raw = (folder / "customer.video.webm.vtenc").read_bytes()
+    assert b"webm" not in raw and b"VP8" not in raw  # nothing readable at rest
+    stored = server.components.store.recordings(call.call_id)
+    assert stored["customer.video"] == (hashlib.sha256(raw).hexdigest(), video.written)
+    assert plain["customer.screen"] == b""  # gate closed: header only, no media
     for closeable in (customer, teller, cust_sig, teller_sig):
         await closeable.close()
 
@@ -147,6 +154,18 @@ async def test_analysis_tap_decodes_latest_frame_at_consumer_rate(encoded_call):
     assert 6 <= len(got) <= 12, len(got)  # ~5 per second, never more
     assert (got[-1].width, got[-1].height) == (640, 480)
     assert tap.decoded > len(got)  # decoded every frame, handed over only the newest
+
+
+def decrypt_recordings(server, call_id: str, folder) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    from vteller.audit import WrappedKey, decrypt
+
+    kek_id, blob = server.components.store.session_key(call_id)
+    data_key = server.components.kek.unwrap(WrappedKey(kek_id, blob), call_id)
+    out = {}
+    for path in folder.glob("*.vtenc"):
+        with path.open("rb") as fh:
+            out[path.name.removesuffix(".webm.vtenc")] = b"".join(decrypt(fh, lambda _: data_key))
+    return out
 
 
 def _item(i: int, keyframe: bool) -> MediaItem:
@@ -212,4 +231,4 @@ async def test_passthrough_hook_guards():
     assert [is_keyframe("vp8", p) for p in clip[:2]] == [True, False]
     assert not is_keyframe("vp8", b"")
     with pytest.raises(ValueError):
-        TrackRecorder(Feed("t", "video", encoded=False), "/dev/null")
+        TrackRecorder(Feed("t", "video", encoded=False), "/dev/null")  # type: ignore[arg-type]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from vteller.audit import EnvKek, KekProvider, LocalKeyring
+from vteller.audit.keys import KeyError_
 from vteller.auth import CustomerTokenVerifier, DevTokenIssuer, LoginRateLimiter, StaffAuth
 from vteller.calls import CallManager
 from vteller.config import Settings, SettingsError
@@ -35,6 +37,7 @@ class Components:
     customers: CustomerTokenVerifier
     dev_issuer: DevTokenIssuer | None
     metrics: Metrics
+    kek: KekProvider | None = None
     manager: CallManager | None = None
 
 
@@ -97,7 +100,17 @@ def build(settings: Settings) -> Components:
         customers=customer_verifier(settings, dev_issuer),
         dev_issuer=dev_issuer,
         metrics=Metrics(),
+        kek=kek_provider(settings) if settings.record_calls else None,
     )
+
+
+def kek_provider(settings: Settings) -> KekProvider:
+    try:
+        if settings.kek_provider == "env":
+            return EnvKek("VTELLER_KEK")
+        return LocalKeyring(settings.kek_dir)
+    except KeyError_ as exc:
+        raise SettingsError(f"VTELLER_KEK_PROVIDER={settings.kek_provider}: {exc}") from None
 
 
 def create_app(settings: Settings, components: Components | None = None) -> web.Application:
@@ -106,7 +119,7 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
     app = web.Application(client_max_size=64 * 1024)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
-        c.manager = CallManager(settings, c.store, c.metrics)
+        c.manager = CallManager(settings, c.store, c.metrics, c.kek)
         endpoint._manager = c.manager
         c.metrics.service.source = c.manager.dashboard
         c.metrics.loop_lag.start()

@@ -194,6 +194,23 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from vteller.audit import LocalKeyring
+
+    settings = _settings(args)
+    if settings.kek_provider != "local":
+        print("error: keys are managed by the configured provider, not here", file=sys.stderr)
+        return 2
+    ring = LocalKeyring(settings.kek_dir)
+    if args.keys_cmd == "rotate":
+        print(f"new key-encryption key {ring.rotate()}: used for new sessions; "
+              "older sessions stay readable")
+    else:
+        ids = sorted(p.stem[4:] for p in settings.kek_dir.glob("kek-*.key"))
+        print(f"key ring {settings.kek_dir}: current {ring.current_id}; all: {', '.join(ids)}")
+    return 0
+
+
 def cmd_protocol_export(args: argparse.Namespace) -> int:
     from vteller.protocol.schema import export
 
@@ -251,6 +268,12 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--ref-photo", help="reference-photo id")
     i.add_argument("--ttl", type=int, default=600, help="lifetime in seconds (default 600)")
     i.set_defaults(func=cmd_token_issue)
+
+    k = sub.add_parser("keys", help="key-encryption keys for recordings").add_subparsers(
+        dest="keys_cmd", required=True)
+    k.add_parser("rotate", help="new KEK for new sessions (old ones stay readable)"
+                 ).set_defaults(func=cmd_keys)
+    k.add_parser("show", help="current KEK id and the key ring").set_defaults(func=cmd_keys)
 
     sm = sub.add_parser("sim", help="simulate the queue: routing policy vs FIFO")
     sm.add_argument("--tellers", type=int, default=60)

@@ -66,8 +66,11 @@ class Settings(BaseSettings):
         "encoded", description="encoded: forward packets as received; transcode: decode and "
         "re-encode (the benchmark baseline; several times the CPU)")
     record_calls: bool = Field(
-        False, description="write every forwarded track as plain WebM under "
-        "data_dir/recordings (unencrypted until the audit trail lands: keep off in production)")
+        False, description="record every forwarded track, encrypted (audit/FORMAT.md), "
+        "under data_dir/recordings")
+    kek_provider: Literal["local", "env"] = Field(
+        "local", description="local: key ring in kek_dir; env: base64 key in VTELLER_KEK")
+    kek_dir: Path = Field(Path("secrets"), description="key-encryption keys, outside data_dir")
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="uvloop: libuv event loop (cheaper UDP I/O for media)")
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)

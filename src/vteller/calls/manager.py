@@ -19,6 +19,7 @@ import structlog
 from pydantic import BaseModel
 
 from vteller.assist import ConsentState
+from vteller.audit import KekProvider, new_data_key
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
 from vteller.review import missing_evidence
 from vteller.config import Settings
@@ -78,8 +79,10 @@ def _hash(token: str) -> str:
 
 
 class CallManager:
-    def __init__(self, settings: Settings, store: SqliteStore, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, store: SqliteStore, metrics: Metrics,
+                 kek: KekProvider | None = None) -> None:
         self._settings = settings
+        self._kek = kek
         self._store = store
         self._metrics = metrics
         self.policy = settings.routing
@@ -305,8 +308,12 @@ class CallManager:
         request = self.router.remove(call.call_id)
         call.to(CallState.CONNECTING)
         call.accepted_at = time.time()
-        if self._settings.record_calls and call.encoded_media:
-            call.start_recording(self._settings.recordings_dir / call.call_id)
+        if self._settings.record_calls and call.encoded_media and self._kek is not None:
+            data_key = new_data_key()
+            wrapped = self._kek.wrap(data_key, call.call_id)
+            self._persist("add_session_key", call.call_id, wrapped.kek_id, wrapped.blob)
+            call.start_recording(self._settings.recordings_dir / call.call_id, data_key)
+            del data_key
         self.router.teller(party.principal).to(TellerState.BUSY)
         party.call_id = call.call_id
         customer = self.parties[call.customer_key]
@@ -673,7 +680,7 @@ class CallManager:
             feed.close()
         call.legs.clear()
         for recorder in call.recorders:
-            self._background(asyncio.to_thread(recorder.close))
+            self._background(self._close_recorder(call.call_id, recorder))
         customer = self.parties.get(call.customer_key)
         if customer is not None:
             customer.call_id = None
@@ -710,6 +717,11 @@ class CallManager:
         if other is not None:
             other.send(m.PeerState(call_id=call.call_id, connection=connection,  # type: ignore[arg-type]
                                    audio=party.media["audio"], video=party.media["video"]))
+
+    async def _close_recorder(self, call_id: str, recorder: Any) -> None:
+        await asyncio.to_thread(recorder.close)
+        track = recorder.feed.name.split(":", 1)[1]
+        await self._store.add_recording(call_id, track, recorder.digest or "", recorder.written)
 
     def _background(self, coro: Any) -> None:
         """Run cleanup work without blocking a state change; shutdown waits for it."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from vteller.assist import Consent
+from vteller.audit import StreamWriter
 from vteller.media import Feed, MediaGate, MediaLeg
 from vteller.media.leg import SLOT_KIND, SLOTS
 from vteller.media.taps import TrackRecorder
@@ -40,6 +41,24 @@ IN_CALL = frozenset({C.CONNECTING, C.ACTIVE})
 WAITING = frozenset({C.QUEUED, C.OFFERED})
 
 
+class _ClosingWriter:
+    """A StreamWriter that also closes its file; hides ``seek`` so PyAV writes linearly."""
+
+    def __init__(self, writer: StreamWriter) -> None:
+        self._writer = writer
+
+    def write(self, data: bytes) -> int:
+        return self._writer.write(data)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> str:
+        digest = self._writer.close()
+        self._writer._sink.close()
+        return digest
+
+
 @dataclass
 class Call:
     call_id: str
@@ -68,13 +87,16 @@ class Call:
             raise IllegalTransition("call", self.state, target)
         self.state = target
 
-    def start_recording(self, directory: Path) -> None:
-        """A recorder tap on every feed a party sends (screen only passes its gate)."""
+    def start_recording(self, directory: Path, data_key: bytes) -> None:
+        """An encrypting recorder tap on every feed a party sends (the screen only
+        passes its consent gate). Files: ``<party>.<slot>.webm.vtenc`` (audit/FORMAT.md)."""
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         for party, slots in (("customer", SLOTS), ("teller", SLOTS[:2])):
             for slot in slots:
                 feed = self.feed(party, slot)
-                recorder = TrackRecorder(feed, directory / f"{party}.{slot}.webm")
+                sink = StreamWriter(open(directory / f"{party}.{slot}.webm.vtenc", "wb"),  # noqa: SIM115
+                                    data_key, key_id=self.call_id)
+                recorder = TrackRecorder(feed, _ClosingWriter(sink))
                 feed.add_tap(recorder)
                 self.recorders.append(recorder)
 

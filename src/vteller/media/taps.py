@@ -68,8 +68,12 @@ class _Worker:
                     log.exception("tap %s failed on an item", type(self).__name__)
             if self._stop.is_set() and not self._items:
                 break
+            self.idle()
             self._stop.wait(self.poll_s)
         self.finish()
+
+    def idle(self) -> None:
+        """Called between batches (e.g. to flush)."""
 
     def handle(self, item: MediaItem) -> None:
         raise NotImplementedError
@@ -95,9 +99,12 @@ def vp8_size(data: bytes) -> tuple[int, int] | None:
 class TrackRecorder(_Worker):
     """Remuxes a feed's encoded packets into WebM (VP8, Opus) or Matroska (H.264).
 
-    ``sink`` is a path or a binary file object (the audit issue passes an encrypting
-    writer). No decoder or encoder ever touches the media.
+    ``sink`` is a path or a binary file object; with an encrypting writer (anything
+    with ``flush``), it is flushed at least every ``flush_s`` so that a crash loses at
+    most that much. No decoder or encoder ever touches the media.
     """
+
+    flush_s = 2.0
 
     def __init__(self, feed: Feed, sink: Path | BinaryIO, backlog: int = 300) -> None:
         if not feed.encoded:
@@ -105,7 +112,9 @@ class TrackRecorder(_Worker):
         self._sink = sink
         self._out: Any = None
         self._stream: Any = None
+        self._last_flush = time.monotonic()
         self.written = 0
+        self.digest: str | None = None
         super().__init__(feed, backlog, f"rec:{feed.name}")
 
     def _open(self, first: bytes) -> None:
@@ -133,9 +142,17 @@ class TrackRecorder(_Worker):
         self._out.mux(packet)
         self.written += 1
 
+    def idle(self) -> None:
+        if (time.monotonic() - self._last_flush >= self.flush_s - self.poll_s
+                and hasattr(self._sink, "flush")):
+            self._last_flush = time.monotonic()
+            self._sink.flush()  # type: ignore[union-attr]
+
     def finish(self) -> None:
         if self._out is not None:
             self._out.close()
+        if hasattr(self._sink, "close"):
+            self.digest = self._sink.close()  # type: ignore[union-attr]
 
 
 class LatestFrameTap(_Worker):

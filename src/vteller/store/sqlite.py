@@ -48,6 +48,18 @@ CREATE TABLE IF NOT EXISTS decisions (
     notes TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS session_keys (
+    call_id TEXT PRIMARY KEY,
+    kek_id TEXT NOT NULL,
+    wrapped BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recordings (
+    call_id TEXT NOT NULL,
+    track TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    packets INTEGER NOT NULL,
+    PRIMARY KEY (call_id, track)
+);
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY,
     customer_id TEXT NOT NULL,
@@ -198,6 +210,22 @@ class SqliteStore:
             (call_id,))
         return [{"seq": r[0], "at": r[1], "actor": r[2], "kind": r[3], **json.loads(r[4])}
                 for r in rows]
+
+    async def add_session_key(self, call_id: str, kek_id: str, wrapped: bytes) -> None:
+        await self._arun("INSERT INTO session_keys VALUES (?,?,?)", (call_id, kek_id, wrapped))
+
+    def session_key(self, call_id: str) -> tuple[str, bytes] | None:
+        rows = self._run("SELECT kek_id, wrapped FROM session_keys WHERE call_id=?", (call_id,))
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
+
+    async def add_recording(self, call_id: str, track: str, digest: str, packets: int) -> None:
+        await self._arun("INSERT OR REPLACE INTO recordings VALUES (?,?,?,?)",
+                         (call_id, track, digest, packets))
+
+    def recordings(self, call_id: str) -> dict[str, tuple[str, int]]:
+        rows = self._run("SELECT track, digest, packets FROM recordings WHERE call_id=?",
+                         (call_id,))
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     async def add_decision(self, call_id: str, business_type: str, teller: str, decision: str,
                            reason_code: str | None, notes: str, at: float) -> None:
