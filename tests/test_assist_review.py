@@ -54,7 +54,7 @@ async def live_call(server):
 
 async def events(server, call_id):  # type: ignore[no-untyped-def]
     await server.manager.flush()
-    return await server.components.store.events(call_id)
+    return await asyncio.to_thread(server.components.trail.events, call_id)
 
 
 async def test_screen_reaches_teller_only_while_consent_active(server, live_call):

@@ -13,7 +13,8 @@ import pytest
 from tests.serve_process import start_serve
 
 SUBCOMMANDS = [[], ["serve"], ["users"], ["users", "add"], ["users", "list"],
-               ["users", "disable"], ["users", "enable"], ["users", "profile"], ["sim"], ["keys"], ["keys", "rotate"], ["keys", "show"], ["token"], ["token", "issue"],
+               ["users", "disable"], ["users", "enable"], ["users", "profile"], ["sim"], ["keys"], ["keys", "rotate"], ["keys", "show"], ["keys", "public"], ["audit"],
+               ["audit", "verify"], ["token"], ["token", "issue"],
                ["protocol"], ["protocol", "export"]]
 
 

@@ -55,3 +55,18 @@ async def test_kill_9_mid_recording_leaves_decryptable_prefix(tmp_path):
         except av.error.FFmpegError:
             pass  # the last cluster may be cut mid-way
     assert frames >= 60, frames  # at least ~2 s of the 5 s survived
+    store.close()
+
+    # the next start seals the open session; it then verifies, marked incomplete
+    again = start_serve(tmp_path, "--dev", env={"VTELLER_RECORD_CALLS": "true"})
+    again.stop()
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "vteller", "audit", "verify", call_id], capture_output=True,
+        text=True, timeout=60, cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "VTELLER_DATA_DIR": str(tmp_path / "var"),
+             "VTELLER_KEK_DIR": str(tmp_path / "secrets")})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "sealed as incomplete" in out.stdout and "VERIFIED" in out.stdout

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from aiohttp import web
 
 from vteller.audit import EnvKek, KekProvider, LocalKeyring
 from vteller.audit.keys import KeyError_
+from vteller.audit.trail import AuditTrail, load_or_create_signing_key
 from vteller.auth import CustomerTokenVerifier, DevTokenIssuer, LoginRateLimiter, StaffAuth
 from vteller.calls import CallManager
 from vteller.config import Settings, SettingsError
@@ -27,6 +30,7 @@ DEV_TELLER_PROFILE = {
     "languages": ["en"], "certifications": ["elderly_care"], "capability": 0.7}
 DEV_CREDENTIALS = "dev-credentials.txt"
 APP_KEY = web.AppKey("vteller", object)
+log = structlog.get_logger("vteller.app")
 
 
 @dataclass
@@ -37,7 +41,8 @@ class Components:
     customers: CustomerTokenVerifier
     dev_issuer: DevTokenIssuer | None
     metrics: Metrics
-    kek: KekProvider | None = None
+    kek: KekProvider
+    trail: AuditTrail
     manager: CallManager | None = None
 
 
@@ -91,6 +96,7 @@ def build(settings: Settings) -> Components:
                                       settings.customer_token_audience)
         if settings.dev_mode else None
     )
+    kek = kek_provider(settings)
     return Components(
         settings=settings,
         store=store,
@@ -100,7 +106,8 @@ def build(settings: Settings) -> Components:
         customers=customer_verifier(settings, dev_issuer),
         dev_issuer=dev_issuer,
         metrics=Metrics(),
-        kek=kek_provider(settings) if settings.record_calls else None,
+        kek=kek,
+        trail=AuditTrail(store, kek, load_or_create_signing_key(settings.kek_dir)),
     )
 
 
@@ -119,7 +126,10 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
     app = web.Application(client_max_size=64 * 1024)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
-        c.manager = CallManager(settings, c.store, c.metrics, c.kek)
+        sealed = await asyncio.to_thread(c.trail.seal_open_sessions, settings.recordings_dir)
+        if sealed:
+            log.warning("sealed_incomplete_sessions", count=len(sealed))
+        c.manager = CallManager(settings, c.store, c.metrics, c.kek, c.trail)
         endpoint._manager = c.manager
         c.metrics.service.source = c.manager.dashboard
         c.metrics.loop_lag.start()

@@ -211,6 +211,43 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_public(args: argparse.Namespace) -> int:
+    from vteller.audit.trail import load_or_create_signing_key, public_pem
+
+    print(public_pem(load_or_create_signing_key(_settings(args).kek_dir).public_key()), end="")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+
+    from vteller.app import kek_provider
+    from vteller.audit.trail import load_or_create_signing_key
+    from vteller.audit.verify import verify_session
+
+    settings = _settings(args)
+    store = _store(args)
+    if args.public_key:
+        public = serialization.load_pem_public_key(Path(args.public_key).read_bytes())
+    else:
+        public = load_or_create_signing_key(settings.kek_dir).public_key()
+    kek = None if args.no_keys else kek_provider(settings)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        print(f"  {stage}: {done}/{total}", file=sys.stderr, flush=True)
+
+    report = verify_session(store, args.session, public, kek,  # type: ignore[arg-type]
+                            settings.recordings_dir, progress)
+    for line in report.checked:
+        print(f"checked {line}")
+    if report.incomplete:
+        print("note: session sealed as incomplete after a server crash")
+    for problem in report.problems:
+        print(f"FAILED {problem}")
+    print(f"session {args.session}: {'VERIFIED' if report.ok else 'NOT VERIFIED'}")
+    return 0 if report.ok else 1
+
+
 def cmd_protocol_export(args: argparse.Namespace) -> int:
     from vteller.protocol.schema import export
 
@@ -274,6 +311,17 @@ def parser() -> argparse.ArgumentParser:
     k.add_parser("rotate", help="new KEK for new sessions (old ones stay readable)"
                  ).set_defaults(func=cmd_keys)
     k.add_parser("show", help="current KEK id and the key ring").set_defaults(func=cmd_keys)
+    k.add_parser("public", help="print the checkpoint-signing public key (PEM)"
+                 ).set_defaults(func=cmd_keys_public)
+
+    au = sub.add_parser("audit", help="session audit trails").add_subparsers(
+        dest="audit_cmd", required=True)
+    v = au.add_parser("verify", help="verify a session: chain, signatures, global log, tracks")
+    v.add_argument("session")
+    v.add_argument("--public-key", help="PEM public key to verify with (default: this server's)")
+    v.add_argument("--no-keys", action="store_true",
+                   help="without the key-encryption key: skip payload and track decryption")
+    v.set_defaults(func=cmd_audit_verify)
 
     sm = sub.add_parser("sim", help="simulate the queue: routing policy vs FIFO")
     sm.add_argument("--tellers", type=int, default=60)

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from vteller.assist import ConsentState
 from vteller.audit import KekProvider, new_data_key
+from vteller.audit.trail import AuditTrail
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
 from vteller.review import missing_evidence
 from vteller.config import Settings
@@ -80,9 +81,10 @@ def _hash(token: str) -> str:
 
 class CallManager:
     def __init__(self, settings: Settings, store: SqliteStore, metrics: Metrics,
-                 kek: KekProvider | None = None) -> None:
+                 kek: KekProvider, trail: AuditTrail) -> None:
         self._settings = settings
         self._kek = kek
+        self._trail = trail
         self._store = store
         self._metrics = metrics
         self.policy = settings.routing
@@ -218,8 +220,15 @@ class CallManager:
                     encoded_media=self._settings.media_forwarding == "encoded")
         self.calls[call.call_id] = call
         party.call_id = call.call_id
-        self.router.enqueue(Request(call.call_id, msg.business_type, msg.language,
-                                    party.segments, enqueued_at=time.monotonic()))
+        request = Request(call.call_id, msg.business_type, msg.language, party.segments,
+                          enqueued_at=time.monotonic())
+        self.router.enqueue(request)
+        call.data_key = new_data_key()  # one per session: events and recordings
+        self._audit(self._trail.open_session, call.call_id, call.data_key,
+                    self._kek.wrap(call.data_key, call.call_id))
+        self._event(call, "customer", "queued", customer=party.principal,
+                    business_type=msg.business_type, language=msg.language,
+                    priority_class=request.pclass.value)
         self._persist("record_call", call.call_id, party.principal, call.state.value, call.queued_at)
         log.info("queued", call_id=call.call_id, business_type=call.business_type)
         self._dispatch()
@@ -308,12 +317,8 @@ class CallManager:
         request = self.router.remove(call.call_id)
         call.to(CallState.CONNECTING)
         call.accepted_at = time.time()
-        if self._settings.record_calls and call.encoded_media and self._kek is not None:
-            data_key = new_data_key()
-            wrapped = self._kek.wrap(data_key, call.call_id)
-            self._persist("add_session_key", call.call_id, wrapped.kek_id, wrapped.blob)
-            call.start_recording(self._settings.recordings_dir / call.call_id, data_key)
-            del data_key
+        if self._settings.record_calls and call.encoded_media:
+            call.start_recording(self._settings.recordings_dir / call.call_id, call.data_key)
         self.router.teller(party.principal).to(TellerState.BUSY)
         party.call_id = call.call_id
         customer = self.parties[call.customer_key]
@@ -462,8 +467,8 @@ class CallManager:
             call.screen_dropped_reported = feed.gated_out
 
     def _event(self, call: Call, actor: str, kind: str, **data: Any) -> None:
-        call.event_seq += 1
-        self._persist("add_event", call.call_id, call.event_seq, time.time(), actor, kind, data)
+        """A session event: appended (encrypted, chained) in order by the writer."""
+        self._audit(self._trail.append, call.call_id, actor, kind, data)
 
     # both ------------------------------------------------------------------
     def _on_call_media_state(self, party: Party, msg: m.MediaState) -> None:
@@ -511,6 +516,8 @@ class CallManager:
         if call.legs.get(leg.party) is not leg:
             return
         log.info("media_leg", call_id=call.call_id, party=leg.party, state=state)
+        if state in ("connected", "failed"):
+            self._event(call, leg.party, f"media.{state}")
         if (state == "connected" and call.state == CallState.CONNECTING
                 and all(call.legs.get(p) and call.legs[p].state == "connected"
                         for p in ("customer", "teller"))):
@@ -539,6 +546,7 @@ class CallManager:
                 call_id=call.call_id, customer=customer.info(), business_type=call.business_type,
                 ring_timeout_s=self._settings.ring_timeout_s))
             self._ring[call.call_id] = asyncio.create_task(self._ring_timeout(call.call_id, teller))
+            self._event(call, "system", "offered", teller=teller.principal)
             customer.send(m.QueueStatus(call_id=call.call_id, state="offered",
                                         green_channel=customer.elderly))
             customer.last_status = None
@@ -639,6 +647,8 @@ class CallManager:
                 call.to(CallState.QUEUED)
                 call.teller_key = None
                 self.router.requeue(call.call_id, teller.principal if decline else None)
+                self._event(call, "teller", "offer.failed", teller=teller.principal,
+                            reason=reason)
                 teller.send(m.OfferRevoked(call_id=call.call_id, reason=reason))
         status = self.router.teller(teller.principal)
         if status.state == TellerState.OFFERED and not decline:
@@ -679,8 +689,8 @@ class CallManager:
         for feed in call.feeds.values():
             feed.close()
         call.legs.clear()
-        for recorder in call.recorders:
-            self._background(self._close_recorder(call.call_id, recorder))
+        call.recorder_tasks = [self._background(self._close_recorder(call.call_id, r))
+                               for r in call.recorders]
         customer = self.parties.get(call.customer_key)
         if customer is not None:
             customer.call_id = None
@@ -703,6 +713,8 @@ class CallManager:
         self._finish(call)
 
     def _finish(self, call: Call) -> None:
+        self._event(call, "system", call.state.value, reason=call.end_reason)
+        self._background(self._close_session(call))
         self._metrics.calls.labels(outcome=call.state.value).inc()
         self._persist("update_call", call.call_id, state=call.state.value,
                       end_reason=call.end_reason, **({"ended_at": time.time()}
@@ -723,11 +735,20 @@ class CallManager:
         track = recorder.feed.name.split(":", 1)[1]
         await self._store.add_recording(call_id, track, recorder.digest or "", recorder.written)
 
-    def _background(self, coro: Any) -> None:
+    async def _close_session(self, call: Call) -> None:
+        """After the recorders finished: bind their digests and seal the trail."""
+        if call.recorder_tasks:
+            await asyncio.gather(*call.recorder_tasks, return_exceptions=True)
+        tracks = {r.file_name: r.digest for r in call.recorders if r.digest}
+        self._audit(self._trail.close_session, call.call_id, tracks)
+        call.data_key = b""
+
+    def _background(self, coro: Any) -> asyncio.Future[Any]:
         """Run cleanup work without blocking a state change; shutdown waits for it."""
         task = asyncio.ensure_future(coro)
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
+        return task
 
     async def shutdown_cleanups(self, timeout: float = 10) -> None:
         """Wait for background cleanup (closing legs, finishing recordings)."""
@@ -736,18 +757,29 @@ class CallManager:
 
     # ------------------------------------------------------------ store writer
     def _persist(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """Queue an (async) store write; writes and audit appends keep their order."""
+        self._enqueue(method, args, kwargs)
+
+    def _audit(self, fn: Any, *args: Any) -> None:
+        """Queue a blocking audit-trail operation (runs in a worker thread, in order)."""
+        self._enqueue(fn, args, {})
+
+    def _enqueue(self, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
-            self._writes.put_nowait((method, args, kwargs))
+            self._writes.put_nowait((op, args, kwargs))
         except asyncio.QueueFull:
-            log.error("store_backlog_full", method=method)
+            log.error("store_backlog_full", op=getattr(op, "__name__", op))
 
     async def _write_loop(self) -> None:
         while True:
-            method, args, kwargs = await self._writes.get()
+            op, args, kwargs = await self._writes.get()
             try:
-                await getattr(self._store, method)(*args, **kwargs)
+                if isinstance(op, str):
+                    await getattr(self._store, op)(*args, **kwargs)
+                else:
+                    await asyncio.to_thread(op, *args, **kwargs)
             except Exception:  # noqa: BLE001 - a failed write must not stop later ones
-                log.exception("store_write_failed", method=method)
+                log.exception("store_write_failed", op=getattr(op, "__name__", op))
             finally:
                 self._writes.task_done()
 
@@ -755,11 +787,21 @@ class CallManager:
         await self._writes.join()
 
     async def shutdown(self) -> None:
+        """End every call and seal every session trail (a kill -9 instead leaves them
+        open; the next start seals them as incomplete)."""
         for call in list(self.calls.values()):
+            if call.state in WAITING:
+                self._abandon(call, "server_shutdown")
+                continue
             if call.state in IN_CALL:
                 self._end_call(call, "server_shutdown")
-            for leg in call.legs.values():
-                await leg.close()
+            if call.state == CallState.WRAP_UP:
+                teller = self.parties.get(call.teller_key or "")
+                if teller is not None:
+                    self._close_wrap_up(teller, call)
+                else:
+                    call.to(CallState.CLOSED)
+                    self._finish(call)
         self._ticker.cancel()
         for task in [*self._ring.values(), *self._wrap_timers.values(),
                      *(p.grace for p in self.parties.values() if p.grace)]:

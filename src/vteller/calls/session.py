@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -76,10 +77,11 @@ class Call:
     feeds: dict[str, Feed] = field(default_factory=dict)
     legs: dict[str, MediaLeg] = field(default_factory=dict)
     recorders: list[TrackRecorder] = field(default_factory=list)
+    recorder_tasks: list[Any] = field(default_factory=list)
+    data_key: bytes = b""
     consent: Consent = field(default_factory=Consent)
     evidence: set[str] = field(default_factory=set)
     decision: str | None = None
-    event_seq: int = 0
     screen_dropped_reported: int = 0
 
     def to(self, target: CallState) -> None:
@@ -94,9 +96,11 @@ class Call:
         for party, slots in (("customer", SLOTS), ("teller", SLOTS[:2])):
             for slot in slots:
                 feed = self.feed(party, slot)
-                sink = StreamWriter(open(directory / f"{party}.{slot}.webm.vtenc", "wb"),  # noqa: SIM115
+                name = f"{party}.{slot}.webm.vtenc"
+                sink = StreamWriter(open(directory / name, "wb"),  # noqa: SIM115
                                     data_key, key_id=self.call_id)
                 recorder = TrackRecorder(feed, _ClosingWriter(sink))
+                recorder.file_name = name
                 feed.add_tap(recorder)
                 self.recorders.append(recorder)
 

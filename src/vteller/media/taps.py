@@ -115,6 +115,7 @@ class TrackRecorder(_Worker):
         self._last_flush = time.monotonic()
         self.written = 0
         self.digest: str | None = None
+        self.file_name = ""
         super().__init__(feed, backlog, f"rec:{feed.name}")
 
     def _open(self, first: bytes) -> None:

@@ -30,14 +30,37 @@ CREATE TABLE IF NOT EXISTS staff_sessions (
     username TEXT NOT NULL REFERENCES staff_users(username),
     expires_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS call_events (
-    call_id TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS audit_events (
+    session_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    at REAL NOT NULL,
+    at TEXT NOT NULL,
     actor TEXT NOT NULL,
     kind TEXT NOT NULL,
-    data TEXT NOT NULL,
-    PRIMARY KEY (call_id, seq)
+    nonce BLOB NOT NULL,
+    payload BLOB NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    head BLOB NOT NULL,
+    at TEXT NOT NULL,
+    final INTEGER NOT NULL,
+    signature BLOB NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+    idx INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    entry BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_log_heads (
+    size INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    at TEXT NOT NULL,
+    signature BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS decisions (
     call_id TEXT PRIMARY KEY,
@@ -198,18 +221,10 @@ class SqliteStore:
         cols = ", ".join(f"{k}=?" for k in fields)
         await self._arun(f"UPDATE calls SET {cols} WHERE call_id=?", (*fields.values(), call_id))
 
-    async def add_event(self, call_id: str, seq: int, at: float, actor: str, kind: str,
-                        data: dict[str, Any]) -> None:
-        """Session events (the audit trail will chain, sign and encrypt these)."""
-        await self._arun("INSERT INTO call_events VALUES (?,?,?,?,?,?)",
-                         (call_id, seq, at, actor, kind, json.dumps(data, sort_keys=True)))
-
-    async def events(self, call_id: str) -> list[dict[str, Any]]:
-        rows = await self._arun(
-            "SELECT seq, at, actor, kind, data FROM call_events WHERE call_id=? ORDER BY seq",
-            (call_id,))
-        return [{"seq": r[0], "at": r[1], "actor": r[2], "kind": r[3], **json.loads(r[4])}
-                for r in rows]
+    # audit trail rows (the crypto lives in vteller.audit) ------------------------
+    def run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Raw access for the audit trail's own tables (one statement, atomic)."""
+        return self._run(sql, args)
 
     async def add_session_key(self, call_id: str, kek_id: str, wrapped: bytes) -> None:
         await self._arun("INSERT INTO session_keys VALUES (?,?,?)", (call_id, kek_id, wrapped))

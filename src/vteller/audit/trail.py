@@ -1,0 +1,206 @@
+"""The session audit trail: encrypted, hash-chained events with signed checkpoints,
+and a global Merkle log of closed sessions (so a deleted or swapped session shows).
+
+Event record: seq, wall time, actor and kind in clear; the payload (JSON) encrypted
+with AES-256-GCM under the session's data key (wrapped by the KEK), with every clear
+field and the previous record's hash as associated data. Each record's hash covers all
+its fields and its predecessor's hash; the first predecessor is
+SHA-256("vteller trail v1" || session id). A checkpoint signs (session, seq, head hash,
+final) with the Ed25519 key every `checkpoint_every` events and at close. Closing a
+session appends an entry (session, final seq, head, incomplete, track digests) to the
+global log (RFC 9162 leaf/node hashing) and signs the new tree head (size, root).
+
+Durability: the store runs SQLite in WAL mode with synchronous=FULL, so an append is
+on disk when its INSERT returns. The call coordinator queues appends on one ordered
+writer; a client may see a state change a few milliseconds before its event is durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from vteller.audit import merkle
+from vteller.audit.keys import KekProvider, WrappedKey
+from vteller.store import SqliteStore
+from vteller.tls import write_private
+
+SIGNING_KEY = "signing.key"
+
+
+def _lp(b: bytes) -> bytes:
+    return struct.pack(">I", len(b)) + b
+
+
+def genesis(session_id: str) -> bytes:
+    return hashlib.sha256(b"vteller trail v1" + session_id.encode()).digest()
+
+
+def record_hash(session_id: str, seq: int, at: str, actor: str, kind: str, nonce: bytes,
+                payload: bytes, prev: bytes) -> bytes:
+    return hashlib.sha256(b"vteller event v1" + b"".join(_lp(x) for x in (
+        session_id.encode(), struct.pack(">Q", seq), at.encode(), actor.encode(), kind.encode(),
+        nonce, payload, prev))).digest()
+
+
+def event_aad(session_id: str, seq: int, at: str, actor: str, kind: str, prev: bytes) -> bytes:
+    return b"".join(_lp(x) for x in (session_id.encode(), struct.pack(">Q", seq), at.encode(),
+                                     actor.encode(), kind.encode(), prev))
+
+
+def checkpoint_message(session_id: str, seq: int, head: bytes, at: str, final: bool) -> bytes:
+    return b"vteller checkpoint v1" + b"".join(_lp(x) for x in (
+        session_id.encode(), struct.pack(">Q", seq), head, at.encode(), bytes([final])))
+
+
+def log_head_message(size: int, root: bytes, at: str) -> bytes:
+    return b"vteller log v1" + struct.pack(">Q", size) + _lp(root) + _lp(at.encode())
+
+
+def load_or_create_signing_key(directory: Path) -> Ed25519PrivateKey:
+    path = directory / SIGNING_KEY
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} is not an Ed25519 key")
+        return key
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = Ed25519PrivateKey.generate()
+    write_private(path, key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return key
+
+
+def public_pem(key: Ed25519PublicKey) -> str:
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+@dataclass
+class _Open:
+    key: bytes
+    head: bytes
+    seq: int
+    since_checkpoint: int = 0
+
+
+class AuditTrail:
+    """Appends and seals session trails. Methods are blocking: call them from the
+    coordinator's ordered writer (a worker thread), never on the event loop."""
+
+    def __init__(self, store: SqliteStore, kek: KekProvider, signer: Ed25519PrivateKey,
+                 checkpoint_every: int = 50) -> None:
+        self._store = store
+        self._kek = kek
+        self._signer = signer
+        self._every = checkpoint_every
+        self._open: dict[str, _Open] = {}
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self._signer.public_key()
+
+    # sessions -----------------------------------------------------------------
+    def open_session(self, session_id: str, data_key: bytes, wrapped: WrappedKey) -> None:
+        self._store.run("INSERT INTO session_keys VALUES (?,?,?)",
+                        (session_id, wrapped.kek_id, wrapped.blob))
+        self._open[session_id] = _Open(data_key, genesis(session_id), 0)
+
+    def append(self, session_id: str, actor: str, kind: str, data: dict[str, Any]) -> int:
+        return self._append(session_id, self._open[session_id], actor, kind, data)
+
+    def _append(self, session_id: str, s: _Open, actor: str, kind: str,
+                data: dict[str, Any]) -> int:
+        seq, at = s.seq + 1, f"{time.time():.6f}"
+        nonce = os.urandom(12)
+        payload = AESGCM(s.key).encrypt(nonce, json.dumps(data, sort_keys=True).encode(),
+                                        event_aad(session_id, seq, at, actor, kind, s.head))
+        h = record_hash(session_id, seq, at, actor, kind, nonce, payload, s.head)
+        self._store.run("INSERT INTO audit_events VALUES (?,?,?,?,?,?,?,?,?)",
+                        (session_id, seq, at, actor, kind, nonce, payload, s.head, h))
+        s.seq, s.head = seq, h
+        s.since_checkpoint += 1
+        if s.since_checkpoint >= self._every:
+            self._checkpoint(session_id, s, final=False)
+        return seq
+
+    def _checkpoint(self, session_id: str, s: _Open, final: bool) -> None:
+        at = f"{time.time():.6f}"
+        sig = self._signer.sign(checkpoint_message(session_id, s.seq, s.head, at, final))
+        self._store.run("INSERT OR REPLACE INTO audit_checkpoints VALUES (?,?,?,?,?,?)",
+                        (session_id, s.seq, s.head, at, int(final), sig))
+        s.since_checkpoint = 0
+
+    def close_session(self, session_id: str, tracks: dict[str, str],
+                      incomplete: bool = False) -> None:
+        """Bind track digests, sign the final checkpoint, enter the global log."""
+        s = self._open.pop(session_id)
+        for name, digest in sorted(tracks.items()):
+            self._append(session_id, s, "system", "recording.closed",
+                         {"track": name, "digest": digest})
+        self._checkpoint(session_id, s, final=True)
+        entry = json.dumps({"session": session_id, "seq": s.seq, "head": s.head.hex(),
+                            "incomplete": incomplete, "tracks": tracks},
+                           sort_keys=True).encode()
+        self._store.run("INSERT INTO audit_log (session_id, entry) VALUES (?,?)",
+                        (session_id, entry))
+        self._sign_log_head()
+
+    def _sign_log_head(self) -> None:
+        leaves = [merkle.leaf_hash(bytes(r[0])) for r in
+                  self._store.run("SELECT entry FROM audit_log ORDER BY idx")]
+        root, at = merkle.root(leaves), f"{time.time():.6f}"
+        sig = self._signer.sign(log_head_message(len(leaves), root, at))
+        self._store.run("INSERT OR REPLACE INTO audit_log_heads VALUES (?,?,?,?)",
+                        (len(leaves), root, at, sig))
+
+    def is_open(self, session_id: str) -> bool:
+        return session_id in self._open
+
+    # crash recovery -------------------------------------------------------------
+    def seal_open_sessions(self, recordings_dir: Path) -> list[str]:
+        """After a crash: sessions with events but no final checkpoint are sealed as
+        incomplete; their track files are bound by the digest of what is on disk."""
+        rows = self._store.run(
+            "SELECT session_id, MAX(seq) FROM audit_events WHERE session_id NOT IN "
+            "(SELECT session_id FROM audit_checkpoints WHERE final=1) GROUP BY session_id")
+        sealed = []
+        for session_id, last in rows:
+            kek_id, blob = self._store.session_key(session_id)  # type: ignore[misc]
+            key = self._kek.unwrap(WrappedKey(kek_id, blob), session_id)
+            head = bytes(self._store.run("SELECT hash FROM audit_events WHERE session_id=? "
+                                         "AND seq=?", (session_id, last))[0][0])
+            self._open[session_id] = s = _Open(key, head, last)
+            self._append(session_id, s, "system", "session.sealed_incomplete",
+                         {"reason": "server stopped without closing the session"})
+            folder = recordings_dir / session_id
+            tracks = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                      for p in sorted(folder.glob("*.vtenc"))} if folder.exists() else {}
+            self.close_session(session_id, tracks, incomplete=True)
+            sealed.append(session_id)
+        return sealed
+
+    # reading ----------------------------------------------------------------------
+    def events(self, session_id: str) -> list[dict[str, Any]]:
+        """Decrypted events (for tests and the auditor console; verify first)."""
+        kek_id, blob = self._store.session_key(session_id)  # type: ignore[misc]
+        key = self._kek.unwrap(WrappedKey(kek_id, blob), session_id)
+        out = []
+        for seq, at, actor, kind, nonce, payload, prev, _h in self._store.run(
+                "SELECT seq, at, actor, kind, nonce, payload, prev_hash, hash FROM audit_events"
+                " WHERE session_id=? ORDER BY seq", (session_id,)):
+            data = json.loads(AESGCM(key).decrypt(bytes(nonce), bytes(payload), event_aad(
+                session_id, seq, at, actor, kind, bytes(prev))))
+            out.append({"seq": seq, "at": float(at), "actor": actor, "kind": kind, **data})
+        return out
