@@ -71,18 +71,27 @@ class StreamWriter:
         self._sink.write(data)
         self._hash.update(data)
 
-    def _emit_segment(self, plaintext: bytes, last: bool) -> None:
+    def _emit_segment(self, plaintext: bytes | memoryview, last: bool) -> None:
         ct = self._aead.encrypt(_nonce(self._prefix, self._index, last), plaintext, self._aad)
-        self._emit_raw(struct.pack(">I", len(ct)) + ct)
+        self._emit_raw(struct.pack(">I", len(ct)))
+        self._emit_raw(ct)
         self._index += 1
 
     def write(self, data: bytes) -> int:
         if self.closed:
             raise ValueError("write to a closed stream")
-        self._buffer += data
-        while len(self._buffer) > self._segment_max:  # keep >0 bytes for a possible last
-            self._emit_segment(bytes(self._buffer[:self._segment_max]), last=False)
-            del self._buffer[:self._segment_max]
+        view, size = memoryview(data), self._segment_max
+        if self._buffer:  # top up the partial segment first
+            take = min(len(view), size - len(self._buffer))
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) == size and len(view):
+                self._emit_segment(bytes(self._buffer), last=False)
+                self._buffer.clear()
+        while len(view) > size:  # whole segments straight from the caller's buffer
+            self._emit_segment(view[:size], last=False)
+            view = view[size:]
+        self._buffer += view  # keep > 0 bytes back for a possible final segment
         return len(data)
 
     def flush(self) -> None:
