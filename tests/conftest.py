@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.helpers import SignalClient, insecure_ssl
 from vteller.app import Components, build, create_app
 from vteller.auth import StaffAuth
 from vteller.config import Settings, load_settings
 from vteller.tls import ensure_dev_certificates, server_ssl_context
-from tests.helpers import SignalClient, insecure_ssl
 
 REPO = Path(__file__).resolve().parents[1]
 STAFF_PASSWORD = "correct horse battery staple"

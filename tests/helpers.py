@@ -64,7 +64,7 @@ class SignalClient:
                 raise TimeoutError(f"no {mtype} {match}; inbox={self.inbox}")
             try:
                 await asyncio.wait_for(self._new.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def error(self, code: str, timeout: float = 5.0) -> dict[str, Any]:

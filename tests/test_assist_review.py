@@ -198,3 +198,12 @@ async def test_reject_needs_reason_and_report(server):
     assert rows == [{"business_type": "general", "teller": "teller1", "approve": 1, "reject": 1,
                      "incomplete": 1, "total": 3, "pass_rate": 1 / 3}]
     await tel.close()
+
+
+async def test_acknowledgement_follows_the_durable_event(server, live_call):
+    call, cust, tel, *_ = live_call
+    await tel.send({"type": "assist.request", "purpose": "guide you"})
+    await cust.recv("assist.state", state="requested")
+    # no flush: by the time anyone is told, the event is already in the trail on disk
+    kinds = [e["kind"] for e in server.components.trail.events(call.call_id)]
+    assert "consent.requested" in kinds

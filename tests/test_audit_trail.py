@@ -41,7 +41,7 @@ async def closed_session(server):
 def verify(server, call_id, kek="default"):  # type: ignore[no-untyped-def]
     c = server.components
     return verify_session(c.store, call_id, c.trail.public_key,
-                          c.kek if kek == "default" else kek, server.settings.recordings_dir)
+                          c.kek if kek == "default" else kek, c.blobs)
 
 
 def flip_column(store, table, column, where, args, pos=-1):  # type: ignore[no-untyped-def]

@@ -69,8 +69,8 @@ async def test_malformed_login_and_cross_origin_post(server):
 
 @pytest.mark.settings(dev_mode=False, customer_token_key_file=None)
 async def test_demo_token_only_in_dev_mode(tmp_path):
-    from vteller.config import SettingsError
     from tests.conftest import make_settings, start_server
+    from vteller.config import SettingsError
 
     with pytest.raises(SettingsError, match="CUSTOMER_TOKEN_KEY_FILE"):
         await start_server(make_settings(tmp_path, dev_mode=False))

@@ -10,7 +10,7 @@ import signal
 import av
 import pytest
 
-from tests.bench.media_relay import BenchCall, PASSWORD
+from tests.bench.media_relay import PASSWORD, BenchCall
 from tests.serve_process import start_serve
 from vteller.audit import LocalKeyring, StreamError, WrappedKey, decrypt
 from vteller.auth import StaffAuth

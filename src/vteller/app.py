@@ -19,7 +19,7 @@ from vteller.config import Settings, SettingsError
 from vteller.gateway import setup_routes
 from vteller.gateway.ws import SignalingEndpoint
 from vteller.observability import Metrics
-from vteller.store import SqliteStore
+from vteller.store import FileBlobStore, SqliteStore
 from vteller.tls import write_private
 
 DEV_USERS = (("teller1", "Teller One", "teller"), ("supervisor1", "Supervisor One", "supervisor"),
@@ -43,6 +43,7 @@ class Components:
     metrics: Metrics
     kek: KekProvider
     trail: AuditTrail
+    blobs: FileBlobStore
     manager: CallManager | None = None
 
 
@@ -108,6 +109,7 @@ def build(settings: Settings) -> Components:
         metrics=Metrics(),
         kek=kek,
         trail=AuditTrail(store, kek, load_or_create_signing_key(settings.kek_dir)),
+        blobs=FileBlobStore(settings.recordings_dir),
     )
 
 
@@ -126,10 +128,10 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
     app = web.Application(client_max_size=64 * 1024)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
-        sealed = await asyncio.to_thread(c.trail.seal_open_sessions, settings.recordings_dir)
+        sealed = await asyncio.to_thread(c.trail.seal_open_sessions, c.blobs)
         if sealed:
             log.warning("sealed_incomplete_sessions", count=len(sealed))
-        c.manager = CallManager(settings, c.store, c.metrics, c.kek, c.trail)
+        c.manager = CallManager(settings, c.store, c.metrics, c.kek, c.trail, c.blobs)
         endpoint._manager = c.manager
         c.metrics.service.source = c.manager.dashboard
         c.metrics.loop_lag.start()

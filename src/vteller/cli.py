@@ -236,8 +236,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     def progress(stage: str, done: int, total: int) -> None:
         print(f"  {stage}: {done}/{total}", file=sys.stderr, flush=True)
 
+    from vteller.store import FileBlobStore
+
     report = verify_session(store, args.session, public, kek,  # type: ignore[arg-type]
-                            settings.recordings_dir, progress)
+                            FileBlobStore(settings.recordings_dir), progress)
     for line in report.checked:
         print(f"checked {line}")
     if report.incomplete:

@@ -7,10 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator
-
-from vteller.assist.policy import AssistPolicy
-from vteller.review.policy import ReviewPolicy
-from vteller.routing.policy import RoutingPolicy
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -18,6 +14,10 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from vteller.assist.policy import AssistPolicy
+from vteller.review.policy import ReviewPolicy
+from vteller.routing.policy import RoutingPolicy
 
 TokenAlgorithm = Literal["EdDSA", "ES256", "RS256", "HS256"]
 

@@ -103,8 +103,11 @@ def trail_figures() -> None:
                 w.write(chunk)
             tracks[path.name] = w.close()
     trail.close_session("s1", tracks)
+    from vteller.store import FileBlobStore
+
     t0 = time.perf_counter()
-    report = verify_session(store, "s1", trail.public_key, kek, tmp / "var" / "recordings")
+    report = verify_session(store, "s1", trail.public_key, kek,
+                            FileBlobStore(tmp / "var" / "recordings"))
     took = time.perf_counter() - t0
     assert report.ok, report.problems
     print(f"  verify, 1/10-hour session:  {took:7.2f} s ({n + 5} events, 144 MB of tracks) -> "

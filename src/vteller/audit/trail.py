@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vteller.audit import merkle
 from vteller.audit.keys import KekProvider, WrappedKey
-from vteller.store import SqliteStore
+from vteller.store import BlobStore, SqliteStore
 from vteller.tls import write_private
 
 SIGNING_KEY = "signing.key"
@@ -85,6 +85,13 @@ def load_or_create_signing_key(directory: Path) -> Ed25519PrivateKey:
 def public_pem(key: Ed25519PublicKey) -> str:
     return key.public_bytes(serialization.Encoding.PEM,
                             serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def _sha256_file(fh: Any) -> str:
+    h = hashlib.sha256()
+    while chunk := fh.read(1 << 20):
+        h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclass
@@ -169,7 +176,7 @@ class AuditTrail:
         return session_id in self._open
 
     # crash recovery -------------------------------------------------------------
-    def seal_open_sessions(self, recordings_dir: Path) -> list[str]:
+    def seal_open_sessions(self, blobs: BlobStore) -> list[str]:
         """After a crash: sessions with events but no final checkpoint are sealed as
         incomplete; their track files are bound by the digest of what is on disk."""
         rows = self._store.run(
@@ -184,9 +191,10 @@ class AuditTrail:
             self._open[session_id] = s = _Open(key, head, last)
             self._append(session_id, s, "system", "session.sealed_incomplete",
                          {"reason": "server stopped without closing the session"})
-            folder = recordings_dir / session_id
-            tracks = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-                      for p in sorted(folder.glob("*.vtenc"))} if folder.exists() else {}
+            tracks = {}
+            for key in blobs.list(session_id):
+                with blobs.open_read(key) as fh:
+                    tracks[key.split("/", 1)[1]] = _sha256_file(fh)
             self.close_session(session_id, tracks, incomplete=True)
             sealed.append(session_id)
         return sealed

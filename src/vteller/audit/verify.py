@@ -6,11 +6,9 @@ tracks (without it those checks are reported as skipped, the rest still runs).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -20,13 +18,14 @@ from vteller.audit import merkle
 from vteller.audit.keys import KekProvider, KeyError_, WrappedKey
 from vteller.audit.stream import StreamError, decrypt
 from vteller.audit.trail import (
+    _sha256_file,
     checkpoint_message,
     event_aad,
     genesis,
     log_head_message,
     record_hash,
 )
-from vteller.store import SqliteStore
+from vteller.store import BlobStore, SqliteStore
 
 
 @dataclass
@@ -45,7 +44,7 @@ class Report:
 
 
 def verify_session(store: SqliteStore, session_id: str, public_key: Ed25519PublicKey,
-                   kek: KekProvider | None, recordings_dir: Path,
+                   kek: KekProvider | None, blobs: BlobStore,
                    progress: Callable[[str, int, int], None] | None = None) -> Report:
     r = Report(session_id)
     key = None
@@ -149,22 +148,22 @@ def verify_session(store: SqliteStore, session_id: str, public_key: Ed25519Publi
         r.checked.append(f"global log: entry {index} of {size}")
 
     # 4. tracks
-    folder = recordings_dir / session_id
-    files = {p.name for p in folder.glob("*.vtenc")} if folder.exists() else set()
+    files = {k.split("/", 1)[1] for k in blobs.list(session_id)}
     for name in sorted(files - set(tracks_in_chain)):
         if key is not None:
             r.fail(f"track {name}", "file not recorded in the trail")
     for n, (name, digest) in enumerate(sorted(tracks_in_chain.items()), 1):
-        path = folder / name
-        if not path.exists():
+        blob = f"{session_id}/{name}"
+        if not blobs.exists(blob):
             r.fail(f"track {name}", "file missing")
             continue
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != digest:
+        with blobs.open_read(blob) as fh:
+            digest_ok = _sha256_file(fh) == digest
+        if not digest_ok:
             r.fail(f"track {name}", "file differs from the digest in the trail")
         if key is not None:
             try:
-                with path.open("rb") as fh:
+                with blobs.open_read(blob) as fh:
                     for _ in decrypt(fh, lambda _kid: key):
                         pass
             except StreamError as exc:

@@ -22,12 +22,12 @@ from vteller.assist import ConsentState
 from vteller.audit import KekProvider, new_data_key
 from vteller.audit.trail import AuditTrail
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
-from vteller.review import missing_evidence
 from vteller.config import Settings
 from vteller.media import MediaLeg, MediaNegotiationError, check_offer
 from vteller.observability import Metrics
 from vteller.protocol import ErrorCode, ProtocolError
 from vteller.protocol import messages as m
+from vteller.review import missing_evidence
 from vteller.routing import (
     IllegalTransition,
     Request,
@@ -37,7 +37,7 @@ from vteller.routing import (
     TellerState,
 )
 from vteller.routing.store import RoutingStore
-from vteller.store import SqliteStore
+from vteller.store import BlobStore, SqliteStore
 
 log = structlog.get_logger("vteller.calls")
 STORE_BACKLOG = 10_000
@@ -81,8 +81,9 @@ def _hash(token: str) -> str:
 
 class CallManager:
     def __init__(self, settings: Settings, store: SqliteStore, metrics: Metrics,
-                 kek: KekProvider, trail: AuditTrail) -> None:
+                 kek: KekProvider, trail: AuditTrail, blobs: BlobStore) -> None:
         self._settings = settings
+        self._blobs = blobs
         self._kek = kek
         self._trail = trail
         self._store = store
@@ -97,9 +98,8 @@ class CallManager:
         self._by_resume: dict[str, str] = {}
         self._ring: dict[str, asyncio.Task[None]] = {}
         self._cleanups: set[asyncio.Future[Any]] = set()
-        self._writes: asyncio.Queue[tuple[str, tuple[Any, ...], dict[str, Any]]] = asyncio.Queue(
-            STORE_BACKLOG
-        )
+        self._writes: asyncio.Queue[tuple[Any, tuple[Any, ...], dict[str, Any],
+                                          asyncio.Future[None]]] = asyncio.Queue(STORE_BACKLOG)
         self._writer = asyncio.create_task(self._write_loop(), name="call-store-writer")
         self._ticker = asyncio.create_task(self._tick_loop(), name="routing-tick")
 
@@ -318,7 +318,7 @@ class CallManager:
         call.to(CallState.CONNECTING)
         call.accepted_at = time.time()
         if self._settings.record_calls and call.encoded_media:
-            call.start_recording(self._settings.recordings_dir / call.call_id, call.data_key)
+            call.start_recording(self._blobs, call.data_key)
         self.router.teller(party.principal).to(TellerState.BUSY)
         party.call_id = call.call_id
         customer = self.parties[call.customer_key]
@@ -353,8 +353,8 @@ class CallManager:
     def _consent_to(self, call: Call, target: ConsentState, actor: str, **data: Any) -> None:
         call.consent.to(target, time.monotonic())
         call.screen_gate.set(call.consent.sharing)  # media follows the server's state only
-        self._event(call, actor, f"consent.{target.value}", cycle=call.consent.cycle,
-                    purpose=call.consent.purpose, **data)
+        recorded = self._event(call, actor, f"consent.{target.value}", cycle=call.consent.cycle,
+                               purpose=call.consent.purpose, **data)
         teller = self.parties.get(call.teller_key or "")
         expiry = call.consent.expiry(self._settings.assist.request_timeout_s,
                                      self._settings.assist.start_timeout_s)
@@ -362,9 +362,8 @@ class CallManager:
             state=target.value, purpose=call.consent.purpose,  # type: ignore[arg-type]
             teller=teller.display_name if teller else "",
             expires_in_s=round(expiry - time.monotonic()) if expiry else None)
-        for key in (call.customer_key, call.teller_key):
-            if key and (p := self.parties.get(key)):
-                p.send(msg)
+        self._when_recorded(recorded, *((self.parties.get(k), msg)
+                                        for k in (call.customer_key, call.teller_key) if k))
 
     def _on_assist_request(self, party: Party, msg: m.AssistRequest) -> None:
         call = self._live_call(party)
@@ -397,8 +396,9 @@ class CallManager:
             self._event(call, "teller", "nav.refused", destination=msg.destination[:64])
             raise ProtocolError(ErrorCode.NOT_ALLOWED,
                                 "only the configured app destinations can be pushed")
-        self._event(call, "teller", "nav.pushed", destination=destination.id)
-        self.parties[call.customer_key].send(m.NavPrompt(**destination.model_dump()))
+        recorded = self._event(call, "teller", "nav.pushed", destination=destination.id)
+        self._when_recorded(recorded, (self.parties.get(call.customer_key),
+                                       m.NavPrompt(**destination.model_dump())))
 
     def _on_nav_opened(self, party: Party, msg: m.NavOpened) -> None:
         call = self._live_call(party)
@@ -449,10 +449,11 @@ class CallManager:
         call.decision = msg.decision
         self._event(call, "teller", "review.decision", decision=msg.decision,
                     reason_code=msg.reason_code, notes=msg.notes)
-        self._persist("add_decision", call.call_id, call.business_type, party.principal,
-                      msg.decision, msg.reason_code, msg.notes, time.time())
-        party.send(m.ReviewRecorded(call_id=call.call_id, decision=msg.decision,
-                                    reason_code=msg.reason_code))
+        stored = self._persist("add_decision", call.call_id, call.business_type,
+                               party.principal, msg.decision, msg.reason_code, msg.notes,
+                               time.time())
+        self._when_recorded(stored, (party, m.ReviewRecorded(
+            call_id=call.call_id, decision=msg.decision, reason_code=msg.reason_code)))
 
     def _check_assist(self, call: Call) -> None:
         """Tick: expire stale consent; record screen frames that arrived without consent."""
@@ -466,9 +467,9 @@ class CallManager:
                         frames=feed.gated_out - call.screen_dropped_reported)
             call.screen_dropped_reported = feed.gated_out
 
-    def _event(self, call: Call, actor: str, kind: str, **data: Any) -> None:
-        """A session event: appended (encrypted, chained) in order by the writer."""
-        self._audit(self._trail.append, call.call_id, actor, kind, data)
+    def _event(self, call: Call, actor: str, kind: str, **data: Any) -> asyncio.Future[None]:
+        """A session event: appended (encrypted, chained, durable) in order by the writer."""
+        return self._audit(self._trail.append, call.call_id, actor, kind, data)
 
     # both ------------------------------------------------------------------
     def _on_call_media_state(self, party: Party, msg: m.MediaState) -> None:
@@ -516,7 +517,7 @@ class CallManager:
         if call.legs.get(leg.party) is not leg:
             return
         log.info("media_leg", call_id=call.call_id, party=leg.party, state=state)
-        if state in ("connected", "failed"):
+        if state in ("connected", "failed", "closed") and self._trail.is_open(call.call_id):
             self._event(call, leg.party, f"media.{state}")
         if (state == "connected" and call.state == CallState.CONNECTING
                 and all(call.legs.get(p) and call.legs[p].state == "connected"
@@ -588,7 +589,7 @@ class CallManager:
                 for call in list(self.calls.values()):
                     if call.state in IN_CALL:
                         self._check_assist(call)
-            except Exception:  # noqa: BLE001 - the ticker must survive a bad state
+            except Exception:
                 log.exception("tick_failed")
 
     def dashboard(self) -> m.Dashboard:
@@ -756,30 +757,51 @@ class CallManager:
             await asyncio.wait(set(self._cleanups), timeout=timeout)
 
     # ------------------------------------------------------------ store writer
-    def _persist(self, method: str, *args: Any, **kwargs: Any) -> None:
+    def _persist(self, method: str, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
         """Queue an (async) store write; writes and audit appends keep their order."""
-        self._enqueue(method, args, kwargs)
+        return self._enqueue(method, args, kwargs)
 
-    def _audit(self, fn: Any, *args: Any) -> None:
+    def _audit(self, fn: Any, *args: Any) -> asyncio.Future[None]:
         """Queue a blocking audit-trail operation (runs in a worker thread, in order)."""
-        self._enqueue(fn, args, {})
+        return self._enqueue(fn, args, {})
 
-    def _enqueue(self, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _enqueue(self, op: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> asyncio.Future[None]:
+        """The returned future completes when the operation is durable (or failed)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            self._writes.put_nowait((op, args, kwargs))
+            self._writes.put_nowait((op, args, kwargs, done))
         except asyncio.QueueFull:
             log.error("store_backlog_full", op=getattr(op, "__name__", op))
+            done.set_exception(RuntimeError("store backlog full"))
+        return done
+
+    def _when_recorded(self, event: asyncio.Future[None], *sends: tuple[Party | None, Any]) -> None:
+        """Acknowledge only after the event is durable (audit requirement)."""
+        def deliver(fut: asyncio.Future[None]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                log.error("event_not_recorded_ack_withheld")
+                return
+            for party, message in sends:
+                if party is not None:
+                    party.send(message)
+        event.add_done_callback(deliver)
 
     async def _write_loop(self) -> None:
         while True:
-            op, args, kwargs = await self._writes.get()
+            op, args, kwargs, done = await self._writes.get()
             try:
                 if isinstance(op, str):
                     await getattr(self._store, op)(*args, **kwargs)
                 else:
                     await asyncio.to_thread(op, *args, **kwargs)
-            except Exception:  # noqa: BLE001 - a failed write must not stop later ones
+                if not done.done():
+                    done.set_result(None)
+            except Exception as exc:
                 log.exception("store_write_failed", op=getattr(op, "__name__", op))
+                if not done.done():
+                    done.set_exception(exc)
+                    done.exception()  # mark retrieved
             finally:
                 self._writes.task_done()
 

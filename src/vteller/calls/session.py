@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from vteller.assist import Consent
 from vteller.audit import StreamWriter
@@ -14,6 +13,7 @@ from vteller.media import Feed, MediaGate, MediaLeg
 from vteller.media.leg import SLOT_KIND, SLOTS
 from vteller.media.taps import TrackRecorder
 from vteller.routing import IllegalTransition
+from vteller.store import BlobStore
 
 
 class CallState(StrEnum):
@@ -89,16 +89,16 @@ class Call:
             raise IllegalTransition("call", self.state, target)
         self.state = target
 
-    def start_recording(self, directory: Path, data_key: bytes) -> None:
+    def start_recording(self, blobs: BlobStore, data_key: bytes) -> None:
         """An encrypting recorder tap on every feed a party sends (the screen only
-        passes its consent gate). Files: ``<party>.<slot>.webm.vtenc`` (audit/FORMAT.md)."""
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        passes its consent gate). Blobs: ``<call>/<party>.<slot>.webm.vtenc``
+        (format: audit/FORMAT.md)."""
         for party, slots in (("customer", SLOTS), ("teller", SLOTS[:2])):
             for slot in slots:
                 feed = self.feed(party, slot)
                 name = f"{party}.{slot}.webm.vtenc"
-                sink = StreamWriter(open(directory / name, "wb"),  # noqa: SIM115
-                                    data_key, key_id=self.call_id)
+                sink = StreamWriter(blobs.open_write(f"{self.call_id}/{name}"), data_key,
+                                    key_id=self.call_id)
                 recorder = TrackRecorder(feed, _ClosingWriter(sink))
                 recorder.file_name = name
                 feed.add_tap(recorder)

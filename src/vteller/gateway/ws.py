@@ -128,7 +128,7 @@ class _Session:
             self.error(exc.code, exc.message, re)
         except AuthError as exc:
             self.error(ErrorCode(exc.code), exc.message, re, fatal=True)
-        except Exception:  # noqa: BLE001 - one bad request must not kill the connection
+        except Exception:
             log.exception("handler_failed", type=mtype)
             self.error(ErrorCode.INTERNAL, "internal error; the request was not applied", re)
 

@@ -126,7 +126,7 @@ class MediaLeg:
                                           NEGOTIATION_TIMEOUT_S)
         except MediaNegotiationError:
             raise
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise MediaNegotiationError("negotiation timed out") from None
         except Exception as exc:  # noqa: BLE001 - aiortc signals bad input with assert
             log.info("bad sdp from %s: %s", self.party, type(exc).__name__)

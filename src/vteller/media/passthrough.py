@@ -74,7 +74,6 @@ class _PacketQueue:
 
     def get(self, block: bool = True, timeout: float | None = None) -> None:
         self._stopped.wait()
-        return None
 
     def put_nowait(self, item: Any) -> None:
         self.put(item)

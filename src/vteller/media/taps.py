@@ -64,7 +64,7 @@ class _Worker:
                 item = self._items.popleft()
                 try:
                     self.handle(item)
-                except Exception:  # noqa: BLE001 - a bad packet must not kill the tap
+                except Exception:
                     log.exception("tap %s failed on an item", type(self).__name__)
             if self._stop.is_set() and not self._items:
                 break

@@ -6,7 +6,7 @@ and a test fails when they drift.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -152,11 +152,7 @@ class ReviewDecide(_ClientMsg):
 
 
 ClientMessage = Annotated[
-    Union[
-        Hello, Ping, QueueJoin, QueueLeave, TellerStatus, OfferAccept, OfferReject,
-        WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller, AssistRequest,
-        AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide,
-    ],
+    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {

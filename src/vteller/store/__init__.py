@@ -1,5 +1,6 @@
 """Persistence behind interfaces. Embedded default: SQLite (one file under data_dir)."""
 
+from vteller.store.blobs import BlobStore, FileBlobStore
 from vteller.store.sqlite import SqliteStore, StaffUser
 
-__all__ = ["SqliteStore", "StaffUser"]
+__all__ = ["BlobStore", "FileBlobStore", "SqliteStore", "StaffUser"]

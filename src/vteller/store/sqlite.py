@@ -7,10 +7,10 @@ event loop never waits on disk.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
