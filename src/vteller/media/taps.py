@@ -22,15 +22,60 @@ from vteller.media.relay import Feed, MediaItem
 log = logging.getLogger(__name__)
 
 
+class _SharedLoop:
+    """One thread serving many workers (all recorders of the process): draining each
+    one's deque in turn. Fewer threads means fewer GIL hand-offs for the event loop."""
+
+    def __init__(self, name: str, poll_s: float) -> None:
+        self._name = name
+        self._poll_s = poll_s
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, worker: _Worker) -> None:
+        with self._lock:
+            self._workers.append(worker)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                workers = list(self._workers)
+                if not workers:
+                    self._thread = None
+                    return
+            for worker in workers:
+                try:
+                    done = worker.step()
+                except Exception:  # noqa: BLE001 - one worker must not stop the others
+                    log.exception("shared tap loop: worker failed")
+                    done = True
+                    worker._finished.set()
+                if done:
+                    with self._lock:
+                        self._workers.remove(worker)
+            self._wake.wait(self._poll_s)
+            self._wake.clear()
+
+
 class _Worker:
-    """A bounded hand-off from the event loop to one worker thread.
+    """A bounded hand-off from the event loop to a worker thread.
 
     The loop only appends to a deque (atomic in CPython, no lock, no wake-up); the
     worker drains it in batches every ``poll_s``. Waking a thread per packet would
-    cost a GIL hand-off per packet and stall the event loop.
+    cost a GIL hand-off per packet and stall the event loop. Workers with a
+    ``shared`` loop run on that one thread; others get a thread each.
     """
 
     poll_s = 0.25
+    shared: _SharedLoop | None = None
 
     def __init__(self, feed: Feed, backlog: int, name: str) -> None:
         self.feed = feed
@@ -38,10 +83,13 @@ class _Worker:
         self._backlog = backlog
         self._items: deque[MediaItem] = deque()
         self._stop = threading.Event()
+        self._finished = threading.Event()
         self._waiting_keyframe = self._video and feed.encoded
         self.dropped = 0
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        if self.shared is not None:
+            self.shared.add(self)
+        else:
+            threading.Thread(target=self._loop, name=name, daemon=True).start()
 
     def offer(self, item: MediaItem) -> None:
         """Called on the event loop for every item; never blocks."""
@@ -58,19 +106,26 @@ class _Worker:
             return
         self._items.append(item)
 
+    def step(self) -> bool:
+        """Handle what is queued; returns True once stopped and finished."""
+        while self._items:
+            item = self._items.popleft()
+            try:
+                self.handle(item)
+            except Exception:  # noqa: BLE001 - a bad packet must not kill the tap
+                log.exception("tap %s failed on an item", type(self).__name__)
+        if self._stop.is_set() and not self._items:
+            try:
+                self.finish()
+            finally:
+                self._finished.set()
+            return True
+        self.idle()
+        return False
+
     def _loop(self) -> None:
-        while True:
-            while self._items:
-                item = self._items.popleft()
-                try:
-                    self.handle(item)
-                except Exception:
-                    log.exception("tap %s failed on an item", type(self).__name__)
-            if self._stop.is_set() and not self._items:
-                break
-            self.idle()
+        while not self.step():
             self._stop.wait(self.poll_s)
-        self.finish()
 
     def idle(self) -> None:
         """Called between batches (e.g. to flush)."""
@@ -85,7 +140,9 @@ class _Worker:
         """Stop after handling what is queued (blocking: call from a thread)."""
         self.feed.remove_tap(self)
         self._stop.set()
-        self._thread.join(timeout)
+        if self.shared is not None:
+            self.shared.wake()
+        self._finished.wait(timeout)
 
 
 def vp8_size(data: bytes) -> tuple[int, int] | None:
@@ -105,6 +162,7 @@ class TrackRecorder(_Worker):
     """
 
     flush_s = 2.0
+    shared = _SharedLoop("recorders", _Worker.poll_s)
 
     def __init__(self, feed: Feed, sink: Path | BinaryIO, backlog: int = 300) -> None:
         if not feed.encoded:
@@ -152,7 +210,7 @@ class TrackRecorder(_Worker):
     def finish(self) -> None:
         if self._out is not None:
             self._out.close()
-        if hasattr(self._sink, "close"):
+        if hasattr(self._sink, "close") and not isinstance(self._sink, (str, Path)):
             self.digest = self._sink.close()  # type: ignore[union-attr]
 
 

@@ -226,9 +226,6 @@ class SqliteStore:
         """Raw access for the audit trail's own tables (one statement, atomic)."""
         return self._run(sql, args)
 
-    async def add_session_key(self, call_id: str, kek_id: str, wrapped: bytes) -> None:
-        await self._arun("INSERT INTO session_keys VALUES (?,?,?)", (call_id, kek_id, wrapped))
-
     def session_key(self, call_id: str) -> tuple[str, bytes] | None:
         rows = self._run("SELECT kek_id, wrapped FROM session_keys WHERE call_id=?", (call_id,))
         return (rows[0][0], bytes(rows[0][1])) if rows else None
