@@ -42,21 +42,29 @@ IN_CALL = frozenset({C.CONNECTING, C.ACTIVE})
 WAITING = frozenset({C.QUEUED, C.OFFERED})
 
 
-class _ClosingWriter:
-    """A StreamWriter that also closes its file; hides ``seek`` so PyAV writes linearly."""
+class _EncryptedBlob:
+    """An encrypting blob writer, opened on first use (on the recorder's thread, never
+    the event loop); closing also closes the blob. No ``seek``: PyAV writes linearly."""
 
-    def __init__(self, writer: StreamWriter) -> None:
-        self._writer = writer
+    def __init__(self, blobs: BlobStore, key: str, data_key: bytes, key_id: str) -> None:
+        self._open = lambda: StreamWriter(blobs.open_write(key), data_key, key_id=key_id)
+        self._writer: StreamWriter | None = None
+
+    def _w(self) -> StreamWriter:
+        if self._writer is None:
+            self._writer = self._open()
+        return self._writer
 
     def write(self, data: bytes) -> int:
-        return self._writer.write(data)
+        return self._w().write(data)
 
     def flush(self) -> None:
-        self._writer.flush()
+        self._w().flush()
 
     def close(self) -> str:
-        digest = self._writer.close()
-        self._writer._sink.close()
+        writer = self._w()
+        digest = writer.close()
+        writer._sink.close()
         return digest
 
 
@@ -97,9 +105,8 @@ class Call:
             for slot in slots:
                 feed = self.feed(party, slot)
                 name = f"{party}.{slot}.webm.vtenc"
-                sink = StreamWriter(blobs.open_write(f"{self.call_id}/{name}"), data_key,
-                                    key_id=self.call_id)
-                recorder = TrackRecorder(feed, _ClosingWriter(sink))
+                sink = _EncryptedBlob(blobs, f"{self.call_id}/{name}", data_key, self.call_id)
+                recorder = TrackRecorder(feed, sink)  # type: ignore[arg-type]
                 recorder.file_name = name
                 feed.add_tap(recorder)
                 self.recorders.append(recorder)
