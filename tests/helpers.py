@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 import ssl
 import time
@@ -183,5 +182,3 @@ class Party:
             task.cancel()
         await self.pc.close()
 
-
-_ = fractions  # (kept for readers: aiortc time bases are Fractions)

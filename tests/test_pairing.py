@@ -101,7 +101,6 @@ async def test_customer_resumes_queue_place_with_resume_token(server):
     b = await server.customer("c-b")
     await a.request({"type": "queue.join"}, "queue.status", state="queued", position=1)
     await b.request({"type": "queue.join"}, "queue.status", state="queued", position=2)
-    welcome_resume = None
     # find the resume token a received in its welcome (already consumed by recv): re-hello
     await a.close()
     a2 = await SignalClient.open(server.ws_url)

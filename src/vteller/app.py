@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -146,8 +145,3 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
     app[APP_KEY] = c
     return app
 
-
-def web_root() -> Path:
-    from vteller.gateway.http import WEB_CLIENT
-
-    return WEB_CLIENT

@@ -58,7 +58,6 @@ class Party:
     role: str
     principal: str
     display_name: str
-    elderly: bool = False
     conn: Connection | None = None
     resume_hash: str = ""
     grace: asyncio.Task[None] | None = None
@@ -66,6 +65,10 @@ class Party:
     segments: frozenset[str] = frozenset()
     media: dict[str, bool] = field(default_factory=lambda: {"audio": True, "video": True})
     last_status: tuple[Any, ...] | None = None
+
+    @property
+    def elderly(self) -> bool:
+        return "elderly" in self.segments
 
     def send(self, message: BaseModel) -> None:
         if self.conn is not None:
@@ -112,8 +115,7 @@ class CallManager:
         party = self.parties.get(key)
         resumed = party is not None
         if party is None:
-            party = Party(key, role, principal, display_name, "elderly" in segments,
-                          segments=segments)
+            party = Party(key, role, principal, display_name, segments=segments)
             self.parties[key] = party
         if role == "teller":
             self.router.set_profile(principal, TellerProfile.from_dict(profile or {}))

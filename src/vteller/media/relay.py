@@ -59,7 +59,6 @@ class FeedTrack(MediaStreamTrack):
         self._queue: asyncio.Queue[MediaItem | None] = asyncio.Queue(maxsize)
         self._keyframe_gated = keyframe_gated
         self.waiting_keyframe = keyframe_gated
-        self.delivered = 0
         self.dropped = 0
 
     def push(self, item: MediaItem) -> None:
@@ -89,7 +88,6 @@ class FeedTrack(MediaStreamTrack):
         item = await self._queue.get()
         if item is None:
             raise MediaStreamError
-        self.delivered += 1
         return item.payload
 
     def stop(self) -> None:
@@ -122,7 +120,6 @@ class Feed:
         self.frames_in = 0
         self.gated_out = 0
         self.keyframe_requests = 0
-        self.first_frame_at: float | None = None
 
     # subscribers and taps -------------------------------------------------
     def subscribe(self) -> FeedTrack:
@@ -179,8 +176,6 @@ class Feed:
                 payload = await source.recv()
                 now = time.monotonic()
                 self.frames_in += 1
-                if self.first_frame_at is None:
-                    self.first_frame_at = now
                 if first:  # a new source continues the old timeline
                     if self._last_pts is not None:
                         self._offset = self._last_pts + STEP[self.kind] - payload.pts

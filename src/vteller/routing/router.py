@@ -162,18 +162,4 @@ class Router:
 
     def position(self, call_id: str, now: float) -> int | None:
         """1 + waiting requests for the same business type and language that rank higher."""
-        request = self._waiting.get(call_id)
-        if request is None:
-            return None
-        mine = self.policy.priority(request.pclass, now - request.enqueued_at)
-        ahead = 0
-        for (pclass, bt, lang), group in self._groups.items():
-            if bt != request.business_type or lang != request.language:
-                continue
-            for other in group:
-                if self.policy.priority(pclass, now - other.enqueued_at) > mine or (
-                        other.pclass == request.pclass and other.key < request.key):
-                    ahead += 1
-                else:
-                    break  # the group is ordered: the rest rank lower
-        return ahead + 1
+        return self.positions(now).get(call_id)
