@@ -108,8 +108,10 @@ class PatternVideo(VideoStreamTrack):
 class Party:
     """A real aiortc client: customer (audio, camera, screen) or teller (audio, camera)."""
 
-    def __init__(self, role: str, encoded: bool = False, video_codec: str | None = None) -> None:
-        """encoded: send a pre-encoded clip and receive packets undecoded (cheap, exact)."""
+    def __init__(self, role: str, encoded: bool = False, video_codec: str | None = None,
+                 video: Any = None) -> None:
+        """encoded: send a pre-encoded clip and receive packets undecoded (cheap, exact).
+        video: the camera track to send (e.g. tests.face_frames.FaceCam)."""
         from aiortc import RTCRtpSender
 
         from tests.media_sources import audio_source, video_source
@@ -117,7 +119,7 @@ class Party:
         self.role = role
         self.encoded = encoded
         self.pc = RTCPeerConnection(rtc_configuration([]))
-        self.video: Any = video_source() if encoded else PatternVideo()
+        self.video: Any = video or (video_source() if encoded else PatternVideo())
         self.audio: Any = audio_source() if encoded else AudioStreamTrack()
         self.packets: dict[str, list[tuple[float, Any]]] = {"audio": [], "video": [], "screen": []}
         self.received: dict[str, int] = {"audio": 0, "video": 0, "screen": 0}

@@ -12,11 +12,18 @@ from aiohttp import web
 from vteller.audit import EnvKek, KekProvider, LocalKeyring
 from vteller.audit.keys import KeyError_
 from vteller.audit.trail import AuditTrail, load_or_create_signing_key
-from vteller.auth import CustomerTokenVerifier, DevTokenIssuer, LoginRateLimiter, StaffAuth
+from vteller.auth import (
+    CustomerTokenVerifier,
+    DevTokenIssuer,
+    LoginRateLimiter,
+    ServiceAuth,
+    StaffAuth,
+)
 from vteller.calls import CallManager
 from vteller.config import Settings, SettingsError
 from vteller.gateway import setup_routes
 from vteller.gateway.ws import SignalingEndpoint
+from vteller.identity import IdentityService
 from vteller.observability import Metrics
 from vteller.store import FileBlobStore, SqliteStore
 from vteller.tls import write_private
@@ -43,6 +50,7 @@ class Components:
     kek: KekProvider
     trail: AuditTrail
     blobs: FileBlobStore
+    identity: IdentityService
     manager: CallManager | None = None
 
 
@@ -97,6 +105,11 @@ def build(settings: Settings) -> Components:
         if settings.dev_mode else None
     )
     kek = kek_provider(settings)
+    trail = AuditTrail(store, kek, load_or_create_signing_key(settings.kek_dir))
+    try:
+        identity = IdentityService(settings.identity, store, kek, trail)
+    except FileNotFoundError as exc:
+        raise SettingsError(f"VTELLER_IDENTITY__LANDMARK_MODEL: {exc}") from None
     return Components(
         settings=settings,
         store=store,
@@ -107,8 +120,9 @@ def build(settings: Settings) -> Components:
         dev_issuer=dev_issuer,
         metrics=Metrics(),
         kek=kek,
-        trail=AuditTrail(store, kek, load_or_create_signing_key(settings.kek_dir)),
+        trail=trail,
         blobs=FileBlobStore(settings.recordings_dir),
+        identity=identity,
     )
 
 
@@ -130,17 +144,20 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
         sealed = await asyncio.to_thread(c.trail.seal_open_sessions, c.blobs)
         if sealed:
             log.warning("sealed_incomplete_sessions", count=len(sealed))
-        c.manager = CallManager(settings, c.store, c.metrics, c.kek, c.trail, c.blobs)
+        c.manager = CallManager(settings, c.store, c.metrics, c.kek, c.trail, c.blobs,
+                                c.identity)
         endpoint._manager = c.manager
         c.metrics.service.source = c.manager.dashboard
         c.metrics.loop_lag.start()
         yield
         c.metrics.loop_lag.stop()
         await c.manager.shutdown()
+        c.identity.close()
         await c.store.purge_sessions()
 
     endpoint = SignalingEndpoint(settings, None, c.staff, c.customers, c.metrics)  # type: ignore[arg-type]
-    setup_routes(app, settings, c.store, c.staff, endpoint, c.metrics, c.dev_issuer)
+    setup_routes(app, settings, c.store, c.staff, endpoint, c.metrics, c.dev_issuer,
+                 ServiceAuth(c.store), c.identity)
     app.cleanup_ctx.append(lifecycle)
     app[APP_KEY] = c
     return app

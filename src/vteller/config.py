@@ -16,6 +16,7 @@ from pydantic_settings import (
 )
 
 from vteller.assist.policy import AssistPolicy
+from vteller.identity.policy import IdentityPolicy
 from vteller.review.policy import ReviewPolicy
 from vteller.routing.policy import RoutingPolicy
 
@@ -76,6 +77,7 @@ class Settings(BaseSettings):
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
     assist: AssistPolicy = Field(default_factory=AssistPolicy)
     review: ReviewPolicy = Field(default_factory=ReviewPolicy)
+    identity: IdentityPolicy = Field(default_factory=IdentityPolicy)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("public_names", "allowed_origins", "ice_servers", mode="before")

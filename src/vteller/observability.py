@@ -31,6 +31,12 @@ class Metrics:
                                   buckets=(1, 3, 5, 10, 20, 30, 60, 120, 300), registry=r)
         self.logins = Counter("vteller_staff_logins_total", "Staff login attempts", ["result"],
                               registry=r)
+        self.enrollments = Counter("vteller_reference_uploads_total",
+                                   "Reference photo uploads by result", ["result"], registry=r)
+        self.identity_verdicts = Counter("vteller_identity_verdicts_total",
+                                         "Face verification verdicts", ["verdict"], registry=r)
+        self.liveness_results = Counter("vteller_liveness_results_total",
+                                        "Liveness check results", ["state"], registry=r)
         self.loop_lag = LoopLagMonitor(r)
         self.service = ServiceCollector(r)
 

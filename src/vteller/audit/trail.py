@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,8 @@ class _Open:
 
 class AuditTrail:
     """Appends and seals session trails. Methods are blocking: call them from the
-    coordinator's ordered writer (a worker thread), never on the event loop."""
+    coordinator's ordered writer (a worker thread), never on the event loop. A lock
+    keeps writers from other threads (reference enrollment) from interleaving."""
 
     def __init__(self, store: SqliteStore, kek: KekProvider, signer: Ed25519PrivateKey,
                  checkpoint_every: int = 50) -> None:
@@ -113,6 +115,7 @@ class AuditTrail:
         self._signer = signer
         self._every = checkpoint_every
         self._open: dict[str, _Open] = {}
+        self._lock = threading.RLock()
 
     @property
     def public_key(self) -> Ed25519PublicKey:
@@ -120,12 +123,17 @@ class AuditTrail:
 
     # sessions -----------------------------------------------------------------
     def open_session(self, session_id: str, data_key: bytes, wrapped: WrappedKey) -> None:
+        with self._lock:
+            self._open_session(session_id, data_key, wrapped)
+
+    def _open_session(self, session_id: str, data_key: bytes, wrapped: WrappedKey) -> None:
         self._store.run("INSERT INTO session_keys VALUES (?,?,?)",
                         (session_id, wrapped.kek_id, wrapped.blob))
         self._open[session_id] = _Open(data_key, genesis(session_id), 0)
 
     def append(self, session_id: str, actor: str, kind: str, data: dict[str, Any]) -> int:
-        return self._append(session_id, self._open[session_id], actor, kind, data)
+        with self._lock:
+            return self._append(session_id, self._open[session_id], actor, kind, data)
 
     def _append(self, session_id: str, s: _Open, actor: str, kind: str,
                 data: dict[str, Any]) -> int:
@@ -152,6 +160,11 @@ class AuditTrail:
     def close_session(self, session_id: str, tracks: dict[str, str],
                       incomplete: bool = False) -> None:
         """Bind track digests, sign the final checkpoint, enter the global log."""
+        with self._lock:
+            self._close_session(session_id, tracks, incomplete)
+
+    def _close_session(self, session_id: str, tracks: dict[str, str],
+                       incomplete: bool = False) -> None:
         s = self._open.pop(session_id)
         for name, digest in sorted(tracks.items()):
             self._append(session_id, s, "system", "recording.closed",

@@ -2,6 +2,7 @@
 
 from vteller.auth.errors import AuthError
 from vteller.auth.roles import Role
+from vteller.auth.service import ServiceAuth
 from vteller.auth.staff import LoginRateLimiter, StaffAuth
 from vteller.auth.tokens import CustomerClaims, CustomerTokenVerifier, DevTokenIssuer
 
@@ -12,5 +13,6 @@ __all__ = [
     "DevTokenIssuer",
     "LoginRateLimiter",
     "Role",
+    "ServiceAuth",
     "StaffAuth",
 ]

@@ -19,11 +19,13 @@ import structlog
 from pydantic import BaseModel
 
 from vteller.assist import ConsentState
-from vteller.audit import KekProvider, new_data_key
+from vteller.audit import KekProvider, StreamWriter, new_data_key
 from vteller.audit.trail import AuditTrail
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
 from vteller.config import Settings
+from vteller.identity import IdentityService, IdentitySession, Verdict
 from vteller.media import MediaLeg, MediaNegotiationError, check_offer
+from vteller.media.taps import LatestFrameTap
 from vteller.observability import Metrics
 from vteller.protocol import ErrorCode, ProtocolError
 from vteller.protocol import messages as m
@@ -84,8 +86,10 @@ def _hash(token: str) -> str:
 
 class CallManager:
     def __init__(self, settings: Settings, store: SqliteStore, metrics: Metrics,
-                 kek: KekProvider, trail: AuditTrail, blobs: BlobStore) -> None:
+                 kek: KekProvider, trail: AuditTrail, blobs: BlobStore,
+                 identity: IdentityService | None = None) -> None:
         self._settings = settings
+        self._identity = identity
         self._blobs = blobs
         self._kek = kek
         self._trail = trail
@@ -473,6 +477,115 @@ class CallManager:
         """A session event: appended (encrypted, chained, durable) in order by the writer."""
         return self._audit(self._trail.append, call.call_id, actor, kind, data)
 
+    # identity ------------------------------------------------------------------
+    async def _identity_session(self, call: Call) -> IdentitySession:
+        """The call's identity session (created on first use: reference, frame tap)."""
+        if self._identity is None:
+            raise ProtocolError(ErrorCode.NOT_ALLOWED, "identity checks are not configured")
+        if call.identity is None:
+            reference = await self._identity.reference(call.customer_id)
+            if call.state not in IN_CALL:
+                raise ProtocolError(ErrorCode.WRONG_STATE, "the call ended")
+            if call.identity is None:
+                feed = call.feed("customer", "video")
+                call.identity_tap = LatestFrameTap(feed)
+                feed.add_tap(call.identity_tap)
+                call.identity = self._identity.session(
+                    call.identity_tap, reference,
+                    lambda kind, data: self._on_identity(call, kind, data))
+                if reference is None:
+                    self._event(call, "system", "identity.no_reference")
+                self._on_identity(call, "status", call.identity.status())
+        return call.identity
+
+    async def _auto_verify(self, call: Call) -> None:
+        with contextlib.suppress(ProtocolError):
+            session = await self._identity_session(call)
+            if session.has_reference and session.verdict == Verdict.IDLE:
+                session.start_verification()
+
+    async def _on_identity_verify(self, party: Party, msg: m.IdentityVerify) -> None:
+        session = await self._identity_session(self._live_call(party))
+        if not session.has_reference:
+            raise ProtocolError(ErrorCode.NO_REFERENCE,
+                                "no reference photo is enrolled for this customer")
+        session.start_verification()
+
+    async def _on_identity_liveness(self, party: Party, msg: m.IdentityLiveness) -> None:
+        session = await self._identity_session(self._live_call(party))
+        if not session.has_reference:
+            raise ProtocolError(ErrorCode.NO_REFERENCE, "liveness is bound to the reference "
+                                "face; no reference photo is enrolled for this customer")
+        if session.liveness is not None and not session.liveness.done:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "a liveness check is running")
+        session.start_liveness()
+
+    def _on_identity_judge(self, party: Party, msg: m.IdentityJudge) -> None:
+        call = self._live_call(party)
+        session = call.identity
+        if session is None or session.verdict != Verdict.NEEDS_REVIEW or session.judged:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "only a borderline result is judged, once")
+        recorded = self._event(call, "teller", "identity.judged", accept=msg.accept,
+                               notes=msg.notes, median_distance=session.status()["distance"])
+        if msg.accept:
+            call.evidence.add("face_verified")
+            self._event(call, "teller", "evidence", evidence="face_verified",
+                        basis="teller_review")
+        session.judge(msg.accept)
+        self._when_recorded(recorded, (party, self._context(call)))
+
+    def _on_identity(self, call: Call, kind: str, data: dict[str, Any]) -> None:
+        """What the call's identity session reports (see identity.session)."""
+        if call.call_id not in self.calls:
+            return
+        if kind == "status":
+            teller = self.parties.get(call.teller_key or "")
+            if teller is not None:
+                teller.send(m.IdentityStatus(call_id=call.call_id, **data))
+        elif kind == "event":
+            data = dict(data)
+            event = data.pop("kind")
+            self._event(call, "system", event, **data)
+            if event == "identity.verdict":
+                self._metrics.identity_verdicts.labels(verdict=data["verdict"]).inc()
+            elif event == "identity.liveness_result":
+                self._metrics.liveness_results.labels(state=data["state"]).inc()
+        elif kind == "evidence":
+            data = dict(data)
+            self.add_evidence(call.call_id, data.pop("evidence"), **data)
+        elif kind == "challenge":
+            customer = self.parties.get(call.customer_key)
+            if customer is not None:
+                customer.send(m.IdentityChallenge(**data))
+        elif kind == "snapshot" and call.data_key:
+            name = f"evidence.face-{len(call.evidence_blobs) + 1}.jpg.vtenc"
+            call.evidence_blobs[name] = ""
+            call.recorder_tasks.append(self._background(
+                self._store_snapshot(call, name, data["jpeg"], data["frame_at"],
+                                     data["distance"])))
+
+    async def _store_snapshot(self, call: Call, name: str, jpeg: bytes, frame_at: float,
+                              dist: float) -> None:
+        """The best-matching frame, encrypted with the session's data key."""
+        key, blobs = call.data_key, self._blobs
+
+        def write() -> str:
+            with blobs.open_write(f"{call.call_id}/{name}") as sink:
+                writer = StreamWriter(sink, key, key_id=call.call_id)
+                writer.write(jpeg)
+                return writer.close()
+
+        digest = await asyncio.to_thread(write)
+        call.evidence_blobs[name] = digest
+        self._event(call, "system", "identity.snapshot", file=name, digest=digest,
+                    frame_at=frame_at, distance=dist)
+
+    async def _close_identity(self, call: Call) -> None:
+        if call.identity is not None:
+            await call.identity.close()
+        if call.identity_tap is not None:
+            await asyncio.to_thread(call.identity_tap.close, 2.0)
+
     # both ------------------------------------------------------------------
     def _on_call_media_state(self, party: Party, msg: m.MediaState) -> None:
         call = self._call_of(party)
@@ -529,6 +642,10 @@ class CallManager:
             customer = self.parties.get(call.customer_key)
             if customer:
                 customer.send(m.QueueStatus(call_id=call.call_id, state="active"))
+            bt = self._settings.review.business_type(call.business_type)
+            if (self._identity is not None and self._settings.identity.auto_verify
+                    and bt is not None and "face_verified" in bt.required_evidence):
+                self._background(self._auto_verify(call))
 
     # ------------------------------------------------------------ internals
     def _dispatch(self) -> None:
@@ -687,13 +804,15 @@ class CallManager:
         call.to(CallState.WRAP_UP)
         call.end_reason = reason
         self._event(call, "system", "ended", reason=reason)
+        if call.identity is not None:
+            call.recorder_tasks.append(self._background(self._close_identity(call)))
         for leg in call.legs.values():
             self._background(leg.close())
         for feed in call.feeds.values():
             feed.close()
         call.legs.clear()
-        call.recorder_tasks = [self._background(self._close_recorder(call.call_id, r))
-                               for r in call.recorders]
+        call.recorder_tasks += [self._background(self._close_recorder(call.call_id, r))
+                                for r in call.recorders]
         customer = self.parties.get(call.customer_key)
         if customer is not None:
             customer.call_id = None
@@ -743,6 +862,7 @@ class CallManager:
         if call.recorder_tasks:
             await asyncio.gather(*call.recorder_tasks, return_exceptions=True)
         tracks = {r.file_name: r.digest for r in call.recorders if r.digest}
+        tracks.update({name: d for name, d in call.evidence_blobs.items() if d})
         self._audit(self._trail.close_session, call.call_id, tracks)
         call.data_key = b""
 

@@ -91,6 +91,13 @@ class Call:
     evidence: set[str] = field(default_factory=set)
     decision: str | None = None
     screen_dropped_reported: int = 0
+    identity: Any = None  # identity.IdentitySession once a check starts
+    identity_tap: Any = None  # media.LatestFrameTap on the customer camera
+    evidence_blobs: dict[str, str] = field(default_factory=dict)  # name -> digest
+
+    @property
+    def customer_id(self) -> str:
+        return self.customer_key.split(":", 1)[1]
 
     def to(self, target: CallState) -> None:
         if target not in TRANSITIONS[self.state]:

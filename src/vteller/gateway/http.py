@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 from pathlib import Path
@@ -13,10 +14,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 
-from vteller.auth import AuthError, DevTokenIssuer, StaffAuth
+from vteller.auth import AuthError, DevTokenIssuer, ServiceAuth, StaffAuth
 from vteller.auth.staff import USERNAME_PATTERN
 from vteller.config import Settings
 from vteller.gateway.ws import SESSION_COOKIE, SignalingEndpoint
+from vteller.identity import EnrollmentError, IdentityService
 from vteller.observability import Metrics
 from vteller.store import SqliteStore
 
@@ -29,6 +31,11 @@ CSP = (
     "script-src 'self'; connect-src 'self' wss:; frame-ancestors 'none'; base-uri 'none'; "
     "form-action 'self'"
 )
+
+
+REFERENCE_PATH = "/api/backend/references/"
+CUSTOMER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+PHOTO_TYPES = ("image/jpeg", "image/png")
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -55,7 +62,8 @@ def _security_middleware(settings: Settings) -> Any:
             origin = request.headers.get("Origin")
             if origin is not None and origin not in origins:
                 return json_error(403, "forbidden", "cross-origin request refused")
-            if request.content_length is not None and request.content_length > 16 * 1024:
+            if (request.content_length is not None and request.content_length > 16 * 1024
+                    and not request.path.startswith(REFERENCE_PATH)):
                 return json_error(413, "too_large", "request body too large")
         try:
             response = await handler(request)
@@ -89,6 +97,7 @@ async def _read_json(request: web.Request, model: type[BaseModel]) -> Any:
 def setup_routes(
     app: web.Application, settings: Settings, store: SqliteStore, staff: StaffAuth,
     signaling: SignalingEndpoint, metrics: Metrics, dev_issuer: DevTokenIssuer | None,
+    services: ServiceAuth, identity: IdentityService,
 ) -> None:
     app.middlewares.append(_security_middleware(settings))
 
@@ -165,7 +174,53 @@ def setup_routes(
         token = dev_issuer.issue(customer_id, body.name, body.birth_year, ttl_s=600)
         return web.json_response({"token": token, "customer_id": customer_id})
 
+    async def backend(request: web.Request) -> tuple[str, str] | web.Response:
+        """(credential name, customer id) or the error response."""
+        name = await services.authenticate(request.headers.get("Authorization"))
+        if name is None:
+            return json_error(401, "unauthenticated", "a valid backend service credential is "
+                              "required", **{"WWW-Authenticate": "Bearer"})
+        customer_id = request.match_info["customer_id"]
+        if not CUSTOMER_ID.match(customer_id):
+            return json_error(400, "invalid_request", "bad customer id")
+        return name, customer_id
+
+    async def put_reference(request: web.Request) -> web.Response:
+        who = await backend(request)
+        if isinstance(who, web.Response):
+            return who
+        name, customer_id = who
+        limit = settings.identity.max_photo_bytes
+        if request.content_type not in PHOTO_TYPES:
+            return json_error(415, "not_an_image", "send the photo as image/jpeg or image/png")
+        if request.content_length is not None and request.content_length > limit:
+            return json_error(413, "too_large", f"photo larger than {limit} bytes")
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > limit:
+                return json_error(413, "too_large", f"photo larger than {limit} bytes")
+        try:
+            result = await identity.enroll(customer_id, bytes(body), f"backend:{name}")
+        except EnrollmentError as exc:
+            metrics.enrollments.labels(result=exc.code).inc()
+            status = {"too_large": 413, "not_an_image": 415}.get(exc.code, 422)
+            return json_error(status, exc.code, exc.message)
+        metrics.enrollments.labels(result="ok").inc()
+        return web.json_response(result, status=200 if result["replaced"] else 201)
+
+    async def delete_reference(request: web.Request) -> web.Response:
+        who = await backend(request)
+        if isinstance(who, web.Response):
+            return who
+        name, customer_id = who
+        if not await identity.forget(customer_id, f"backend:{name}"):
+            return json_error(404, "not_found", "no reference for this customer")
+        return web.json_response({"customer_id": customer_id, "deleted": True})
+
     r = app.router
+    r.add_put(REFERENCE_PATH + "{customer_id}", put_reference)
+    r.add_delete(REFERENCE_PATH + "{customer_id}", delete_reference)
     for path in PAGES:
         r.add_get(path, page)
     r.add_static("/static", WEB_CLIENT / "static", follow_symlinks=False)

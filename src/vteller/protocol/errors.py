@@ -19,6 +19,7 @@ class ErrorCode(StrEnum):
     RESUME_FAILED = "resume_failed"
     NOT_ALLOWED = "not_allowed"
     EVIDENCE_MISSING = "evidence_missing"
+    NO_REFERENCE = "no_reference"
     INTERNAL = "internal"
 
 

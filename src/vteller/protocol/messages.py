@@ -151,15 +151,36 @@ class ReviewDecide(_ClientMsg):
     notes: Annotated[str, Field(max_length=2000)] = ""
 
 
+class IdentityVerify(_ClientMsg):
+    """Teller (re)starts face verification against the customer's reference photo."""
+
+    type: Literal["identity.verify"]
+
+
+class IdentityLiveness(_ClientMsg):
+    """Teller starts a liveness check (the server picks 2-3 random challenges)."""
+
+    type: Literal["identity.liveness"]
+
+
+class IdentityJudge(_ClientMsg):
+    """Teller's own judgement of a borderline (needs_review) verification result."""
+
+    type: Literal["identity.judge"]
+    accept: bool
+    notes: Annotated[str, Field(min_length=3, max_length=500)]
+
+
 ClientMessage = Annotated[
-    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide,
+    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
     m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in (Hello, Ping, QueueJoin, QueueLeave, TellerStatus, OfferAccept, OfferReject,
               WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller, AssistRequest,
-              AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide)
+              AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide,
+              IdentityVerify, IdentityLiveness, IdentityJudge)
 }
 _client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
@@ -184,6 +205,9 @@ ROLES_FOR: dict[str, frozenset[str]] = {
     "nav.push": frozenset({"teller"}),
     "nav.opened": frozenset({"customer"}),
     "review.decide": frozenset({"teller"}),
+    "identity.verify": frozenset({"teller"}),
+    "identity.liveness": frozenset({"teller"}),
+    "identity.judge": frozenset({"teller"}),
 }
 
 
@@ -312,6 +336,40 @@ class ReviewRecorded(_Msg):
     reason_code: str | None = None
 
 
+class IdentityStatus(_Msg):
+    """To the teller: the live identity panel (sent on every change)."""
+
+    type: Literal["identity.status"] = "identity.status"
+    call_id: str
+    verdict: Literal["idle", "verifying", "verified", "mismatch", "needs_review", "no_face",
+                     "several_faces", "poor_quality", "no_reference"]
+    condition: str | None = Field(None, description="while verifying: what the last frame showed")
+    detail: str | None = Field(None, description="poor_quality: face_too_small|poorly_lit|too_blurry")
+    distance: float | None = Field(None, description="median distance over the window")
+    trend: list[float] = Field(description="recent distances, oldest first")
+    samples: int
+    match_threshold: float
+    mismatch_threshold: float
+    borderline: bool = Field(description="true: the machine cannot decide; the teller judges")
+    judged: str | None = Field(None, description="teller judgement: accepted|rejected")
+    verdict_s: float | None = Field(None, description="first face frame to verdict")
+    presence: str | None = Field(None, description="left_frame|several_faces|different_person")
+    liveness: dict[str, Any] | None = Field(
+        None, description="{state, reason, phase, steps: [{action, state, prompt, detail}]}")
+
+
+class IdentityChallenge(_Msg):
+    """To the customer: the liveness prompt to show (large) and speak."""
+
+    type: Literal["identity.challenge"] = "identity.challenge"
+    state: Literal["running", "passed", "failed", "timed_out"]
+    action: Literal["calibrate", "blink", "turn_left", "turn_right", "open_mouth"] | None
+    prompt: str
+    step: int = Field(description="1-based challenge number; 0 while calibrating or done")
+    steps: int
+    timeout_s: float | None = None
+
+
 class Dashboard(_Msg):
     """Pushed to supervisors every second."""
 
@@ -333,5 +391,5 @@ SERVER_MESSAGES: dict[str, type[_Msg]] = {
     m.model_fields["type"].default: m
     for m in (Welcome, Pong, QueueStatus, TellerState, OfferIncoming, OfferRevoked,
               CallStarted, WebrtcAnswer, PeerState, CallEnded, Dashboard, AssistStateMsg,
-              NavPrompt, CallContext, ReviewRecorded, Error)
+              NavPrompt, CallContext, ReviewRecorded, IdentityStatus, IdentityChallenge, Error)
 }

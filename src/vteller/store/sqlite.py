@@ -1,4 +1,5 @@
-"""SQLite store: staff users, staff sessions, call records.
+"""SQLite store: staff users, staff sessions, call records, service credentials,
+encrypted identity references, audit rows.
 
 One connection guarded by a lock; every call runs in a worker thread so the
 event loop never waits on disk.
@@ -82,6 +83,23 @@ CREATE TABLE IF NOT EXISTS recordings (
     digest TEXT NOT NULL,
     packets INTEGER NOT NULL,
     PRIMARY KEY (call_id, track)
+);
+CREATE TABLE IF NOT EXISTS identity_references (
+    customer_id TEXT PRIMARY KEY,
+    kek_id TEXT NOT NULL,
+    wrapped_key BLOB NOT NULL,
+    encoding BLOB NOT NULL,
+    photo BLOB,
+    source TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    face_px INTEGER NOT NULL,
+    sharpness REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS service_credentials (
+    name TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY,
@@ -269,3 +287,50 @@ class SqliteStore:
         keys = ("call_id", "customer_id", "teller", "state", "end_reason", "queued_at",
                 "answered_at", "ended_at")
         return dict(zip(keys, rows[0])) if rows else None
+
+    # identity references (encrypted by vteller.identity.reference) ----------------
+    def put_reference(self, customer_id: str, kek_id: str, wrapped: bytes, encoding: bytes,
+                      photo: bytes | None, source: str, at: float, face_px: int,
+                      sharpness: float) -> bool:
+        """Insert or replace; True when a previous reference was replaced."""
+        with self._lock:
+            existed = self._db.execute("SELECT 1 FROM identity_references WHERE customer_id=?",
+                                       (customer_id,)).fetchone() is not None
+            self._db.execute("INSERT OR REPLACE INTO identity_references VALUES (?,?,?,?,?,?,?,?,?)",
+                             (customer_id, kek_id, wrapped, encoding, photo, source, at, face_px,
+                              sharpness))
+            return existed
+
+    def get_reference(self, customer_id: str) -> tuple[str, bytes, bytes] | None:
+        rows = self._run("SELECT kek_id, wrapped_key, encoding FROM identity_references"
+                         " WHERE customer_id=?", (customer_id,))
+        return (rows[0][0], bytes(rows[0][1]), bytes(rows[0][2])) if rows else None
+
+    def delete_reference(self, customer_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM identity_references WHERE customer_id=?",
+                                   (customer_id,))
+            return cur.rowcount == 1
+
+    # service credentials (the bank backend) -------------------------------------------
+    def add_service_credential(self, name: str, key_hash: str) -> None:
+        try:
+            self._run("INSERT INTO service_credentials VALUES (?,?,?,0)",
+                      (name, key_hash, time.time()))
+        except sqlite3.IntegrityError:
+            raise KeyError(f"service credential {name!r} already exists") from None
+
+    def service_by_hash(self, key_hash: str) -> str | None:
+        rows = self._run("SELECT name FROM service_credentials WHERE key_hash=? AND disabled=0",
+                         (key_hash,))
+        return rows[0][0] if rows else None
+
+    def list_service_credentials(self) -> list[tuple[str, float, bool]]:
+        return [(r[0], r[1], bool(r[2])) for r in self._run(
+            "SELECT name, created_at, disabled FROM service_credentials ORDER BY name")]
+
+    def revoke_service_credential(self, name: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("UPDATE service_credentials SET disabled=1 WHERE name=?",
+                                   (name,))
+            return cur.rowcount == 1

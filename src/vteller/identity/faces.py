@@ -1,0 +1,176 @@
+"""Face analysis on one image: detect, measure quality, 68 landmarks, 128-d encoding.
+
+dlib does the work and releases the GIL, so callers run this in worker threads. dlib's
+networks keep per-call state inside the model objects, so every thread loads its own
+copy (``threading.local``); nothing is shared between threads.
+
+Models (see README "Models and licences"): dlib's HOG frontal face detector (built
+in), the 5-point landmark model and the ResNet face encoder from
+`face-recognition-models` (public domain), and a configurable 68-point landmark
+model (default dlib's, trained on iBUG 300-W: non-commercial use only).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import dlib
+import numpy as np
+
+with __import__("warnings").catch_warnings():
+    __import__("warnings").simplefilter("ignore")  # pkg_resources deprecation notice
+    import face_recognition_models as _models
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face box in full-resolution pixel coordinates."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    def rect(self) -> dlib.rectangle:
+        return dlib.rectangle(self.left, self.top, self.right, self.bottom)
+
+
+@dataclass(frozen=True)
+class Quality:
+    face_px: int  # box height in pixels
+    brightness: float  # mean grey level of the face, 0..255
+    sharpness: float  # variance of the Laplacian of the face at 128 px
+
+    def problem(self, min_face_px: int, min_brightness: float, max_brightness: float,
+                min_sharpness: float) -> str | None:
+        """The first quality problem as a verdict/error code, or None."""
+        if self.face_px < min_face_px:
+            return "face_too_small"
+        if not min_brightness <= self.brightness <= max_brightness:
+            return "poorly_lit"
+        if self.sharpness < min_sharpness:
+            return "too_blurry"
+        return None
+
+
+@dataclass
+class Observation:
+    """What one frame showed. ``faces`` counts detections; the rest describe the
+    largest face (None when there is none)."""
+
+    faces: int
+    box: Box | None = None
+    quality: Quality | None = None
+    landmarks: np.ndarray | None = None  # (68, 2) float, full resolution
+    encoding: np.ndarray | None = None  # (128,) float
+    image_size: tuple[int, int] = (0, 0)  # width, height
+    cpu_s: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def default_landmark_model() -> Path:
+    return Path(_models.pose_predictor_model_location())
+
+
+class FaceEngine:
+    """Stateless face analysis; safe to call from many threads at once."""
+
+    def __init__(self, landmark_model: Path | None = None, detect_width: int = 320,
+                 upsample: int = 0) -> None:
+        self.landmark_model = Path(landmark_model or default_landmark_model())
+        if not self.landmark_model.is_file():
+            raise FileNotFoundError(f"landmark model not found: {self.landmark_model}")
+        self.detect_width = detect_width
+        self.upsample = upsample
+        self._local = threading.local()
+
+    def _m(self) -> threading.local:
+        m = self._local
+        if not hasattr(m, "detector"):
+            m.detector = dlib.get_frontal_face_detector()
+            m.shape68 = dlib.shape_predictor(str(self.landmark_model))
+            m.shape5 = dlib.shape_predictor(_models.pose_predictor_five_point_model_location())
+            m.encoder = dlib.face_recognition_model_v1(_models.face_recognition_model_location())
+        return m
+
+    def warm_up(self) -> None:
+        """Load this thread's models now (they take ~0.3 s)."""
+        self._m()
+
+    def detect(self, rgb: np.ndarray, detect_width: int | None = None,
+               upsample: int | None = None) -> list[Box]:
+        """Face boxes, largest first. Detection runs on a copy scaled to
+        ``detect_width`` (0: full resolution); boxes are mapped back."""
+        width = self.detect_width if detect_width is None else detect_width
+        ups = self.upsample if upsample is None else upsample
+        h, w = rgb.shape[:2]
+        scale = 1.0
+        small = rgb
+        if width and w > width:
+            scale = w / width
+            small = cv2.resize(rgb, (width, round(h / scale)), interpolation=cv2.INTER_AREA)
+        boxes = []
+        for r in self._m().detector(small, ups):
+            boxes.append(Box(max(0, round(r.left() * scale)), max(0, round(r.top() * scale)),
+                             min(w, round(r.right() * scale)), min(h, round(r.bottom() * scale))))
+        return sorted(boxes, key=lambda b: -(b.width * b.height))
+
+    def quality(self, rgb: np.ndarray, box: Box) -> Quality:
+        crop = rgb[box.top:box.bottom, box.left:box.right]
+        if crop.size == 0:
+            return Quality(box.height, 0.0, 0.0)
+        grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+        grey128 = cv2.resize(grey, (128, 128), interpolation=cv2.INTER_AREA)
+        return Quality(box.height, float(grey.mean()),
+                       float(cv2.Laplacian(grey128, cv2.CV_64F).var()))
+
+    def landmarks(self, rgb: np.ndarray, box: Box) -> np.ndarray:
+        shape = self._m().shape68(rgb, box.rect())
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+    def encode(self, rgb: np.ndarray, box: Box) -> np.ndarray:
+        m = self._m()
+        shape = m.shape5(rgb, box.rect())
+        return np.array(m.encoder.compute_face_descriptor(rgb, shape, 1))
+
+    def analyze(self, rgb: np.ndarray, *, encode: bool = True, landmarks: bool = False,
+                detect_width: int | None = None, upsample: int | None = None) -> Observation:
+        """Detect, then measure the largest face (encode and landmarks on request).
+        Faces too small for the downscaled copy are looked for at full resolution."""
+        started = time.thread_time()
+        rgb = np.ascontiguousarray(rgb)
+        boxes = self.detect(rgb, detect_width, upsample)
+        if not boxes and (self.detect_width if detect_width is None else detect_width):
+            boxes = self.detect(rgb, 0, upsample)
+            obs_extra = {"full_resolution": 1.0}
+        else:
+            obs_extra = {}
+        obs = Observation(faces=len(boxes), image_size=(rgb.shape[1], rgb.shape[0]),
+                          extra=obs_extra)
+        if boxes:
+            box = boxes[0]
+            obs.box = box
+            obs.quality = self.quality(rgb, box)
+            if landmarks:
+                obs.landmarks = self.landmarks(rgb, box)
+            if encode:
+                obs.encoding = self.encode(rgb, box)
+        obs.cpu_s = time.thread_time() - started
+        return obs
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Euclidean distance between two encodings (same person: typically < 0.6)."""
+    return float(np.linalg.norm(a - b))

@@ -1,0 +1,312 @@
+"""One call's identity checks: samples the newest customer camera frame at the rate
+the current mode needs, analyses it in the worker pool (never on the event loop),
+and turns observations into verdicts, presence alerts and liveness steps.
+
+The call coordinator gives a ``notify(kind, data)`` callback and stays in charge of
+what is sent and recorded:
+  status     the teller's live panel (verdict, distance trend, liveness steps)
+  event      an audit event (kind in data["kind"]) with frame timestamps
+  evidence   evidence earned (face_verified, liveness_passed)
+  challenge  the liveness prompt for the customer
+  snapshot   the best-matching frame as JPEG bytes (to be stored encrypted)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+
+from vteller.identity.faces import Observation, distance
+from vteller.identity.liveness import (
+    PROMPTS,
+    LivenessCheck,
+    LivenessState,
+    Sample,
+    choose_challenges,
+)
+from vteller.identity.verify import (
+    FINAL,
+    PresenceMonitor,
+    Verdict,
+    VerificationWindow,
+    quality_problem,
+)
+
+Notify = Callable[[str, dict[str, Any]], None]
+TREND = 20  # distances shown to the teller
+
+
+def _wall(monotonic_at: float) -> float:
+    return round(time.time() - (time.monotonic() - monotonic_at), 3)
+
+
+class IdentitySession:
+    def __init__(self, service: Any, tap: Any, reference: np.ndarray | None,
+                 notify: Notify) -> None:
+        self._service = service
+        self.policy = service.policy
+        self._tap = tap
+        self._reference = reference
+        self._notify = notify
+        self.verdict = Verdict.NO_REFERENCE if reference is None else Verdict.IDLE
+        self.detail: str | None = None
+        self.window: VerificationWindow | None = None
+        self.presence: PresenceMonitor | None = None
+        self.liveness: LivenessCheck | None = None
+        self.trend: deque[float] = deque(maxlen=TREND)
+        self.verdict_s: float | None = None
+        self.judged: str | None = None
+        self.cpu_s = 0.0
+        self.analysed = 0
+        self._best: tuple[float, np.ndarray, float] | None = None
+        self._last_crop: np.ndarray | None = None
+        self._last_bind = -1e9
+        self._last_prompt: tuple[str, int] | None = None
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="identity")
+
+    # ------------------------------------------------------------ commands
+    @property
+    def has_reference(self) -> bool:
+        return self._reference is not None
+
+    def start_verification(self) -> None:
+        if self._reference is None:
+            return
+        now = time.monotonic()
+        self.window = VerificationWindow(self.policy, now)
+        self.presence = None
+        self.verdict, self.detail, self.verdict_s, self.judged = Verdict.VERIFYING, None, None, None
+        self._best = None
+        self._event("identity.verification_started")
+        self._status()
+        self._wake.set()
+
+    def start_liveness(self, actions: list[str] | None = None) -> list[str]:
+        actions = actions or choose_challenges(self.policy)
+        now = time.monotonic()
+        self.liveness = LivenessCheck(self.policy, actions, now)
+        self._last_crop = None
+        self._last_prompt = None
+        self._event("identity.liveness_started", challenges=actions)
+        self._prompt()
+        self._status()
+        self._wake.set()
+        return actions
+
+    def judge(self, accept: bool) -> None:
+        """The teller's judgement of a borderline result (recorded by the caller)."""
+        self.judged = "accepted" if accept else "rejected"
+        self._status()
+
+    def status(self) -> dict[str, Any]:
+        w = self.window
+        return {
+            "verdict": self.verdict.value, "detail": self.detail,
+            "distance": round(w.median, 3) if w and w.median is not None else None,
+            "trend": [round(d, 3) for d in self.trend],
+            "samples": len(w.distances) if w else 0,
+            "match_threshold": self.policy.match_threshold,
+            "mismatch_threshold": self.policy.mismatch_threshold,
+            "borderline": self.verdict == Verdict.NEEDS_REVIEW,
+            "judged": self.judged,
+            "verdict_s": self.verdict_s,
+            "presence": self.presence.alert.value if self.presence and self.presence.alert
+            else None,
+            "liveness": self.liveness.summary() if self.liveness else None,
+        }
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    # ------------------------------------------------------------ loop
+    def _rate(self) -> float:
+        if self.liveness is not None and not self.liveness.done:
+            return self.policy.liveness_rate_hz
+        if self.verdict == Verdict.VERIFYING:
+            return self.policy.verify_rate_hz
+        if self.presence is not None:
+            return self.policy.presence_rate_hz
+        return 0.0
+
+    async def _run(self) -> None:
+        last_at = -1.0
+        while True:
+            rate = self._rate()
+            if rate == 0:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            started = time.monotonic()
+            latest = self._tap.latest
+            if latest is not None and latest[1] != last_at:
+                last_at = latest[1]
+                try:
+                    await self._sample(*latest)
+                except Exception:  # noqa: BLE001 - one bad frame must not end the checks
+                    import structlog
+                    structlog.get_logger("vteller.identity").exception("identity_sample_failed")
+            elif self.liveness is not None and self.liveness.tick(time.monotonic()):
+                self._liveness_changed(time.monotonic())
+            self._wake.clear()
+            delay = max(0.0, 1.0 / rate - (time.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _sample(self, frame: Any, at: float) -> None:
+        live = self.liveness is not None and not self.liveness.done
+        verifying = self.verdict == Verdict.VERIFYING
+        encode = verifying or (self.presence is not None and not live) or (
+            live and at - self._last_bind >= self.policy.bind_every_s)
+        loop = asyncio.get_running_loop()
+        obs, rgb, diff = await loop.run_in_executor(
+            self._service.pool, self._work, frame, encode, live)
+        self.cpu_s += obs.cpu_s
+        self.analysed += 1
+        dist = None
+        if obs.encoding is not None and self._reference is not None and obs.faces == 1:
+            dist = distance(obs.encoding, self._reference)
+            self.trend.append(dist)
+        if verifying and self.window is not None:
+            self._verify_step(obs, at, dist, rgb)
+        elif self.presence is not None and not live:
+            alert = self.presence.add(obs, at, dist)
+            if alert is not None:
+                self._event("identity.presence", alert=alert.value, frame_at=_wall(at),
+                            distance=round(dist, 3) if dist is not None else None,
+                            faces=obs.faces)
+                self._status()
+        if live and self.liveness is not None:
+            if encode and obs.faces == 1:
+                self._last_bind = at
+            sample = Sample(at, obs.faces, obs.landmarks, obs.image_size,
+                            dist if obs.faces == 1 else None, diff)
+            if self.liveness.observe(sample):
+                self._liveness_changed(at)
+
+    def _work(self, frame: Any, encode: bool, landmarks: bool
+              ) -> tuple[Observation, np.ndarray, float | None]:
+        """Worker thread: convert, analyse, and compare the face crop with the last one."""
+        started = time.thread_time()
+        rgb = frame.to_ndarray(format="rgb24")
+        obs = self._service.engine.analyze(rgb, encode=encode, landmarks=landmarks,
+                                           detect_width=self.policy.detect_width)
+        diff = None
+        if landmarks and obs.box is not None:
+            b = obs.box
+            crop = cv2.cvtColor(rgb[b.top:b.bottom, b.left:b.right], cv2.COLOR_RGB2GRAY)
+            crop = cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA).astype(np.int16)
+            if self._last_crop is not None:
+                diff = float(np.abs(crop - self._last_crop).mean())
+            self._last_crop = crop
+        obs.cpu_s = time.thread_time() - started
+        return obs, rgb, diff
+
+    # ------------------------------------------------------------ verification
+    def _verify_step(self, obs: Observation, at: float, dist: float | None,
+                     rgb: np.ndarray) -> None:
+        w = self.window
+        assert w is not None
+        verdict = w.add(obs, at, dist)
+        if dist is not None and (self._best is None or dist < self._best[0]):
+            self._best = (dist, rgb, at)
+        if verdict in FINAL:
+            self._decided(verdict, w, at, obs)
+        elif (w.condition, w.detail) != (self.verdict, self.detail) and \
+                w.condition != Verdict.VERIFYING:
+            self.detail = w.detail
+            self._status(condition=w.condition.value)
+        else:
+            self._status()
+
+    def _decided(self, verdict: Verdict, w: VerificationWindow, at: float,
+                 obs: Observation) -> None:
+        self.verdict = verdict
+        self.detail = w.detail if verdict == Verdict.POOR_QUALITY else None
+        if w.first_face_at is not None:
+            self.verdict_s = round(at - w.first_face_at, 3)
+        data: dict[str, Any] = {
+            "verdict": verdict.value, "detail": self.detail,
+            "median_distance": round(w.median, 4) if w.median is not None else None,
+            "distances": [round(d, 4) for d in w.distances],
+            "match_threshold": self.policy.match_threshold,
+            "mismatch_threshold": self.policy.mismatch_threshold,
+            "first_face_at": _wall(w.first_face_at) if w.first_face_at else None,
+            "decided_frame_at": _wall(at), "verdict_s": self.verdict_s}
+        if self._best is not None:
+            best_d, best_rgb, best_at = self._best
+            data["best_frame_at"] = _wall(best_at)
+            data["best_distance"] = round(best_d, 4)
+            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(best_rgb, cv2.COLOR_RGB2BGR),
+                                    [cv2.IMWRITE_JPEG_QUALITY, 90])
+            if ok:
+                self._notify("snapshot", {"jpeg": jpeg.tobytes(), "frame_at": _wall(best_at),
+                                          "distance": round(best_d, 4)})
+        self._best = None
+        self._event("identity.verdict", **data)
+        if verdict == Verdict.VERIFIED:
+            self._notify("evidence", {"evidence": "face_verified", "basis": "machine",
+                                      "median_distance": data["median_distance"]})
+            self.presence = PresenceMonitor(self.policy, at)
+        self._status()
+
+    # ------------------------------------------------------------ liveness
+    def _liveness_changed(self, at: float) -> None:
+        check = self.liveness
+        assert check is not None
+        for step in check.steps:
+            key = (step.action, step.state)
+            if step.state in ("passed", "failed", "timed_out") and \
+                    key not in getattr(self, "_reported", set()):
+                self._reported = getattr(self, "_reported", set()) | {key}
+                self._event("identity.liveness_step", action=step.action, state=step.state,
+                            prompted_at=_wall(step.prompted_at) if step.prompted_at else None,
+                            ended_at=_wall(step.ended_at) if step.ended_at else None,
+                            **step.detail)
+        if check.done:
+            self._reported = set()
+            self._event("identity.liveness_result", state=check.state.value,
+                        reason=check.reason, steps=[s.public() for s in check.steps],
+                        bound_samples=check.bound, baseline={
+                            k: round(v, 3) for k, v in check.baseline.items()})
+            if check.state == LivenessState.PASSED:
+                self._notify("evidence", {"evidence": "liveness_passed",
+                                          "challenges": check.actions})
+            self._notify("challenge", {"state": check.state.value, "action": None,
+                                       "prompt": "Thank you" if check.state ==
+                                       LivenessState.PASSED else "Check finished",
+                                       "step": 0, "steps": len(check.steps)})
+        else:
+            self._prompt()
+        self._status()
+
+    def _prompt(self) -> None:
+        check = self.liveness
+        prompt = check.prompt() if check else None
+        if prompt is None or prompt == self._last_prompt:
+            return
+        self._last_prompt = prompt
+        action, index = prompt
+        self._notify("challenge", {
+            "state": "running", "action": action, "prompt": PROMPTS[action],
+            "step": index, "steps": len(check.steps),  # type: ignore[union-attr]
+            "timeout_s": self.policy.challenge_timeout_s})
+
+    # ------------------------------------------------------------ output
+    def _event(self, kind: str, **data: Any) -> None:
+        self._notify("event", {"kind": kind, **data})
+
+    def _status(self, **extra: Any) -> None:
+        self._notify("status", {**self.status(), **extra})
+
+
+__all__ = ["IdentitySession", "quality_problem"]

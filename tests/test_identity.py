@@ -1,0 +1,419 @@
+"""Identity: reference enrollment, live verification and liveness on real faces,
+through real aiortc calls (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from pathlib import Path
+
+import aiohttp
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import accept_call
+from tests.face_frames import Actor, FaceCam, live, selfie
+from tests.helpers import Party, insecure_ssl
+from vteller.audit.verify import verify_session
+from vteller.auth import ServiceAuth
+from vteller.identity import (
+    EnrollmentError,
+    FaceEngine,
+    IdentityPolicy,
+    LivenessCheck,
+    Observation,
+    PresenceMonitor,
+    VerificationWindow,
+    Verdict,
+    analyse_reference,
+    distance,
+)
+from vteller.identity.faces import Quality
+from vteller.identity.liveness import Sample
+
+pytestmark = pytest.mark.faces
+POLICY = IdentityPolicy()
+
+
+@pytest.fixture(scope="module")
+def engine() -> FaceEngine:
+    return FaceEngine()
+
+
+def jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return data.tobytes()
+
+
+# ------------------------------------------------------------------ reference photos
+def test_reference_accepts_one_clear_face(engine, faces_dir):
+    ref = analyse_reference(engine, (faces_dir / "obama.jpg").read_bytes(), POLICY)
+    assert ref.encoding.shape == (128,) and ref.photo is None
+    assert ref.quality.face_px >= POLICY.min_reference_face_px
+
+
+def test_reference_accepts_png(engine, faces_dir):
+    buf = io.BytesIO()
+    Image.open(faces_dir / "biden.jpg").save(buf, format="PNG")
+    assert analyse_reference(engine, buf.getvalue(), POLICY).encoding.shape == (128,)
+
+
+@pytest.mark.parametrize("case,code", [
+    ("text", "not_an_image"), ("gif", "not_an_image"), ("truncated", "not_an_image"),
+    ("huge", "too_large"), ("two_people", "several_faces"), ("blank", "no_face"),
+    ("tiny", "face_too_small"), ("blurred", "too_blurry"),
+])
+def test_reference_errors_are_typed(engine, faces_dir, case, code):
+    obama = (faces_dir / "obama.jpg").read_bytes()
+    rgb = np.asarray(Image.open(faces_dir / "obama.jpg").convert("RGB"))
+    data = {
+        "text": lambda: b"this is not a photo",
+        "gif": lambda: _encode(Image.open(faces_dir / "obama.jpg"), "GIF"),
+        "truncated": lambda: obama[:2000],
+        "huge": lambda: obama + b"\0" * POLICY.max_photo_bytes,
+        "two_people": lambda: (faces_dir / "two_people.jpg").read_bytes(),
+        "blank": lambda: jpeg(np.full((400, 400, 3), 128, np.uint8)),
+        "tiny": lambda: jpeg(cv2.resize(rgb, (rgb.shape[1] // 4, rgb.shape[0] // 4))),
+        "blurred": lambda: jpeg(cv2.GaussianBlur(rgb, (0, 0), 6)),
+    }[case]()
+    with pytest.raises(EnrollmentError) as err:
+        analyse_reference(engine, data, POLICY)
+    assert err.value.code == code
+
+
+def _encode(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------ pure verdict logic
+def _obs(faces: int = 1, face_px: int = 200, brightness: float = 120) -> Observation:
+    return Observation(faces=faces, quality=Quality(face_px, brightness, 300.0) if faces else None)
+
+
+@pytest.mark.parametrize("distances,verdict", [
+    ([0.30, 0.35, 0.32], Verdict.VERIFIED),
+    ([0.80, 0.75, 0.82], Verdict.MISMATCH),
+    ([0.52, 0.55, 0.54], Verdict.NEEDS_REVIEW),
+    ([0.30, 0.35, 0.65], Verdict.NEEDS_REVIEW),  # one sample far off: a human looks
+])
+def test_window_verdicts(distances, verdict):
+    w = VerificationWindow(POLICY, 0.0)
+    got = [w.add(_obs(), i * 0.2, d) for i, d in enumerate(distances)]
+    assert got[:-1] == [Verdict.VERIFYING] * (len(distances) - 1) and got[-1] == verdict
+
+
+def test_window_reports_conditions_and_times_out():
+    w = VerificationWindow(POLICY, 0.0)
+    assert w.add(_obs(faces=0), 1.0, None) == Verdict.VERIFYING and w.condition == Verdict.NO_FACE
+    assert w.add(_obs(faces=2), 2.0, None) == Verdict.VERIFYING
+    assert w.condition == Verdict.SEVERAL_FACES
+    w.add(_obs(face_px=30), 3.0, None)
+    assert (w.condition, w.detail) == (Verdict.POOR_QUALITY, "face_too_small")
+    w.add(_obs(brightness=15), 4.0, None)
+    assert w.detail == "poorly_lit"
+    assert w.add(_obs(faces=2), POLICY.verify_timeout_s + 1, None) == Verdict.SEVERAL_FACES
+
+
+def test_presence_alerts():
+    p = PresenceMonitor(POLICY, 0.0)
+    assert p.add(_obs(), 1.0, 0.3) is None
+    assert p.add(_obs(faces=0), 5.0, None) is None  # briefly out of frame
+    assert p.add(_obs(faces=0), 1.0 + POLICY.presence_absent_s, None) == "left_frame"
+    assert p.add(_obs(), 20.0, 0.3) == "returned"
+    assert p.add(_obs(), 22.0, 0.8) is None  # one odd sample
+    assert p.add(_obs(), 24.0, 0.8) == "different_person"
+    assert p.add(_obs(faces=2), 26.0, None) == "several_faces"
+
+
+# ------------------------------------------------------------------ liveness judged on real frames
+def _run_check(engine, ref, actor, actions, respond, still=False):
+    """Feed a liveness check frames at 10 Hz; `respond(prompt)` picks the pose."""
+    check = LivenessCheck(POLICY, actions, 0.0)
+    rng = np.random.default_rng(3)
+    pose, since, last_prompt = None, 0, None
+    for i in range(400):
+        t = i * 0.1
+        prompt = check.prompt()
+        if prompt is None:
+            break
+        if prompt != last_prompt:  # react after 0.3 s, hold the pose 0.5 s
+            last_prompt, pose, since = prompt, respond(prompt[0]), i
+        img = actor.poses[pose if 3 <= i - since < 8 else None]
+        rgb = img if still else live(img, rng, t)
+        obs = engine.analyze(rgb, encode=i % 10 == 0, landmarks=True)
+        check.observe(Sample(t, obs.faces, obs.landmarks, obs.image_size,
+                             distance(obs.encoding, ref) if obs.encoding is not None else None,
+                             _diff(rgb, obs, check)))
+    return check
+
+
+def _diff(rgb, obs, check):
+    b = obs.box
+    crop = cv2.resize(cv2.cvtColor(rgb[b.top:b.bottom, b.left:b.right], cv2.COLOR_RGB2GRAY),
+                      (64, 64)).astype(np.int16)
+    prev, check._test_crop = getattr(check, "_test_crop", None), crop
+    return None if prev is None else float(np.abs(crop - prev).mean())
+
+
+@pytest.fixture(scope="module")
+def obama_ref(engine, faces_dir):
+    return analyse_reference(engine, (faces_dir / "obama2.jpg").read_bytes(), POLICY).encoding
+
+
+@pytest.fixture(scope="module")
+def actor(faces_dir):
+    return Actor(faces_dir / "obama.jpg")
+
+
+def test_cooperating_sequence_passes_every_challenge(engine, obama_ref, actor):
+    actions = ["blink", "turn_left", "open_mouth", "turn_right"]
+    check = _run_check(engine, obama_ref, actor, actions, lambda a: a)
+    assert check.state == "passed", check.summary()
+    assert [s.state for s in check.steps] == ["passed"] * 4
+    assert check.bound >= 1
+    assert "closed_at" in check.steps[0].detail and check.steps[1].detail["yaw"] >= 15
+
+
+def test_sequence_ignoring_prompts_fails(engine, obama_ref, actor):
+    wrong = {"turn_left": "turn_right", "turn_right": "turn_left", "blink": "open_mouth",
+             "open_mouth": "blink"}
+    check = _run_check(engine, obama_ref, actor, ["turn_left", "blink"], lambda a: wrong.get(a))
+    assert check.state == "failed" and check.reason == "wrong_action", check.summary()
+    check = _run_check(engine, obama_ref, actor, ["blink", "open_mouth"],
+                       lambda a: wrong.get(a))
+    assert check.state == "timed_out" and check.reason == "blink_not_seen", check.summary()
+
+
+def test_still_photo_fails_as_frozen(engine, obama_ref, actor):
+    check = _run_check(engine, obama_ref, actor, ["blink", "turn_left"], lambda a: None,
+                       still=True)
+    assert check.state == "failed" and check.reason == "frozen_video", check.summary()
+
+
+def test_liveness_by_someone_else_fails(engine, faces_dir, actor):
+    biden = analyse_reference(engine, (faces_dir / "biden.jpg").read_bytes(), POLICY).encoding
+    check = _run_check(engine, biden, actor, ["blink", "turn_left"], lambda a: a)
+    assert check.state == "failed" and check.reason == "different_face"
+
+
+# ------------------------------------------------------------------ over the wire
+async def enroll(server, customer_id: str, photo: Path | bytes,
+                 content_type: str = "image/jpeg", key: str | None = None) -> tuple[int, dict]:
+    if key is None:
+        key = getattr(server, "_backend_key", None)
+        if key is None:
+            key = server._backend_key = ServiceAuth(server.components.store).create("bank")
+    body = photo if isinstance(photo, bytes) else photo.read_bytes()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=insecure_ssl())) as s:
+        r = await s.put(f"{server.url}/api/backend/references/{customer_id}", data=body,
+                        headers={"Authorization": f"Bearer {key}", "Content-Type": content_type})
+        return r.status, await r.json()
+
+
+async def test_reference_upload_api(server, faces_dir):
+    status, body = await enroll(server, "c-77", faces_dir / "obama.jpg")
+    assert status == 201 and body["replaced"] is False
+    status, body = await enroll(server, "c-77", faces_dir / "obama2.jpg")
+    assert status == 200 and body["replaced"] is True
+    events = await asyncio.to_thread(server.components.trail.events, body["audit_session"])
+    assert [e["kind"] for e in events][:1] == ["reference.replaced"]
+    assert events[0]["customer"] == "c-77" and events[0]["actor"] == "backend:bank"
+    assert (await enroll(server, "c-77", faces_dir / "two_people.jpg"))[1]["error"]["code"] \
+        == "several_faces"
+    assert (await enroll(server, "c-77", b"GIF89a", "image/gif"))[0] == 415
+    assert (await enroll(server, "c-77", b"x" * (POLICY.max_photo_bytes + 1)))[0] == 413
+    assert (await enroll(server, "c-77", b"not really", "image/png"))[1]["error"]["code"] \
+        == "not_an_image"
+    assert (await enroll(server, "c-77", faces_dir / "obama.jpg", key="vtb_wrong"))[0] == 401
+    assert (await enroll(server, "bad id!", faces_dir / "obama.jpg"))[0] == 400
+    # staff cookies are not a backend credential
+    server.add_staff("sup1", role="supervisor")
+    cookies = await server.login("sup1")
+    async with aiohttp.ClientSession(cookies=cookies,
+                                     connector=aiohttp.TCPConnector(ssl=insecure_ssl())) as s:
+        r = await s.put(f"{server.url}/api/backend/references/c-77",
+                        data=(faces_dir / "obama.jpg").read_bytes(),
+                        headers={"Content-Type": "image/jpeg"})
+        assert r.status == 401
+    # stored encrypted: the raw row does not contain the encoding's bytes
+    ref = await asyncio.to_thread(server.components.identity.references.get, "c-77")
+    raw = server.components.store.run("SELECT encoding FROM identity_references")[0][0]
+    assert ref.shape == (128,) and ref.astype("<f8").tobytes()[:16] not in bytes(raw)
+
+
+async def _call(server, photo: Path | None, customer_id: str, business_type: str = "general",
+                cam: FaceCam | None = None):
+    teller_sig = await server.teller("teller1")
+    cust_sig = await server.customer(customer_id)
+    call_id = await accept_call(teller_sig, cust_sig, business_type=business_type)
+    cam = cam or FaceCam(photo)
+    customer, teller = Party("customer", video=cam), Party("teller")
+    await asyncio.gather(customer.negotiate(cust_sig), teller.negotiate(teller_sig))
+    await teller.wait_frames("video", 5)
+    return call_id, cust_sig, teller_sig, customer, teller, cam
+
+
+async def _verdict(teller_sig, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = await teller_sig.recv("identity.status", timeout=deadline - time.monotonic())
+        if msg["verdict"] not in ("verifying", "idle"):
+            return msg
+
+
+async def _close(*parts) -> None:
+    for p in parts:
+        if hasattr(p, "close"):
+            await p.close()
+
+
+@pytest.mark.settings(record_calls=True)
+async def test_live_verification_obama_verified_with_evidence(server, faces_dir):
+    await enroll(server, "c-obama", faces_dir / "obama.jpg")
+    call_id, cust_sig, teller_sig, *parts = await _call(
+        server, faces_dir / "obama2.jpg", "c-obama", business_type="card_issuance_review")
+    status = await _verdict(teller_sig)  # the business type needs face_verified: auto start
+    assert status["verdict"] == "verified", status
+    assert status["distance"] < 0.5 and status["samples"] >= 3 and status["verdict_s"] < 5
+    ctx = await teller_sig.recv("call.context", evidence=["face_verified"])
+    assert ctx["call_id"] == call_id
+    await teller_sig.send({"type": "review.decide", "decision": "approve"})
+    refused = await teller_sig.error("evidence_missing")
+    assert "liveness_passed" in refused["message"] and "face_verified" not in refused["message"]
+    await teller_sig.send({"type": "call.hangup"})
+    await teller_sig.recv("call.ended")
+    await teller_sig.request({"type": "teller.status", "status": "available"}, "teller.state",
+                             state="available")  # ends wrap-up: the session closes
+    await _close(cust_sig, teller_sig, *parts)
+    await server.manager.shutdown_cleanups()
+    await server.manager.flush()
+    events = await asyncio.to_thread(server.components.trail.events, call_id)
+    kinds = [e["kind"] for e in events]
+    verdict = next(e for e in events if e["kind"] == "identity.verdict")
+    assert verdict["verdict"] == "verified" and len(verdict["distances"]) >= 3
+    assert verdict["best_frame_at"] <= verdict["decided_frame_at"]
+    snap = next(e for e in events if e["kind"] == "identity.snapshot")
+    assert kinds.index("identity.verdict") < kinds.index("review.refused")
+    c = server.components
+    report = await asyncio.to_thread(verify_session, c.store, call_id, c.trail.public_key,
+                                     c.kek, c.blobs)
+    assert report.ok, report
+    assert c.blobs.exists(f"{call_id}/{snap['file']}")
+
+
+@pytest.mark.parametrize("photo,verdict", [("biden.jpg", "mismatch"),
+                                           ("obama3.jpg", "verified"),
+                                           ("two_people.jpg", "several_faces")])
+@pytest.mark.settings(identity={"verify_timeout_s": 4.0})
+async def test_live_verification_verdicts(server, faces_dir, photo, verdict):
+    await enroll(server, "c-obama", faces_dir / "obama.jpg")
+    call_id, cust_sig, teller_sig, *parts = await _call(server, faces_dir / photo, "c-obama")
+    await teller_sig.send({"type": "identity.verify"})
+    status = await _verdict(teller_sig)
+    assert status["verdict"] == verdict, status
+    if verdict != "verified":
+        ctx = server.manager.calls[call_id]
+        assert "face_verified" not in ctx.evidence
+    await _close(cust_sig, teller_sig, *parts)
+
+
+async def test_identity_needs_a_reference_and_the_teller_role(server, faces_dir):
+    call_id, cust_sig, teller_sig, *parts = await _call(server, faces_dir / "obama.jpg", "c-none")
+    await teller_sig.send({"type": "identity.verify"})
+    await teller_sig.error("no_reference")
+    await cust_sig.send({"type": "identity.verify"})
+    await cust_sig.error("forbidden")
+    await teller_sig.send({"type": "identity.judge", "accept": True, "notes": "looks fine"})
+    await teller_sig.error("wrong_state")  # nothing borderline to judge
+    await _close(cust_sig, teller_sig, *parts)
+
+
+async def test_borderline_goes_to_the_teller(server, faces_dir):
+    await enroll(server, "c-obama", faces_dir / "obama.jpg")
+    policy = server.settings.identity
+    # make every real match "borderline" for this call: the teller must judge
+    server.components.identity.policy = policy.model_copy(
+        update={"match_threshold": 0.05, "mismatch_threshold": 0.7})
+    call_id, cust_sig, teller_sig, *parts = await _call(server, faces_dir / "obama2.jpg",
+                                                        "c-obama")
+    await teller_sig.send({"type": "identity.verify"})
+    status = await _verdict(teller_sig)
+    assert status["verdict"] == "needs_review" and status["borderline"], status
+    await teller_sig.send({"type": "identity.judge", "accept": True,
+                           "notes": "matches the ID card in hand"})
+    ctx = await teller_sig.recv("call.context", evidence=["face_verified"])
+    assert ctx["call_id"] == call_id
+    await server.manager.flush()
+    events = await asyncio.to_thread(server.components.trail.events, call_id)
+    judged = next(e for e in events if e["kind"] == "identity.judged")
+    assert judged["actor"] == "teller" and judged["accept"] is True
+    await _close(cust_sig, teller_sig, *parts)
+
+
+async def _liveness(server, faces_dir, cam: FaceCam, respond) -> tuple[dict, list, str]:
+    """Start liveness; the customer's camera does `respond(action)` on each prompt."""
+    await enroll(server, "c-obama", faces_dir / "obama2.jpg")
+    call_id, cust_sig, teller_sig, *parts = await _call(server, None, "c-obama", cam=cam)
+    await teller_sig.send({"type": "identity.liveness"})
+    prompts = []
+    lags = []
+    while True:
+        sent = time.monotonic()
+        await cust_sig.send({"type": "ping"})
+        await cust_sig.recv("pong")
+        lags.append(time.monotonic() - sent)
+        try:
+            msg = await cust_sig.recv("identity.challenge", timeout=0.2)
+        except TimeoutError:
+            continue
+        prompts.append(msg)
+        if msg["state"] != "running":
+            break
+        action = respond(msg["action"])
+        if action:
+            await asyncio.sleep(0.6)  # reaction time
+            cam.act(action, 1.0)
+    while True:
+        status = await teller_sig.recv("identity.status")
+        if status["liveness"] and status["liveness"]["state"] != "running":
+            break
+    await _close(cust_sig, teller_sig, *parts)
+    return status, prompts, call_id, lags  # type: ignore[return-value]
+
+
+async def test_liveness_cooperating_customer_passes(server, faces_dir):
+    cam = FaceCam(faces_dir / "obama.jpg")
+    status, prompts, call_id, lags = await _liveness(
+        server, faces_dir, cam, lambda a: None if a == "calibrate" else a)
+    assert prompts[-1]["state"] == "passed", prompts
+    steps = status["liveness"]["steps"]
+    assert 2 <= len(steps) <= 3 and all(s["state"] == "passed" for s in steps)
+    assert [p["action"] for p in prompts[1:-1]] == [s["action"] for s in steps]
+    assert "liveness_passed" in server.manager.calls[call_id].evidence
+    assert max(lags) < 0.5, lags  # the loop stayed responsive while analysing
+    await server.manager.flush()
+    events = await asyncio.to_thread(server.components.trail.events, call_id)
+    result = next(e for e in events if e["kind"] == "identity.liveness_result")
+    assert result["state"] == "passed"
+    assert [e["state"] for e in events if e["kind"] == "identity.liveness_step"] == \
+        ["passed"] * len(steps)
+
+
+async def test_liveness_still_photo_video_fails(server, faces_dir):
+    cam = FaceCam(faces_dir / "obama.jpg", still=True)
+    status, prompts, call_id, _ = await _liveness(server, faces_dir, cam, lambda a: None)
+    assert prompts[-1]["state"] == "failed"
+    assert status["liveness"]["reason"] == "frozen_video"
+    assert "liveness_passed" not in server.manager.calls[call_id].evidence
+
+
+async def test_selfie_frames_have_one_face(faces_dir, engine):
+    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"):
+        assert engine.analyze(selfie(faces_dir / name), encode=False).faces == 1
