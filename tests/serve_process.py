@@ -53,5 +53,5 @@ def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None,
             ready_s = time.monotonic() - t0
         if "Ctrl-C stops" in line:
             break
-    passwords = dict(re.findall(r"^\s+(\S+) \(\w+\) password: (\S+)$", "".join(lines), re.MULTILINE))
+    passwords = dict(re.findall(r"^\s+(\S+) \(\w+\) (?:password|key): (\S+)$", "".join(lines), re.MULTILINE))
     return ServeProcess(proc, f"https://localhost:{port}", lines, ready_s, passwords)

@@ -14,3 +14,16 @@ async def test_media_relay_bench_runs(mode, record):
     result = await scenario(mode, calls=1, seconds=2, record=record, processes=1)
     assert result["delivered"] > 0.9
     assert result["cpu_s_per_call_min"] > 0 and result["lat_p50_ms"] > 0
+
+
+@pytest.mark.faces
+@pytest.mark.timeout(180)
+async def test_identity_bench_runs(faces_dir):
+    from tests.bench.identity import scenario, whole_call
+
+    naive = await scenario(True, calls=1, rounds=1)
+    ours = await scenario(False, calls=2, rounds=1)
+    assert naive["verified"] == 1 and ours["verified"] == 2
+    assert ours["p50_s"] > 0 and ours["analysis_cpu_per_call_s"] > 0
+    call = await whole_call(False, seconds=3)
+    assert call["verdicts"] == ["verified"] and call["cpu_s"] > 0

@@ -177,3 +177,80 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
             shutil.copy(tmp_path / f, artefacts / f)
     finally:
         server.stop()
+
+
+async def test_identity_panel_and_liveness_prompts_in_chromium(browser, tmp_path, faces_dir):
+    """The teller verifies the customer's face against the bank's reference photo and
+    starts a liveness check; the customer sees and hears each prompt. The fake camera
+    (a photo) cannot follow the prompts, so liveness must not pass."""
+    import base64
+    import json
+
+    import aiohttp
+
+    from tests.helpers import insecure_ssl
+
+    server = start_serve(tmp_path / "srv", "--dev",
+                         env={"VTELLER_IDENTITY__CHALLENGE_TIMEOUT_S": "4"})
+    try:
+        teller = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        customer = await (await browser.new_context(
+            ignore_https_errors=True, viewport={"width": 390, "height": 844},
+            is_mobile=True)).new_page()
+        await customer.add_init_script("""
+          window.__spoken = [];
+          if (window.speechSynthesis) {
+            window.speechSynthesis.speak = (u) => window.__spoken.push(u.text);
+          }""")
+        await teller.goto(f"{server.url}/teller")
+        await teller.fill("#username", "teller1")
+        await teller.fill("#password", server.passwords["teller1"])
+        await teller.click("button[type=submit]")
+        await teller.click("#available")
+        await teller.wait_for_selector("#teller-state[data-state=available]")
+
+        await customer.goto(f"{server.url}/customer")
+        await customer.fill("#name", "Barack Customer")
+        await customer.fill("#birth-year", "1950")
+        await customer.click("#start")
+        await teller.wait_for_selector("#offer:not([hidden])")
+        # the bank backend enrolls the customer's ID photo (a different photo of him)
+        token = await customer.evaluate("window.vteller.token")
+        payload = token.split(".")[1]
+        customer_id = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=insecure_ssl())) as s:
+            r = await s.put(f"{server.url}/api/backend/references/{customer_id}",
+                            data=(faces_dir / "obama2.jpg").read_bytes(),
+                            headers={"Authorization": f"Bearer {server.passwords['dev-backend']}",
+                                     "Content-Type": "image/jpeg"})
+            assert r.status == 201, await r.text()
+        await teller.click("#accept")
+        await wait_frames(teller, 10)
+
+        await teller.click("#id-verify")
+        await teller.wait_for_selector("#id-verdict[data-verdict=verified]", timeout=20000)
+        distance = float(await teller.text_content("#id-distance"))
+        assert 0 < distance < 0.5
+        assert await teller.locator("#id-trend polyline").count() == 1
+
+        await teller.click("#id-liveness")
+        await customer.wait_for_selector("#challenge:not([hidden])")
+        await customer.wait_for_selector(
+            "#challenge[data-action]:not([data-action=calibrate]):not([data-action=''])",
+            timeout=15000)
+        prompt = await customer.text_content("#challenge-prompt")
+        assert prompt and "Step 1 of" in await customer.text_content("#challenge-step")
+        assert prompt in await customer.evaluate("window.__spoken")  # elderly: spoken
+        await customer.screenshot(path=str(tmp_path / "customer-liveness.png"))
+        await teller.wait_for_selector(
+            "#id-liveness-state[data-state=failed], #id-liveness-state[data-state=timed_out]",
+            timeout=20000)
+        assert await teller.locator("#id-steps li").count() >= 2
+        await teller.screenshot(path=str(tmp_path / "teller-identity.png"), full_page=True)
+        artefacts = Path("/tmp/vteller-browser")
+        artefacts.mkdir(exist_ok=True)
+        for f in ("customer-liveness.png", "teller-identity.png"):
+            shutil.copy(tmp_path / f, artefacts / f)
+    finally:
+        server.stop()

@@ -35,6 +35,7 @@ DEV_TELLER_PROFILE = {
                "info_change": 0.7, "video_ident": 0.7},
     "languages": ["en"], "certifications": ["elderly_care"], "capability": 0.7}
 DEV_CREDENTIALS = "dev-credentials.txt"
+DEV_BACKEND = "dev-backend"
 APP_KEY = web.AppKey("vteller", object)
 log = structlog.get_logger("vteller.app")
 
@@ -81,7 +82,8 @@ def customer_verifier(settings: Settings, dev_issuer: DevTokenIssuer | None) -> 
 
 
 def seed_dev_users(settings: Settings, store: SqliteStore) -> list[tuple[str, str, str]]:
-    """Dev mode only: demo staff accounts with random passwords, written 0600 once."""
+    """Dev mode only: demo staff accounts with random passwords and a bank-backend
+    credential (for reference photo uploads), written 0600 once."""
     created = []
     for username, display, role in DEV_USERS:
         if store.get_user(username) is None:
@@ -89,6 +91,8 @@ def seed_dev_users(settings: Settings, store: SqliteStore) -> list[tuple[str, st
             store.add_user(username, display, role, StaffAuth.hash_password(password),
                            DEV_TELLER_PROFILE if role == "teller" else None)
             created.append((username, role, password))
+    if not any(name == DEV_BACKEND for name, _, _ in store.list_service_credentials()):
+        created.append((DEV_BACKEND, "backend", ServiceAuth(store).create(DEV_BACKEND)))
     if created:
         path = settings.data_dir / DEV_CREDENTIALS
         old = path.read_text() if path.exists() else ""

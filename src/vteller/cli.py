@@ -1,4 +1,5 @@
-"""`vteller` command line: serve, users, token, protocol."""
+"""`vteller` command line: serve, users, token, keys, audit, identity, backend, sim,
+protocol."""
 
 from __future__ import annotations
 
@@ -52,9 +53,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  teller console: {base}/teller")
         print(f"  supervisor:     {base}/supervisor")
         if settings.dev_mode:
-            print("  dev mode: the customer page gets a demo token; staff accounts:")
+            print("  dev mode: the customer page gets a demo token; staff accounts and the"
+                  " bank-backend key (reference photos: see README):")
             for username, role, password in created:
-                print(f"    {username} ({role}) password: {password}")
+                what = "key" if role == "backend" else "password"
+                print(f"    {username} ({role}) {what}: {password}")
             if not created:
                 print(f"    see {settings.data_dir / DEV_CREDENTIALS} (0600)")
         else:
@@ -250,6 +253,70 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_identity_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from vteller.identity.evaluate import evaluate, render
+
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        print(f"error: {folder} is not a folder", file=sys.stderr)
+        return 2
+    report = evaluate(folder, policy=_settings(args).identity, clip_frames=args.clip_frames)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
+    return 0 if report.samples else 1
+
+
+def cmd_identity_enroll(args: argparse.Namespace) -> int:
+    from vteller.app import build
+
+    async def run() -> dict[str, object]:
+        components = build(_settings(args))
+        try:
+            return await components.identity.enroll(args.customer_id,
+                                                    Path(args.photo).read_bytes(), "cli")
+        finally:
+            components.identity.close()
+
+    from vteller.identity import EnrollmentError
+
+    try:
+        result = asyncio.run(run())
+    except EnrollmentError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot read {args.photo}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"reference for {args.customer_id} {'replaced' if result['replaced'] else 'enrolled'}"
+          f" (face {result['face_px']} px; audit session {result['audit_session']})")
+    return 0
+
+
+def cmd_backend(args: argparse.Namespace) -> int:
+    from vteller.auth import ServiceAuth
+
+    store = _store(args)
+    if args.backend_cmd == "add":
+        try:
+            key = ServiceAuth(store).create(args.name)
+        except (ValueError, KeyError) as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 1
+        print(f"backend credential {args.name} (shown once; send as 'Authorization: Bearer'):")
+        print(key)
+    elif args.backend_cmd == "revoke":
+        if not store.revoke_service_credential(args.name):
+            print(f"error: no credential {args.name!r}", file=sys.stderr)
+            return 1
+        print(f"revoked {args.name}")
+    else:
+        for name, created, disabled in store.list_service_credentials():
+            print(f"{name}\t{time.strftime('%Y-%m-%d', time.gmtime(created))}"
+                  f"\t{'revoked' if disabled else 'active'}")
+    return 0
+
+
 def cmd_protocol_export(args: argparse.Namespace) -> int:
     from vteller.protocol.schema import export
 
@@ -324,6 +391,29 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--no-keys", action="store_true",
                    help="without the key-encryption key: skip payload and track decryption")
     v.set_defaults(func=cmd_audit_verify)
+
+    idn = sub.add_parser("identity", help="face references and matching accuracy"
+                         ).add_subparsers(dest="identity_cmd", required=True)
+    ev = idn.add_parser("eval", help="genuine/impostor distances and FAR/FRR per threshold "
+                        "over labelled photos and clips")
+    ev.add_argument("dir", help="folder of photos/clips (labels: see identity/evaluate.py)")
+    ev.add_argument("--json", action="store_true", help="machine-readable output")
+    ev.add_argument("--clip-frames", type=int, default=10, help="frames taken per clip")
+    ev.set_defaults(func=cmd_identity_eval)
+    en = idn.add_parser("enroll", help="store a customer's reference photo (audited)")
+    en.add_argument("--customer-id", required=True)
+    en.add_argument("photo", help="JPEG or PNG with exactly one face")
+    en.set_defaults(func=cmd_identity_enroll)
+
+    be = sub.add_parser("backend", help="service credentials for the bank backend"
+                        ).add_subparsers(dest="backend_cmd", required=True)
+    ba = be.add_parser("add", help="make a credential (the key is printed once)")
+    ba.add_argument("name")
+    br = be.add_parser("revoke", help="revoke a credential at once")
+    br.add_argument("name")
+    be.add_parser("list", help="list credentials")
+    for cmd in (ba, br, be.choices["list"]):
+        cmd.set_defaults(func=cmd_backend)
 
     sm = sub.add_parser("sim", help="simulate the queue: routing policy vs FIFO")
     sm.add_argument("--tellers", type=int, default=60)

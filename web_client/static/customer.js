@@ -62,13 +62,14 @@ async function stopShare() {
 }
 
 function endCall(text) {
-  stopShare(); show($("consent"), false); show($("share-bar"), false); show($("nav"), false);
+  stopShare(); show($("consent"), false); show($("challenge"), false); show($("share-bar"), false); show($("nav"), false);
   state.pc?.close(); state.pc = null; state.callId = null;
   show($("in-call"), false); show($("start-panel"), true);
   status(text);
 }
 
 async function main() {
+  state.business = new URLSearchParams(location.hash.slice(1)).get("business");  // set by the banking app
   const sig = new Signaling(() => ({ token: state.token }));
   sig.addEventListener("welcome", async (ev) => {
     state.elderly = ev.detail.elderly;
@@ -121,6 +122,16 @@ async function main() {
     $("nav-title").textContent = m.title; $("nav-open").href = m.link; $("nav-open").dataset.id = m.id;
     show($("nav"), true); say(`Your teller suggests: ${m.title}.`, state.elderly);
   });
+  sig.addEventListener("identity.challenge", (ev) => {
+    const m = ev.detail;
+    show($("challenge"), true);
+    $("challenge").dataset.action = m.action || "";
+    $("challenge").dataset.state = m.state;
+    $("challenge-step").textContent = m.step ? `Step ${m.step} of ${m.steps}` : (m.state === "running" ? "Identity check" : "");
+    $("challenge-prompt").textContent = m.prompt;
+    say(m.prompt, state.elderly);
+    if (m.state !== "running") setTimeout(() => show($("challenge"), false), 4000);
+  });
   $("consent-allow").onclick = () => { show($("consent"), false); sig.send({ type: "assist.respond", allow: true }); startShare(sig); };
   $("consent-deny").onclick = () => { show($("consent"), false); sig.send({ type: "assist.respond", allow: false }); };
   $("share-stop").onclick = () => { sig.send({ type: "assist.stop" }); stopShare(); };
@@ -133,7 +144,7 @@ async function main() {
       state.token = state.token || await getToken();
       await startMedia();
       if (!sig.ws) { sig.connect(); await new Promise((r) => sig.addEventListener("welcome", r, { once: true })); }
-      sig.send({ type: "queue.join", business_type: "general", language: "en" });
+      sig.send({ type: "queue.join", business_type: state.business || $("business-type").value, language: "en" });
       show($("start-panel"), false); show($("waiting"), true);
     } catch (e) { $("error").textContent = e.message; }
   };

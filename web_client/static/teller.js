@@ -34,6 +34,49 @@ async function negotiate(sig) {
   await sendOffer(pc, sig);
 }
 
+const VERDICTS = {
+  idle: "not checked", verifying: "verifying...", verified: "verified", mismatch: "MISMATCH",
+  needs_review: "borderline: teller review", no_face: "no face in view", several_faces: "several faces in view",
+  poor_quality: "picture too poor", no_reference: "no reference photo on file",
+};
+const CONDITIONS = { no_face: "No face in view.", several_faces: "More than one face in view.",
+  poor_quality: "Picture too poor.", face_too_small: "Face too small: ask the customer to come closer.",
+  poorly_lit: "Face poorly lit: ask the customer to face the light.", too_blurry: "Picture blurry: ask the customer to hold still." };
+const PRESENCE = { left_frame: "The customer left the picture.", several_faces: "Someone else is in the picture.",
+  different_person: "A DIFFERENT PERSON is in front of the camera." };
+
+function renderIdentity(s) {
+  const v = $("id-verdict");
+  v.textContent = VERDICTS[s.verdict] + (s.judged ? ` (teller ${s.judged})` : "") + (s.verdict_s != null ? ` in ${s.verdict_s.toFixed(1)} s` : "");
+  v.dataset.verdict = s.verdict;
+  $("id-condition").textContent = CONDITIONS[s.detail] || CONDITIONS[s.condition] || "";
+  $("id-presence").textContent = PRESENCE[s.presence] || "";
+  $("id-distance").textContent = s.distance == null ? "-" : s.distance.toFixed(3);
+  $("id-match").textContent = s.match_threshold; $("id-mismatch").textContent = s.mismatch_threshold;
+  $("id-samples").textContent = s.samples;
+  show($("id-borderline"), s.borderline && !s.judged);
+  const svg = $("id-trend");
+  const y = (d) => 40 - Math.min(d, 1) * 40;
+  const line = (d, cls) => {
+    const l = document.createElementNS("http://www.w3.org/2000/svg", "line");
+    l.setAttribute("x1", 0); l.setAttribute("x2", 200); l.setAttribute("y1", y(d)); l.setAttribute("y2", y(d));
+    l.setAttribute("class", cls); return l;
+  };
+  const poly = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+  poly.setAttribute("points", s.trend.map((d, i) => `${(i * 200) / Math.max(1, s.trend.length - 1)},${y(d)}`).join(" "));
+  poly.setAttribute("class", "trend-line");
+  svg.replaceChildren(line(s.match_threshold, "trend-match"), line(s.mismatch_threshold, "trend-mismatch"), poly);
+  const l = s.liveness;
+  $("id-liveness-state").textContent = l ? l.state.replace("_", " ") : "not started";
+  $("id-liveness-state").dataset.state = l ? l.state : "idle";
+  $("id-liveness-reason").textContent = l && l.reason ? `(${l.reason.replaceAll("_", " ")})` : (l && l.phase === "calibrate" && l.state === "running" ? "(measuring the face at rest)" : "");
+  $("id-steps").replaceChildren(...(l ? l.steps : []).map((st) => {
+    const li = document.createElement("li");
+    li.textContent = `${st.prompt}: ${st.state}`; li.dataset.state = st.state; return li;
+  }));
+  $("id-liveness").disabled = !!(l && l.state === "running");
+}
+
 function connect() {
   const sig = new Signaling(() => ({}));
   sig.addEventListener("welcome", async (ev) => {
@@ -85,9 +128,19 @@ function connect() {
     $("reason-code").replaceChildren(new Option("(reason)", ""), ...c.reason_codes.map((r) => new Option(r, r)));
     $("decision-result").textContent = "";
   });
+  sig.addEventListener("identity.status", (ev) => renderIdentity(ev.detail));
   sig.addEventListener("review.recorded", (ev) => { $("decision-result").textContent = `Recorded: ${ev.detail.decision}`; });
   sig.connect();
 
+  $("id-verify").onclick = () => sig.send({ type: "identity.verify" });
+  $("id-liveness").onclick = () => sig.send({ type: "identity.liveness" });
+  const judge = (accept) => {
+    const notes = $("id-notes").value.trim();
+    if (notes.length < 3) { $("error").textContent = "Write what you compared before judging."; return; }
+    sig.send({ type: "identity.judge", accept, notes });
+  };
+  $("id-accept").onclick = () => judge(true);
+  $("id-reject").onclick = () => judge(false);
   $("assist-request").onclick = () => sig.send({ type: "assist.request", purpose: $("assist-purpose").value || "guide you in the app" });
   $("assist-stop").onclick = () => sig.send({ type: "assist.stop" });
   $("nav-push").onclick = () => sig.send({ type: "nav.push", destination: $("nav-destination").value });

@@ -2,13 +2,15 @@
 frames the server received. Pure logic: samples in, step changes out.
 
 Phases: ``calibrating`` (look at the camera: neutral eye/mouth ratios and yaw are
-measured), then each challenge in turn. A challenge is armed once the face is back
-near neutral, and passes when its measure crosses the threshold relative to the
-neutral values: blink (eye ratio down then up again), open mouth (mouth ratio up),
-turn left / right (yaw). Turning the wrong way fails. Every sample is bound to the
+measured), then each challenge in turn. A challenge is armed once its own action is
+not already showing, and passes when its measure crosses the threshold relative to
+the neutral values: blink (eye ratio down then up again), open mouth (mouth ratio
+up), turn left / right (yaw). Turning the wrong way (after being seen at rest) fails. Every sample is bound to the
 reference: a face encoded during the check that does not match fails it. Passive
-signals: identical frames for `frozen_limit_s` fail (a still image or a frozen
-stream); if a challenge times out while the landmarks never moved beyond sensor
+signals: a face region that hardly changes between frames (median mean-absolute grey
+difference below `frozen_diff` over `frozen_limit_s`) fails: a still image or a
+frozen stream (through a lossy codec a still image is not bit-identical, hence the
+median; a live camera shows sensor noise and head motion well above it); if a challenge times out while the landmarks never moved beyond sensor
 jitter, the reason is ``static_face`` (a photo).
 """
 
@@ -88,7 +90,7 @@ class LivenessCheck:
     phase: str = "calibrate"
     baseline: dict[str, float] = field(default_factory=dict)
     _calib: list[tuple[float, float, float]] = field(default_factory=list)
-    _frozen_since: float | None = None
+    _diffs: list[tuple[float, float]] = field(default_factory=list)
     _motion: list[np.ndarray] = field(default_factory=list)
     bound: int = 0
     samples: int = 0
@@ -130,12 +132,9 @@ class LivenessCheck:
                 return self._end(LivenessState.FAILED, "different_face", s.at,
                                  distance=round(s.distance, 3))
             self.bound += 1
-        if s.frame_diff is not None and s.frame_diff < self.policy.frozen_diff:
-            self._frozen_since = self._frozen_since if self._frozen_since is not None else s.at
-            if s.at - self._frozen_since >= self.policy.frozen_limit_s:
-                return self._end(LivenessState.FAILED, "frozen_video", s.at)
-        else:
-            self._frozen_since = None
+        if s.frame_diff is not None and self._frozen(s.at, s.frame_diff):
+            return self._end(LivenessState.FAILED, "frozen_video", s.at,
+                             median_change=round(statistics.median(d for _, d in self._diffs), 3))
         if s.faces != 1 or s.landmarks is None:
             return self._check_timeout(s.at)
         pts = s.landmarks
@@ -159,6 +158,16 @@ class LivenessCheck:
         return self._judge(step, s.at, ear, mar, yaw) or self._check_timeout(s.at)
 
     # -------------------------------------------------------------- internals
+    def _frozen(self, at: float, diff: float) -> bool:
+        """The face region hardly changed between frames for `frozen_limit_s` (median,
+        so a keyframe's jump or one noisy frame does not reset it)."""
+        self._diffs.append((at, diff))
+        while self._diffs and at - self._diffs[0][0] > self.policy.frozen_limit_s:
+            self._diffs.pop(0)
+        window = self._diffs[-1][0] - self._diffs[0][0] if self._diffs else 0.0
+        return (window >= self.policy.frozen_limit_s * 0.9 and len(self._diffs) >= 5 and
+                statistics.median(d for _, d in self._diffs) < self.policy.frozen_diff)
+
     def _track_motion(self, pts: np.ndarray) -> None:
         iod = geometry.inter_ocular(pts) or 1.0
         self._motion.append((pts - pts.mean(0)) / iod)
@@ -176,19 +185,27 @@ class LivenessCheck:
         step.state, step.prompted_at = "active", at
 
     def _judge(self, step: Step, at: float, ear: float, mar: float, yaw: float) -> bool:
+        """A step is armed once its own action is not already showing (so the customer
+        must do it after the prompt); the opposite turn counts as a wrong action only
+        after the face was seen at rest during this step."""
         b, p = self.baseline, self.policy
         d_yaw = yaw - b["yaw"]
+        eyes_open = ear > b["ear"] * (1 + p.blink_ratio) / 2
+        if (abs(d_yaw) < p.turn_degrees / 2 and mar < b["mar"] + p.mouth_open_delta / 2
+                and eyes_open):
+            step.detail.setdefault("rest_at", round(at, 3))
         if not step.armed:
-            neutral = (abs(d_yaw) < p.turn_degrees / 2 and mar < b["mar"] + p.mouth_open_delta / 2
-                       and ear > b["ear"] * (1 + p.blink_ratio) / 2)
-            if not neutral:
+            step.armed = {"blink": eyes_open,
+                          "open_mouth": mar < b["mar"] + p.mouth_open_delta / 2,
+                          "turn_left": d_yaw < p.turn_degrees / 2,
+                          "turn_right": d_yaw > -p.turn_degrees / 2}[step.action]
+            if not step.armed:
                 return False
-            step.armed = True
         detail = step.detail
         if step.action == "blink":
             if ear <= b["ear"] * p.blink_ratio and "closed_at" not in detail:
                 detail.update(closed_at=round(at, 3), ear_closed=round(ear, 3))
-            elif "closed_at" in detail and ear >= b["ear"] * (1 + p.blink_ratio) / 2:
+            elif "closed_at" in detail and eyes_open:
                 detail.update(opened_at=round(at, 3), ear_open=round(ear, 3))
                 return self._pass(step, at)
         elif step.action == "open_mouth":
@@ -200,7 +217,7 @@ class LivenessCheck:
             if sign * d_yaw >= p.turn_degrees:
                 detail.update(at=round(at, 3), yaw=round(d_yaw, 1))
                 return self._pass(step, at)
-            if -sign * d_yaw >= p.turn_degrees:
+            if -sign * d_yaw >= p.turn_degrees and "rest_at" in detail:
                 detail.update(at=round(at, 3), yaw=round(d_yaw, 1))
                 step.state, step.ended_at = "failed", at
                 return self._end(LivenessState.FAILED, "wrong_action", at)

@@ -32,12 +32,19 @@ class IdentityPolicy(BaseModel):
     mismatch_threshold: float = Field(0.6, gt=0, lt=1.5, description="mismatch at or above")
     window: int = Field(5, ge=1, le=50, description="samples aggregated (median)")
     min_samples: int = Field(3, ge=1, le=50, description="samples needed for a verdict")
+    early_samples: int = Field(
+        2, ge=1, le=50, description="a clear result (every distance `clear_margin` beyond a "
+        "threshold) is decided after this many samples")
+    clear_margin: float = Field(0.1, ge=0, le=1)
     verify_rate_hz: float = Field(5.0, gt=0, le=30)
     presence_rate_hz: float = Field(0.5, gt=0, le=30)
     liveness_rate_hz: float = Field(10.0, gt=0, le=30)
     verify_timeout_s: float = Field(20.0, gt=1, le=300)
     presence_absent_s: float = Field(10.0, gt=0, description="no face this long: left frame")
     detect_width: int = Field(320, ge=0, le=4096, description="detect on a copy this wide")
+    full_scan_every_s: float = Field(
+        1.0, ge=0, le=60, description="between whole-frame scans only the last face's "
+        "neighbourhood is searched; a second face is noticed within this time")
     min_face_px: int = Field(60, ge=20, description="live face box height")
     min_brightness: float = Field(40.0, ge=0, le=255)
     max_brightness: float = Field(230.0, ge=0, le=255)
@@ -56,8 +63,9 @@ class IdentityPolicy(BaseModel):
     mouth_open_delta: float = Field(0.25, gt=0, description="MAR above baseline by this")
     turn_degrees: float = Field(15.0, gt=3, le=60)
     bind_every_s: float = Field(1.0, gt=0, description="re-encode the face this often")
-    frozen_diff: float = Field(0.5, ge=0, description="mean |diff| of grey face crops")
-    frozen_limit_s: float = Field(2.0, gt=0, description="identical frames this long fail")
+    frozen_diff: float = Field(0.6, ge=0, description="median mean |diff| of the grey face "
+                               "region between frames below this: frozen")
+    frozen_limit_s: float = Field(2.0, gt=0, description="frozen this long fails liveness")
 
     @model_validator(mode="after")
     def _check(self) -> IdentityPolicy:
@@ -65,6 +73,8 @@ class IdentityPolicy(BaseModel):
             raise ValueError("mismatch_threshold must be >= match_threshold")
         if self.min_samples > self.window:
             raise ValueError("min_samples must be <= window")
+        if self.early_samples > self.min_samples:
+            raise ValueError("early_samples must be <= min_samples")
         if self.challenges_min > self.challenges_max:
             raise ValueError("challenges_min must be <= challenges_max")
         return self

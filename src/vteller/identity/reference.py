@@ -33,9 +33,12 @@ class EnrollmentError(Exception):
     """A bad reference photo; ``code`` is the typed error."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(code, message)  # both args: it crosses process boundaries
         self.code = code
         self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)

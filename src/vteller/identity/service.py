@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -13,10 +12,10 @@ import structlog
 
 from vteller.audit import KekProvider, new_data_key
 from vteller.audit.trail import AuditTrail
-from vteller.identity.faces import FaceEngine
+from vteller.identity import worker
 from vteller.identity.policy import IdentityPolicy
-from vteller.identity.reference import ReferenceStore, analyse_reference, fingerprint
-from vteller.identity.session import IdentitySession, Notify
+from vteller.identity.reference import ReferenceStore, fingerprint
+from vteller.identity.session import Analyzer, IdentitySession, Notify
 from vteller.store import SqliteStore
 
 log = structlog.get_logger("vteller.identity")
@@ -25,23 +24,23 @@ log = structlog.get_logger("vteller.identity")
 class IdentityService:
     def __init__(self, policy: IdentityPolicy, store: SqliteStore, kek: KekProvider,
                  trail: AuditTrail) -> None:
-        self.policy = policy
-        self.engine = FaceEngine(policy.landmark_model, policy.detect_width)
-        self.pool = ThreadPoolExecutor(policy.workers, thread_name_prefix="identity")
+        self.analyzer = Analyzer(policy)
         self.references = ReferenceStore(store, kek)
         self._kek = kek
         self._trail = trail
 
-    def warm_up(self) -> None:
-        """Load the models in every worker now, not during the first call."""
-        list(self.pool.map(lambda _: self.engine.warm_up(), range(self.policy.workers)))
+    @property
+    def policy(self) -> IdentityPolicy:
+        return self.analyzer.policy
+
+    @policy.setter
+    def policy(self, policy: IdentityPolicy) -> None:
+        self.analyzer.policy = policy
 
     async def enroll(self, customer_id: str, photo: bytes, source: str) -> dict[str, Any]:
         """Validate and store a reference (raises EnrollmentError); audited as its own
         session in the global log, so replacing a reference is provable."""
-        loop = asyncio.get_running_loop()
-        ref = await loop.run_in_executor(self.pool, analyse_reference, self.engine, photo,
-                                         self.policy)
+        ref = await self.analyzer.run(worker.reference, photo, self.policy)
         replaced = await asyncio.to_thread(self.references.put, customer_id, ref, source)
         session_id = "ref-" + secrets.token_urlsafe(12)
         await asyncio.to_thread(self._audit, session_id, source,
@@ -71,7 +70,7 @@ class IdentityService:
         return await asyncio.to_thread(self.references.get, customer_id)
 
     def session(self, tap: Any, reference: np.ndarray | None, notify: Notify) -> IdentitySession:
-        return IdentitySession(self, tap, reference, notify)
+        return IdentitySession(self.analyzer, tap, reference, notify)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.analyzer.close()

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import cv2
 import numpy as np
 
+from vteller.identity import worker
 from vteller.identity.faces import Observation, distance
 from vteller.identity.liveness import (
     PROMPTS,
@@ -31,6 +35,7 @@ from vteller.identity.liveness import (
     Sample,
     choose_challenges,
 )
+from vteller.identity.policy import IdentityPolicy
 from vteller.identity.verify import (
     FINAL,
     PresenceMonitor,
@@ -40,6 +45,42 @@ from vteller.identity.verify import (
 )
 
 Notify = Callable[[str, dict[str, Any]], None]
+
+
+class Analyzer:
+    """The worker processes that run the face engine, shared by all calls. A worker
+    that dies (a crash inside dlib) breaks the pool; it is replaced and the request
+    retried once, so one bad frame never ends other calls' checks."""
+
+    def __init__(self, policy: IdentityPolicy, upsample: int = 0) -> None:
+        self.policy = policy
+        self._upsample = upsample
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.policy.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=worker.init,
+            initargs=(self.policy.landmark_model, self.policy.detect_width, self._upsample))
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, fn, *args)
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+            return await loop.run_in_executor(self._pool, fn, *args)
+
+    def warm_up(self) -> None:
+        """Start every worker and load its models now (blocking), not during a call."""
+        futures = [self._pool.submit(time.sleep, 0.2) for _ in range(self.policy.workers)]
+        for f in futures:
+            f.result()
+        assert self._pool.submit(worker.ready).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 TREND = 20  # distances shown to the teller
 
 
@@ -48,10 +89,10 @@ def _wall(monotonic_at: float) -> float:
 
 
 class IdentitySession:
-    def __init__(self, service: Any, tap: Any, reference: np.ndarray | None,
+    def __init__(self, analyzer: Analyzer, tap: Any, reference: np.ndarray | None,
                  notify: Notify) -> None:
-        self._service = service
-        self.policy = service.policy
+        self._analyzer = analyzer
+        self.policy = analyzer.policy
         self._tap = tap
         self._reference = reference
         self._notify = notify
@@ -66,8 +107,12 @@ class IdentitySession:
         self.cpu_s = 0.0
         self.analysed = 0
         self._best: tuple[float, np.ndarray, float] | None = None
-        self._last_crop: np.ndarray | None = None
+        self._last_grey: np.ndarray | None = None
         self._last_bind = -1e9
+        self._last_scan = -1e9
+        self._last_fallback = -1e9
+        self._small_faces = False
+        self._last_box: Any = None
         self._last_prompt: tuple[str, int] | None = None
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="identity")
@@ -93,7 +138,7 @@ class IdentitySession:
         actions = actions or choose_challenges(self.policy)
         now = time.monotonic()
         self.liveness = LivenessCheck(self.policy, actions, now)
-        self._last_crop = None
+        self._last_grey = None
         self._last_prompt = None
         self._event("identity.liveness_started", challenges=actions)
         self._prompt()
@@ -167,9 +212,22 @@ class IdentitySession:
         verifying = self.verdict == Verdict.VERIFYING
         encode = verifying or (self.presence is not None and not live) or (
             live and at - self._last_bind >= self.policy.bind_every_s)
-        loop = asyncio.get_running_loop()
-        obs, rgb, diff = await loop.run_in_executor(
-            self._service.pool, self._work, frame, encode, live)
+        rgb = frame.to_ndarray(format="rgb24")
+        scan = at - self._last_scan >= self.policy.full_scan_every_s
+        fallback = at - self._last_fallback >= self.policy.full_scan_every_s
+        obs, grey, diff = await self._analyzer.run(
+            worker.analyse, rgb, encode, live, 0 if self._small_faces else self.policy.detect_width,
+            self._last_grey if live else None, None if scan else self._last_box, fallback)
+        if "tracked" not in obs.extra:
+            self._last_scan = at
+            # faces only found at full resolution: keep looking there while they stay
+            self._small_faces = obs.faces > 0 and (
+                self._small_faces or "full_resolution" in obs.extra)
+        if "full_resolution" in obs.extra:
+            self._last_fallback = at
+        self._last_box = obs.box if obs.faces == 1 else None
+        if live:
+            self._last_grey = grey
         self.cpu_s += obs.cpu_s
         self.analysed += 1
         dist = None
@@ -192,24 +250,6 @@ class IdentitySession:
                             dist if obs.faces == 1 else None, diff)
             if self.liveness.observe(sample):
                 self._liveness_changed(at)
-
-    def _work(self, frame: Any, encode: bool, landmarks: bool
-              ) -> tuple[Observation, np.ndarray, float | None]:
-        """Worker thread: convert, analyse, and compare the face crop with the last one."""
-        started = time.thread_time()
-        rgb = frame.to_ndarray(format="rgb24")
-        obs = self._service.engine.analyze(rgb, encode=encode, landmarks=landmarks,
-                                           detect_width=self.policy.detect_width)
-        diff = None
-        if landmarks and obs.box is not None:
-            b = obs.box
-            crop = cv2.cvtColor(rgb[b.top:b.bottom, b.left:b.right], cv2.COLOR_RGB2GRAY)
-            crop = cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA).astype(np.int16)
-            if self._last_crop is not None:
-                diff = float(np.abs(crop - self._last_crop).mean())
-            self._last_crop = crop
-        obs.cpu_s = time.thread_time() - started
-        return obs, rgb, diff
 
     # ------------------------------------------------------------ verification
     def _verify_step(self, obs: Observation, at: float, dist: float | None,
@@ -309,4 +349,4 @@ class IdentitySession:
         self._notify("status", {**self.status(), **extra})
 
 
-__all__ = ["IdentitySession", "quality_problem"]
+__all__ = ["Analyzer", "IdentitySession", "quality_problem"]

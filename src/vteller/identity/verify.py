@@ -39,8 +39,9 @@ def quality_problem(obs: Observation, policy: IdentityPolicy) -> str | None:
 class VerificationWindow:
     """Aggregates distances to the reference over the last ``window`` usable samples.
 
-    A verdict needs ``min_samples`` usable samples (one face of usable quality);
-    their median decides: below ``match_threshold`` verified, at or above
+    A verdict needs ``min_samples`` usable samples (one face of usable quality), or
+    only ``early_samples`` when every one is ``clear_margin`` beyond a threshold; the
+    median decides: below ``match_threshold`` verified, at or above
     ``mismatch_threshold`` mismatch, in between needs the teller's review. Until then
     the current condition (no face, several faces, poor quality) is reported, and
     becomes the verdict if the time limit passes without enough samples.
@@ -70,6 +71,8 @@ class VerificationWindow:
                 self.distances.popleft()
         if len(self.distances) >= self.policy.min_samples:
             return self.decide()
+        if len(self.distances) >= self.policy.early_samples and (clear := self._clear()):
+            return clear
         if at - self.started_at >= self.policy.verify_timeout_s:
             if self.distances:
                 return Verdict.NEEDS_REVIEW  # some good samples, too few to decide
@@ -79,6 +82,15 @@ class VerificationWindow:
     @property
     def median(self) -> float | None:
         return statistics.median(self.distances) if self.distances else None
+
+    def _clear(self) -> Verdict | None:
+        """Sequential decision: every sample far beyond a threshold decides early."""
+        p = self.policy
+        if max(self.distances) < p.match_threshold - p.clear_margin:
+            return Verdict.VERIFIED
+        if min(self.distances) >= p.mismatch_threshold + p.clear_margin:
+            return Verdict.MISMATCH
+        return None
 
     def decide(self) -> Verdict:
         m = self.median

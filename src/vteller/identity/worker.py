@@ -1,0 +1,61 @@
+"""What runs inside the analysis worker processes.
+
+dlib's face encoder holds the GIL for its whole forward pass (~150 ms here), so in a
+thread it would stall the event loop; worker processes keep the loop free. Each
+process loads its own models once (`init`), then analyses frames and reference photos.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vteller.identity.faces import Box, FaceEngine, Observation
+from vteller.identity.policy import IdentityPolicy
+from vteller.identity.reference import ReferenceFace, analyse_reference
+
+_engine: FaceEngine | None = None
+GREY_WIDTH = 320
+
+
+def init(landmark_model: Path | None, detect_width: int, upsample: int) -> None:
+    global _engine
+    _engine = FaceEngine(landmark_model, detect_width, upsample)
+    _engine.warm_up()
+
+
+def ready() -> bool:
+    return _engine is not None
+
+
+def analyse(rgb: np.ndarray, encode: bool, landmarks: bool, detect_width: int,
+            prev_grey: np.ndarray | None, hint: Box | None = None, fallback: bool = True
+            ) -> tuple[Observation, np.ndarray | None, float | None]:
+    """Analyse one frame. With landmarks (liveness) also return a small grey copy of
+    the frame and the mean absolute difference of the face region between it and
+    ``prev_grey`` (the same region in both frames: frozen-video detection)."""
+    assert _engine is not None, "worker not initialised"
+    started = time.thread_time()
+    obs = _engine.analyze(rgb, encode=encode, landmarks=landmarks, detect_width=detect_width,
+                          hint=hint, fallback=fallback)
+    grey, diff = None, None
+    if landmarks:
+        scale = GREY_WIDTH / rgb.shape[1]
+        grey = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY),
+                          (GREY_WIDTH, round(rgb.shape[0] * scale)),
+                          interpolation=cv2.INTER_AREA).astype(np.int16)
+        if prev_grey is not None and prev_grey.shape == grey.shape and obs.box is not None:
+            b = obs.box
+            y0, y1 = int(b.top * scale), max(int(b.bottom * scale), int(b.top * scale) + 1)
+            x0, x1 = int(b.left * scale), max(int(b.right * scale), int(b.left * scale) + 1)
+            diff = float(np.abs(grey[y0:y1, x0:x1] - prev_grey[y0:y1, x0:x1]).mean())
+    obs.cpu_s = time.thread_time() - started
+    return obs, grey, diff
+
+
+def reference(photo: bytes, policy: IdentityPolicy) -> ReferenceFace:
+    assert _engine is not None, "worker not initialised"
+    return analyse_reference(_engine, photo, policy)
