@@ -66,17 +66,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     async def run() -> None:
+        loop_ = asyncio.get_running_loop()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port,
                            ssl_context=server_ssl_context(cert, key))
         await site.start()
         announce()
+        # start the face-analysis workers now, not during the first identity check
+        warm = loop_.run_in_executor(None, components.identity.analyzer.warm_up)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        warm.cancel()
         print("vteller stopping: ending calls", flush=True)
         await runner.cleanup()
         components.store.close()

@@ -13,7 +13,9 @@ async function getToken() {
                            birth_year: Number($("birth-year").value) || 1958 }),
   });
   if (!r.ok) throw new Error("Please open this page from your banking app.");
-  return (await r.json()).token;
+  const demo = await r.json();
+  $("dev-id").textContent = `Demo customer id (dev mode): ${demo.customer_id}`;
+  return demo.token;
 }
 
 function status(text, speak = true) { $("status").textContent = text; say(text, speak && state.elderly); }

@@ -72,12 +72,16 @@ class Analyzer:
             self._pool = self._new_pool()
             return await loop.run_in_executor(self._pool, fn, *args)
 
-    def warm_up(self) -> None:
-        """Start every worker and load its models now (blocking), not during a call."""
-        futures = [self._pool.submit(time.sleep, 0.2) for _ in range(self.policy.workers)]
-        for f in futures:
-            f.result()
-        assert self._pool.submit(worker.ready).result()
+    def warm_up(self) -> bool:
+        """Start every worker and load its models now (blocking), not during a call.
+        False if the pool was shut down meanwhile or a worker failed to start."""
+        try:
+            futures = [self._pool.submit(time.sleep, 0.2) for _ in range(self.policy.workers)]
+            for f in futures:
+                f.result()
+            return bool(self._pool.submit(worker.ready).result())
+        except (BrokenProcessPool, RuntimeError):
+            return False
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

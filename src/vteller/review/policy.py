@@ -1,7 +1,7 @@
 """Business types and the evidence an approval needs (`[review]`).
 
 Evidence names are what other capabilities record on a call: `face_verified` and
-`liveness_passed` come from identity (issue 5). An approve is refused while any
+`liveness_passed` come from identity. An approve is refused while any
 required evidence of this call is missing; reject (with a configured reason code)
 and incomplete are always possible.
 """
