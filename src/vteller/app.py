@@ -11,6 +11,7 @@ from aiohttp import web
 
 from vteller.audit import EnvKek, KekProvider, LocalKeyring
 from vteller.audit.keys import KeyError_
+from vteller.audit.access import AccessLog
 from vteller.audit.trail import AuditTrail, load_or_create_signing_key
 from vteller.auth import (
     CustomerTokenVerifier,
@@ -22,6 +23,7 @@ from vteller.auth import (
 from vteller.calls import CallManager
 from vteller.config import Settings, SettingsError
 from vteller.gateway import setup_routes
+from vteller.gateway.audit_api import AuditApi
 from vteller.gateway.ws import SignalingEndpoint
 from vteller.identity import IdentityService
 from vteller.observability import Metrics
@@ -29,7 +31,8 @@ from vteller.store import FileBlobStore, SqliteStore
 from vteller.tls import write_private
 
 DEV_USERS = (("teller1", "Teller One", "teller"), ("supervisor1", "Supervisor One", "supervisor"),
-             ("auditor1", "Auditor One", "auditor"))
+             ("auditor1", "Auditor One", "auditor"), ("auditlead1", "Audit Lead", "auditor"))
+DEV_PROFILES: dict[str, dict[str, object]] = {"auditlead1": {"permissions": ["review_access"]}}
 DEV_TELLER_PROFILE = {
     "skills": {"general": 0.8, "card_issuance_review": 0.8, "password_reset": 0.8,
                "info_change": 0.7, "video_ident": 0.7},
@@ -52,6 +55,7 @@ class Components:
     trail: AuditTrail
     blobs: FileBlobStore
     identity: IdentityService
+    access: AccessLog
     manager: CallManager | None = None
 
 
@@ -89,7 +93,7 @@ def seed_dev_users(settings: Settings, store: SqliteStore) -> list[tuple[str, st
         if store.get_user(username) is None:
             password = secrets.token_urlsafe(12)
             store.add_user(username, display, role, StaffAuth.hash_password(password),
-                           DEV_TELLER_PROFILE if role == "teller" else None)
+                           DEV_TELLER_PROFILE if role == "teller" else DEV_PROFILES.get(username))
             created.append((username, role, password))
     if not any(name == DEV_BACKEND for name, _, _ in store.list_service_credentials()):
         created.append((DEV_BACKEND, "backend", ServiceAuth(store).create(DEV_BACKEND)))
@@ -109,7 +113,8 @@ def build(settings: Settings) -> Components:
         if settings.dev_mode else None
     )
     kek = kek_provider(settings)
-    trail = AuditTrail(store, kek, load_or_create_signing_key(settings.kek_dir))
+    signer = load_or_create_signing_key(settings.kek_dir)
+    trail = AuditTrail(store, kek, signer)
     try:
         identity = IdentityService(settings.identity, store, kek, trail)
     except FileNotFoundError as exc:
@@ -127,6 +132,7 @@ def build(settings: Settings) -> Components:
         trail=trail,
         blobs=FileBlobStore(settings.recordings_dir),
         identity=identity,
+        access=AccessLog(store, signer),
     )
 
 
@@ -162,6 +168,7 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
     endpoint = SignalingEndpoint(settings, None, c.staff, c.customers, c.metrics)  # type: ignore[arg-type]
     setup_routes(app, settings, c.store, c.staff, endpoint, c.metrics, c.dev_issuer,
                  ServiceAuth(c.store), c.identity)
+    AuditApi(c.store, c.staff, c.trail, c.kek, c.blobs, c.access).routes(app)
     app.cleanup_ctx.append(lifecycle)
     app[APP_KEY] = c
     return app

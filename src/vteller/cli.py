@@ -119,7 +119,8 @@ def cmd_users_add(args: argparse.Namespace) -> int:
             return 2
     try:
         hashed = StaffAuth.hash_password(password)
-        profile = _profile(args) if args.role == "teller" else None
+        profile = (_profile(args) if args.role == "teller" else
+                   _auditor_profile(args) if args.role == "auditor" else None)
         _store(args).add_user(args.username, args.display_name or args.username, args.role, hashed,
                               profile)
     except (ValueError, KeyError) as exc:
@@ -147,6 +148,14 @@ def _profile(args: argparse.Namespace) -> dict[str, object]:
         languages=frozenset((args.languages or "en").split(",")),
         certifications=frozenset(c for c in (args.certifications or "").split(",") if c),
         capability=args.capability).to_dict()
+
+
+def _auditor_profile(args: argparse.Namespace) -> dict[str, object]:
+    """An auditor's permissions: `review_access` lets them read the access log."""
+    permissions = [p for p in (args.permissions or "").split(",") if p]
+    if set(permissions) - {"review_access"}:
+        raise ValueError("the only auditor permission is review_access")
+    return {"permissions": permissions}
 
 
 def cmd_users_profile(args: argparse.Namespace) -> int:
@@ -321,6 +330,109 @@ def cmd_backend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_parts(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from vteller.app import build
+
+    components = build(_settings(args))
+    components.identity.close()
+    return components
+
+
+def _cli_user() -> str:
+    return "cli:" + getpass.getuser()
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+
+    from vteller.audit.bundle import export_bundle
+
+    c = _audit_parts(args)
+    recipient = (serialization.load_pem_public_key(Path(args.recipient).read_bytes())
+                 if args.recipient else None)
+    out = Path(args.out or f"vteller-{args.session}.zip")
+    c.access.record(_cli_user(), "export", args.session, args.reason,
+                    encrypted_to_recipient=recipient is not None)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r  exporting {done}/{total} parts", end="", file=sys.stderr, flush=True)
+
+    try:
+        with out.open("wb") as fh:
+            manifest = export_bundle(c.store, args.session, c.trail.public_key, c.kek, c.blobs,
+                                     fh, recipient, progress)  # type: ignore[arg-type]
+    except LookupError as exc:
+        out.unlink(missing_ok=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"\nwrote {out} ({len(manifest['files'])} files; signing key sha256 "
+          f"{manifest['public_key_sha256'][:16]}...)")
+    return 0
+
+
+def cmd_audit_verify_bundle(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+
+    from vteller.audit.bundle import verify_bundle
+
+    pinned = (serialization.load_pem_public_key(Path(args.public_key).read_bytes())
+              if args.public_key else None)
+    private = (serialization.load_pem_private_key(Path(args.private_key).read_bytes(), None)
+               if args.private_key else None)
+    report = verify_bundle(args.bundle, pinned, private)  # type: ignore[arg-type]
+    for line in report.checked:
+        print(f"checked {line}")
+    for problem in report.problems:
+        print(f"FAILED {problem}")
+    print(f"signing key sha256: {report.public_key_sha256}"
+          + ("" if pinned else " (not pinned: compare it with the bank's published key)"))
+    print(f"bundle {args.bundle}: {'VERIFIED' if report.ok else 'NOT VERIFIED'}")
+    return 0 if report.ok else 1
+
+
+def cmd_audit_purge(args: argparse.Namespace) -> int:
+    from vteller.audit.retention import purge
+
+    c = _audit_parts(args)
+    done = purge(c.store, c.trail, c.blobs, c.settings.retention, dry_run=args.dry_run)
+    for item in done:
+        if not args.dry_run:
+            c.access.record(_cli_user(), "purge", item.session_id, "retention expired")
+        print(f"{'would purge' if args.dry_run else 'purged'} {item.session_id} "
+              f"({item.business_type}, ended {time.strftime('%Y-%m-%d', time.gmtime(item.ended_at))})")
+    print(f"{len(done)} session(s) {'due' if args.dry_run else 'purged'}")
+    return 0
+
+
+def cmd_audit_hold(args: argparse.Namespace) -> int:
+    c = _audit_parts(args)
+    c.access.record(_cli_user(), "hold.clear" if args.clear else "hold.set", args.session,
+                    args.reason)
+    if args.clear:
+        c.store.run("DELETE FROM legal_holds WHERE session_id=?", (args.session,))
+    else:
+        c.store.run("INSERT OR REPLACE INTO legal_holds VALUES (?,?,?,?)",
+                    (args.session, _cli_user(), args.reason, time.time()))
+    print(f"legal hold {'cleared' if args.clear else 'set'} on {args.session}")
+    return 0
+
+
+def cmd_audit_recipient_key(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from vteller.tls import write_private
+
+    key = X25519PrivateKey.generate()
+    write_private(Path(args.out), key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    Path(args.out + ".pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    print(f"private key {args.out} (0600), public key {args.out}.pub")
+    return 0
+
+
 def cmd_protocol_export(args: argparse.Namespace) -> int:
     from vteller.protocol.schema import export
 
@@ -334,6 +446,7 @@ def _profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--languages", help="comma list (default en)")
     p.add_argument("--certifications", help="comma list, e.g. elderly_care")
     p.add_argument("--capability", type=float, default=0.5, help="0..1 (default 0.5)")
+    p.add_argument("--permissions", help="auditors: review_access (read the access log)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -395,6 +508,28 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--no-keys", action="store_true",
                    help="without the key-encryption key: skip payload and track decryption")
     v.set_defaults(func=cmd_audit_verify)
+    ex = au.add_parser("export", help="write a self-contained evidence bundle (zip)")
+    ex.add_argument("session")
+    ex.add_argument("--out", help="bundle file (default vteller-SESSION.zip)")
+    ex.add_argument("--recipient", help="X25519 public key PEM: media and events only for them")
+    ex.add_argument("--reason", required=True, help="why (recorded in the access log)")
+    ex.set_defaults(func=cmd_audit_export)
+    vb = au.add_parser("verify-bundle", help="verify a bundle offline (no server, no keys)")
+    vb.add_argument("bundle")
+    vb.add_argument("--public-key", help="the signing key you trust (PEM); else the bundle's")
+    vb.add_argument("--private-key", help="recipient X25519 private key PEM, to decrypt")
+    vb.set_defaults(func=cmd_audit_verify_bundle)
+    pu = au.add_parser("purge", help="crypto-shred sessions past retention (not on hold)")
+    pu.add_argument("--dry-run", action="store_true", help="list what would be purged")
+    pu.set_defaults(func=cmd_audit_purge)
+    ho = au.add_parser("hold", help="set or clear a legal hold (blocks purge)")
+    ho.add_argument("session")
+    ho.add_argument("--clear", action="store_true")
+    ho.add_argument("--reason", required=True)
+    ho.set_defaults(func=cmd_audit_hold)
+    rk = au.add_parser("recipient-key", help="make an X25519 key pair for receiving bundles")
+    rk.add_argument("out", help="private key file (0600); the public key goes to OUT.pub")
+    rk.set_defaults(func=cmd_audit_recipient_key)
 
     idn = sub.add_parser("identity", help="face references and matching accuracy"
                          ).add_subparsers(dest="identity_cmd", required=True)

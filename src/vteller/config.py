@@ -16,6 +16,7 @@ from pydantic_settings import (
 )
 
 from vteller.assist.policy import AssistPolicy
+from vteller.audit.retention import RetentionPolicy
 from vteller.identity.policy import IdentityPolicy
 from vteller.review.policy import ReviewPolicy
 from vteller.routing.policy import RoutingPolicy
@@ -78,6 +79,7 @@ class Settings(BaseSettings):
     assist: AssistPolicy = Field(default_factory=AssistPolicy)
     review: ReviewPolicy = Field(default_factory=ReviewPolicy)
     identity: IdentityPolicy = Field(default_factory=IdentityPolicy)
+    retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("public_names", "allowed_origins", "ice_servers", mode="before")

@@ -177,6 +177,20 @@ class AuditTrail:
                         (session_id, entry))
         self._sign_log_head()
 
+    def tombstone(self, session_id: str, reason: str) -> None:
+        """Record in the global log that a session was purged (retention), bound to its
+        last logged head, and sign the new tree head."""
+        with self._lock:
+            rows = self._store.run("SELECT entry FROM audit_log WHERE session_id=? ORDER BY idx",
+                                   (session_id,))
+            last = json.loads(bytes(rows[-1][0])) if rows else {}
+            entry = json.dumps({"tombstone": session_id, "purged_at": time.time(),
+                                "reason": reason, "head": last.get("head")},
+                               sort_keys=True).encode()
+            self._store.run("INSERT INTO audit_log (session_id, entry) VALUES (?,?)",
+                            (session_id, entry))
+            self._sign_log_head()
+
     def _sign_log_head(self) -> None:
         leaves = [merkle.leaf_hash(bytes(r[0])) for r in
                   self._store.run("SELECT entry FROM audit_log ORDER BY idx")]

@@ -118,7 +118,8 @@ def verify_session(store: SqliteStore, session_id: str, public_key: Ed25519Publi
     entries = store.run("SELECT idx, session_id, entry FROM audit_log ORDER BY idx")
     head_row = store.run("SELECT size, root, at, signature FROM audit_log_heads "
                          "ORDER BY size DESC LIMIT 1")
-    mine = [(i, bytes(e)) for i, (_, sid, e) in enumerate(entries) if sid == session_id]
+    mine = [(i, bytes(e)) for i, (_, sid, e) in enumerate(entries)
+            if sid == session_id and b'"tombstone"' not in bytes(e)]
     if not head_row:
         r.fail("global log", "no signed tree head")
     elif not mine:

@@ -235,7 +235,8 @@ class CallManager:
         self._event(call, "customer", "queued", customer=party.principal,
                     business_type=msg.business_type, language=msg.language,
                     priority_class=request.pclass.value)
-        self._persist("record_call", call.call_id, party.principal, call.state.value, call.queued_at)
+        self._persist("record_call", call.call_id, party.principal, call.state.value, call.queued_at,
+                      msg.business_type)
         log.info("queued", call_id=call.call_id, business_type=call.business_type)
         self._dispatch()
         self._push_queue_status(force=True)
@@ -358,6 +359,8 @@ class CallManager:
 
     def _consent_to(self, call: Call, target: ConsentState, actor: str, **data: Any) -> None:
         call.consent.to(target, time.monotonic())
+        if target == ConsentState.ACTIVE:
+            self._persist("add_call_flag", call.call_id, "consent_used")
         call.screen_gate.set(call.consent.sharing)  # media follows the server's state only
         recorded = self._event(call, actor, f"consent.{target.value}", cycle=call.consent.cycle,
                                purpose=call.consent.purpose, **data)
@@ -548,8 +551,12 @@ class CallManager:
             self._event(call, "system", event, **data)
             if event == "identity.verdict":
                 self._metrics.identity_verdicts.labels(verdict=data["verdict"]).inc()
+                if data["verdict"] == "mismatch":
+                    self._persist("add_call_flag", call.call_id, "identity_mismatch")
             elif event == "identity.liveness_result":
                 self._metrics.liveness_results.labels(state=data["state"]).inc()
+                if data["state"] != "passed":
+                    self._persist("add_call_flag", call.call_id, "liveness_failed")
         elif kind == "evidence":
             data = dict(data)
             self.add_evidence(call.call_id, data.pop("evidence"), **data)

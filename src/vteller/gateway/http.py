@@ -25,7 +25,7 @@ from vteller.store import SqliteStore
 log = structlog.get_logger("vteller.http")
 WEB_CLIENT = Path(__file__).resolve().parents[3] / "web_client"
 PAGES = {"/": "index.html", "/customer": "customer.html", "/teller": "teller.html",
-         "/supervisor": "supervisor.html"}
+         "/supervisor": "supervisor.html", "/auditor": "auditor.html"}
 CSP = (
     "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; style-src 'self'; "
     "script-src 'self'; connect-src 'self' wss:; frame-ancestors 'none'; base-uri 'none'; "

@@ -109,7 +109,32 @@ CREATE TABLE IF NOT EXISTS calls (
     end_reason TEXT,
     queued_at REAL NOT NULL,
     answered_at REAL,
-    ended_at REAL
+    ended_at REAL,
+    business_type TEXT NOT NULL DEFAULT 'general',
+    flags TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS legal_holds (
+    session_id TEXT PRIMARY KEY,
+    set_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS purged_sessions (
+    session_id TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS access_log (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    user TEXT NOT NULL,
+    action TEXT NOT NULL,
+    session_id TEXT,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    signature BLOB NOT NULL
 );
 """
 
@@ -142,6 +167,12 @@ class SqliteStore:
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(staff_users)")}
         if "profile" not in columns:  # databases made before routing profiles
             self._db.execute("ALTER TABLE staff_users ADD COLUMN profile TEXT NOT NULL DEFAULT '{}'")
+        call_columns = {r[1] for r in self._db.execute("PRAGMA table_info(calls)")}
+        for column in ("business_type", "flags"):  # databases made before the auditor console
+            if column not in call_columns:
+                default = "'general'" if column == "business_type" else "''"
+                self._db.execute(f"ALTER TABLE calls ADD COLUMN {column} TEXT NOT NULL "
+                                 f"DEFAULT {default}")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -226,11 +257,22 @@ class SqliteStore:
         await self._arun("DELETE FROM staff_sessions WHERE expires_at<=?", (time.time(),))
 
     # calls ----------------------------------------------------------------
-    async def record_call(self, call_id: str, customer_id: str, state: str, queued_at: float) -> None:
+    async def record_call(self, call_id: str, customer_id: str, state: str, queued_at: float,
+                          business_type: str = "general") -> None:
         await self._arun(
-            "INSERT INTO calls (call_id, customer_id, state, queued_at) VALUES (?,?,?,?)",
-            (call_id, customer_id, state, queued_at),
+            "INSERT INTO calls (call_id, customer_id, state, queued_at, business_type)"
+            " VALUES (?,?,?,?,?)",
+            (call_id, customer_id, state, queued_at, business_type),
         )
+
+    async def add_call_flag(self, call_id: str, flag: str) -> None:
+        """Flags for the auditors' search (identity_mismatch, liveness_failed, ...)."""
+        with self._lock:
+            row = self._db.execute("SELECT flags FROM calls WHERE call_id=?",
+                                   (call_id,)).fetchone()
+            if row is not None and flag not in row[0].split(","):
+                flags = ",".join(sorted({*filter(None, row[0].split(",")), flag}))
+                self._db.execute("UPDATE calls SET flags=? WHERE call_id=?", (flags, call_id))
 
     async def update_call(self, call_id: str, **fields: Any) -> None:
         allowed = {"teller", "state", "end_reason", "answered_at", "ended_at"}

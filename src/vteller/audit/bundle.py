@@ -1,0 +1,307 @@
+"""Evidence bundles: one session, self-contained, verifiable offline with no access to
+the server or its keys.
+
+A zip with:
+  manifest.json     format, session, file digests, the signing key's fingerprint
+  public_key.pem    the checkpoint/log signing key (pin it: `--public-key`)
+  records.json      the session's event records and signed checkpoints, as stored
+  log.json          its global-log entry, inclusion proof and the signed tree head
+  tracks/NAME       recordings and evidence snapshots, still encrypted
+  key.json          the session data key: in clear (no recipient), or wrapped to the
+                    recipient's X25519 public key (ephemeral ECDH + HKDF + AES-GCM)
+  plain/            (no recipient only) decrypted events.json and media, for reading
+
+`verify_bundle` checks the manifest, chain, checkpoint signatures, log inclusion and
+track digests without any key; with the data key (clear or via the recipient's
+private key) it also decrypts every event and track and compares the plain copies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from vteller.audit import merkle
+from vteller.audit.keys import KekProvider, WrappedKey
+from vteller.audit.stream import StreamError, decrypt
+from vteller.audit.trail import (
+    _sha256_file,
+    checkpoint_message,
+    event_aad,
+    genesis,
+    log_head_message,
+    record_hash,
+)
+from vteller.store import BlobStore, SqliteStore
+
+FORMAT = "vteller-evidence-bundle/1"
+Progress = Callable[[int, int], None]
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def _unb64(s: str) -> bytes:
+    return base64.b64decode(s)
+
+
+def fingerprint(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _wrap_for(recipient: X25519PublicKey, data_key: bytes, session_id: str) -> dict[str, str]:
+    eph = X25519PrivateKey.generate()
+    kek = HKDF(hashes.SHA256(), 32, None, b"vteller bundle v1|" + session_id.encode()).derive(
+        eph.exchange(recipient))
+    nonce = os.urandom(12)
+    return {"ephemeral_public": _b64(eph.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)), "nonce": _b64(nonce),
+        "wrapped_key": _b64(AESGCM(kek).encrypt(nonce, data_key, session_id.encode()))}
+
+
+def _unwrap_with(private: X25519PrivateKey, wrapped: dict[str, str], session_id: str) -> bytes:
+    eph = X25519PublicKey.from_public_bytes(_unb64(wrapped["ephemeral_public"]))
+    kek = HKDF(hashes.SHA256(), 32, None, b"vteller bundle v1|" + session_id.encode()).derive(
+        private.exchange(eph))
+    return AESGCM(kek).decrypt(_unb64(wrapped["nonce"]), _unb64(wrapped["wrapped_key"]),
+                               session_id.encode())
+
+
+def export_bundle(store: SqliteStore, session_id: str, public_key: Ed25519PublicKey,
+                  kek: KekProvider, blobs: BlobStore, out: BinaryIO,
+                  recipient: X25519PublicKey | None = None,
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """Write the bundle zip to `out`; returns the manifest. Blocking."""
+    row = store.session_key(session_id)
+    if row is None:
+        raise LookupError("no such session, or it was purged")
+    data_key = kek.unwrap(WrappedKey(*row), session_id)
+    events = store.run("SELECT seq, at, actor, kind, nonce, payload, prev_hash, hash FROM "
+                       "audit_events WHERE session_id=? ORDER BY seq", (session_id,))
+    cps = store.run("SELECT seq, head, at, final, signature FROM audit_checkpoints "
+                    "WHERE session_id=? ORDER BY seq", (session_id,))
+    entries = store.run("SELECT session_id, entry FROM audit_log ORDER BY idx")
+    head = store.run("SELECT size, root, at, signature FROM audit_log_heads "
+                     "ORDER BY size DESC LIMIT 1")
+    mine = [i for i, (sid, e) in enumerate(entries)
+            if sid == session_id and b'"tombstone"' not in bytes(e)]
+    if not mine or not head:
+        raise LookupError("session is not closed into the global log yet")
+    size, root, head_at, head_sig = head[0]
+    leaves = [merkle.leaf_hash(bytes(e)) for _, e in entries[:size]]
+    index = mine[-1]
+    files: dict[str, str] = {}
+    tracks = [k for k in blobs.list(session_id)]
+    total = len(tracks) * 2 + 4
+    done = 0
+
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        def put(name: str, data: bytes) -> None:
+            nonlocal done
+            z.writestr(name, data)
+            files[name] = hashlib.sha256(data).hexdigest()
+            done += 1
+            if progress:
+                progress(done, total)
+
+        put("public_key.pem", public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        put("records.json", json.dumps({
+            "events": [{"seq": s, "at": at, "actor": a, "kind": k, "nonce": _b64(bytes(n)),
+                        "payload": _b64(bytes(p)), "prev_hash": bytes(ph).hex(),
+                        "hash": bytes(h).hex()} for s, at, a, k, n, p, ph, h in events],
+            "checkpoints": [{"seq": s, "head": bytes(hd).hex(), "at": at, "final": bool(f),
+                             "signature": _b64(bytes(sig))} for s, hd, at, f, sig in cps],
+        }, indent=1).encode())
+        put("log.json", json.dumps({
+            "index": index, "size": size, "entry": _b64(bytes(entries[index][1])),
+            "proof": [p.hex() for p in merkle.inclusion_proof(index, leaves)],
+            "root": bytes(root).hex(), "at": head_at, "signature": _b64(bytes(head_sig)),
+        }, indent=1).encode())
+        put("key.json", json.dumps(
+            {"wrapped_for_recipient": _wrap_for(recipient, data_key, session_id)}
+            if recipient is not None else {"data_key": _b64(data_key)}).encode())
+        plain_events = []
+        for key in tracks:
+            name = key.split("/", 1)[1]
+            with blobs.open_read(key) as fh:
+                put(f"tracks/{name}", fh.read())
+            if recipient is None:
+                with blobs.open_read(key) as fh:
+                    plain = b"".join(decrypt(fh, lambda _kid: data_key))
+                put(f"plain/{name.removesuffix('.vtenc')}", plain)
+            else:
+                done += 1
+        if recipient is None:
+            for s, at, a, k, n, p, ph, _h in events:
+                data = json.loads(AESGCM(data_key).decrypt(bytes(n), bytes(p), event_aad(
+                    session_id, s, at, a, k, bytes(ph))))
+                plain_events.append({"seq": s, "at": at, "actor": a, "kind": k, **data})
+            put("plain/events.json", json.dumps(plain_events, indent=1).encode())
+        manifest = {"format": FORMAT, "session": session_id, "created_at": time.time(),
+                    "public_key_sha256": fingerprint(public_key),
+                    "encrypted_to_recipient": recipient is not None, "files": files}
+        z.writestr("manifest.json", json.dumps(manifest, indent=1))
+    return manifest
+
+
+@dataclass
+class BundleReport:
+    session: str = ""
+    problems: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    public_key_sha256: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def fail(self, where: str, what: str) -> None:
+        self.problems.append(f"{where}: {what}")
+
+
+def verify_bundle(source: BinaryIO | str, pinned: Ed25519PublicKey | None = None,
+                  recipient_private: X25519PrivateKey | None = None) -> BundleReport:
+    """Verify a bundle offline. `pinned`: the signing key you trust (else the bundle's
+    own key is used and its fingerprint reported for you to compare)."""
+    r = BundleReport()
+    try:
+        z = zipfile.ZipFile(source)
+        manifest = json.loads(z.read("manifest.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        r.fail("bundle", f"not a readable bundle ({type(exc).__name__})")
+        return r
+    if manifest.get("format") != FORMAT:
+        r.fail("manifest", "unknown format")
+        return r
+    sid = r.session = manifest["session"]
+    names = set(z.namelist()) - {"manifest.json"}
+    for name in sorted(names ^ set(manifest["files"])):
+        r.fail(name, "file added to or removed from the bundle")
+    for name, digest in manifest["files"].items():
+        if name in names and hashlib.sha256(z.read(name)).hexdigest() != digest:
+            r.fail(name, "differs from the manifest")
+    r.checked.append(f"manifest: {len(manifest['files'])} files")
+    try:
+        bundled = serialization.load_pem_public_key(z.read("public_key.pem"))
+        records = json.loads(z.read("records.json"))
+        log = json.loads(z.read("log.json"))
+        keyinfo = json.loads(z.read("key.json"))
+    except (KeyError, ValueError) as exc:
+        r.fail("bundle", f"missing or unreadable part ({exc})")
+        return r
+    key = pinned or bundled
+    assert isinstance(key, Ed25519PublicKey)
+    r.public_key_sha256 = fingerprint(key)
+    if pinned is not None and fingerprint(bundled) != fingerprint(pinned):  # type: ignore[arg-type]
+        r.fail("public key", "the bundle's key is not the pinned key")
+
+    data_key = None
+    if "data_key" in keyinfo:
+        data_key = _unb64(keyinfo["data_key"])
+    elif recipient_private is not None:
+        try:
+            data_key = _unwrap_with(recipient_private, keyinfo["wrapped_for_recipient"], sid)
+        except (InvalidTag, KeyError, ValueError):
+            r.fail("key", "cannot unwrap the data key with this private key")
+
+    prev, heads = genesis(sid), {}
+    plain_events = []
+    for i, ev in enumerate(records["events"], 1):
+        where = f"event {ev['seq']}"
+        nonce, payload, prev_hash = _unb64(ev["nonce"]), _unb64(ev["payload"]), bytes.fromhex(
+            ev["prev_hash"])
+        if ev["seq"] != i:
+            r.fail(where, "sequence gap or reorder")
+        if prev_hash != prev:
+            r.fail(where, "chain broken")
+        h = record_hash(sid, ev["seq"], ev["at"], ev["actor"], ev["kind"], nonce, payload,
+                        prev_hash)
+        if h.hex() != ev["hash"]:
+            r.fail(where, "record altered")
+        if data_key is not None:
+            try:
+                data = json.loads(AESGCM(data_key).decrypt(nonce, payload, event_aad(
+                    sid, ev["seq"], ev["at"], ev["actor"], ev["kind"], prev_hash)))
+                plain_events.append({"seq": ev["seq"], "at": ev["at"], "actor": ev["actor"],
+                                     "kind": ev["kind"], **data})
+            except (InvalidTag, ValueError):
+                r.fail(where, "payload altered")
+        prev = h
+        heads[ev["seq"]] = h
+    r.checked.append(f"chain: {len(records['events'])} events")
+    final = None
+    for cp in records["checkpoints"]:
+        try:
+            key.verify(_unb64(cp["signature"]), checkpoint_message(
+                sid, cp["seq"], bytes.fromhex(cp["head"]), cp["at"], cp["final"]))
+        except InvalidSignature:
+            r.fail(f"checkpoint {cp['seq']}", "signature invalid")
+            continue
+        if heads.get(cp["seq"], b"").hex() != cp["head"]:
+            r.fail(f"checkpoint {cp['seq']}", "does not match the chain")
+        if cp["final"]:
+            final = cp
+    if final is None or final["seq"] != len(records["events"]):
+        r.fail("checkpoints", "no signed final checkpoint covering every event")
+    r.checked.append(f"checkpoints: {len(records['checkpoints'])}")
+
+    entry = _unb64(log["entry"])
+    try:
+        key.verify(_unb64(log["signature"]), log_head_message(
+            log["size"], bytes.fromhex(log["root"]), log["at"]))
+        included = merkle.verify_inclusion(log["index"], log["size"], merkle.leaf_hash(entry),
+                                           [bytes.fromhex(p) for p in log["proof"]],
+                                           bytes.fromhex(log["root"]))
+        if not included:
+            r.fail("global log", "inclusion proof does not match the signed tree head")
+    except InvalidSignature:
+        r.fail("global log", "tree head signature invalid")
+    logged = json.loads(entry)
+    if final is not None and (logged.get("session") != sid or logged.get("head") != final["head"]):
+        r.fail("global log", "entry does not match the session's final checkpoint")
+    r.checked.append(f"global log: entry {log['index']} of {log['size']}")
+
+    tracks = logged.get("tracks", {})
+    for name, digest in sorted(tracks.items()):
+        part = f"tracks/{name}"
+        if part not in names:
+            r.fail(part, "missing")
+            continue
+        blob = z.read(part)
+        if _sha256_file(io.BytesIO(blob)) != digest:
+            r.fail(part, "differs from the digest in the trail")
+        if data_key is not None:
+            try:
+                plain = b"".join(decrypt(io.BytesIO(blob), lambda _kid: data_key))
+            except StreamError as exc:
+                if not (exc.kind == "truncated" and logged.get("incomplete")):
+                    r.fail(part, str(exc))
+                continue
+            copy = f"plain/{name.removesuffix('.vtenc')}"
+            if copy in names and z.read(copy) != plain:
+                r.fail(copy, "differs from the decrypted track")
+    r.checked.append(f"tracks: {len(tracks)}")
+    if data_key is not None and "plain/events.json" in names:
+        if json.loads(z.read("plain/events.json")) != plain_events:
+            r.fail("plain/events.json", "differs from the decrypted records")
+    r.checked.append("contents decrypted and compared" if data_key is not None else
+                     "contents: not decrypted (encrypted to a recipient; give the private key)")
+    return r
