@@ -130,5 +130,32 @@ async def server(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterato
     running.components.store.close()
 
 
+@pytest.fixture
+async def closed_session(server: RunningServer) -> str:
+    """A recorded call (real aiortc peers, pre-encoded media) ended, decided and closed."""
+    import asyncio
+
+    from tests.helpers import Party
+
+    teller_sig = await server.teller("teller1")
+    cust_sig = await server.customer("c-1")
+    call_id = await accept_call(teller_sig, cust_sig)
+    customer, teller = Party("customer", encoded=True), Party("teller", encoded=True)
+    await asyncio.gather(customer.negotiate(cust_sig), teller.negotiate(teller_sig))
+    await teller.wait_frames("video", 30)
+    await customer.wait_frames("video", 30)
+    await cust_sig.send({"type": "call.hangup"})
+    await teller_sig.recv("teller.state", state="wrap_up")
+    await teller_sig.send({"type": "review.decide", "decision": "incomplete"})
+    await teller_sig.recv("review.recorded")
+    await teller_sig.request({"type": "teller.status", "status": "available"}, "teller.state",
+                             state="available")
+    await server.manager.shutdown_cleanups()
+    await server.manager.flush()
+    for c in (customer, teller, cust_sig, teller_sig):
+        await c.close()
+    return call_id
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "settings(**kw): settings overrides for the server fixture")

@@ -4,38 +4,13 @@ deleted session are detected and named; `vteller audit verify` reports it."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import accept_call
-from tests.helpers import Party
 from vteller.audit import LocalKeyring
 from vteller.audit.verify import verify_session
-
-
-@pytest.fixture
-async def closed_session(server):
-    teller_sig = await server.teller("teller1")
-    cust_sig = await server.customer("c-1")
-    call_id = await accept_call(teller_sig, cust_sig)
-    customer, teller = Party("customer", encoded=True), Party("teller", encoded=True)
-    await asyncio.gather(customer.negotiate(cust_sig), teller.negotiate(teller_sig))
-    await teller.wait_frames("video", 30)
-    await customer.wait_frames("video", 30)
-    await cust_sig.send({"type": "call.hangup"})
-    await teller_sig.recv("teller.state", state="wrap_up")
-    await teller_sig.send({"type": "review.decide", "decision": "incomplete"})
-    await teller_sig.recv("review.recorded")
-    await teller_sig.request({"type": "teller.status", "status": "available"}, "teller.state",
-                             state="available")
-    await server.manager.shutdown_cleanups()
-    await server.manager.flush()
-    for c in (customer, teller, cust_sig, teller_sig):
-        await c.close()
-    return call_id
 
 
 def verify(server, call_id, kek="default"):  # type: ignore[no-untyped-def]

@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tests.conftest import STAFF_PASSWORD
 from tests.helpers import insecure_ssl
-from tests.test_audit_trail import closed_session  # noqa: F401 - the recorded call fixture
 from vteller.audit.access import verify as verify_access
 from vteller.audit.bundle import verify_bundle
 from vteller.audit.retention import RetentionPolicy, purge, verify_tombstone
@@ -42,7 +41,7 @@ async def auditor(server):
     await s.close()
 
 
-async def test_only_auditors_reach_the_audit_api(server, closed_session):  # noqa: F811
+async def test_only_auditors_reach_the_audit_api(server, closed_session):
     sid = closed_session
     calls = [("get", "/api/audit/sessions", None), ("post", f"/api/audit/sessions/{sid}/open",
              REASON), ("get", f"/api/audit/sessions/{sid}/media/customer.video.webm.vtenc", None),
@@ -68,7 +67,7 @@ async def test_only_auditors_reach_the_audit_api(server, closed_session):  # noq
     assert server.components.store.run("SELECT COUNT(*) FROM legal_holds")[0][0] == 0
 
 
-async def test_search_open_replay_and_access_log(server, closed_session, auditor):  # noqa: F811
+async def test_search_open_replay_and_access_log(server, closed_session, auditor):
     sid = closed_session
     url = server.url
     r = await auditor.get(f"{url}/api/audit/sessions", params={"teller": "teller1"})
@@ -132,7 +131,7 @@ async def test_search_open_replay_and_access_log(server, closed_session, auditor
     assert not verify_access(c.store, c.trail.public_key).ok
 
 
-async def test_tampered_session_opens_as_failed(server, closed_session, auditor):  # noqa: F811
+async def test_tampered_session_opens_as_failed(server, closed_session, auditor):
     sid = closed_session
     path = server.components.blobs._path(f"{sid}/teller.audio.webm.vtenc")
     raw = bytearray(path.read_bytes())
@@ -145,7 +144,7 @@ async def test_tampered_session_opens_as_failed(server, closed_session, auditor)
 
 
 async def test_bundle_verifies_offline_and_fails_after_any_change(server, closed_session,
-                                                                   auditor, tmp_path):  # noqa: F811
+                                                                   auditor, tmp_path):
     sid = closed_session
     r = await auditor.post(f"{server.url}/api/audit/sessions/{sid}/export", json=REASON)
     assert r.status == 200 and r.content_type == "application/zip"
@@ -185,7 +184,7 @@ async def test_bundle_verifies_offline_and_fails_after_any_change(server, closed
 
 
 async def test_purge_respects_hold_and_leaves_a_tombstone(server, closed_session,
-                                                          auditor):  # noqa: F811
+                                                          auditor):
     sid = closed_session
     c = server.components
     c.store.run("UPDATE calls SET ended_at=? WHERE call_id=?", (time.time() - 6 * 365 * 86400,

@@ -254,3 +254,88 @@ async def test_identity_panel_and_liveness_prompts_in_chromium(browser, tmp_path
             shutil.copy(tmp_path / f, artefacts / f)
     finally:
         server.stop()
+
+
+async def test_auditor_verifies_replays_and_seeks_in_chromium(browser, tmp_path):
+    """A recorded call; the auditor finds it, opens it with a reason (verified first),
+    plays the recordings and seeks with the timeline; after tampering it shows failed."""
+    server = start_serve(tmp_path / "srv", "--dev", env={"VTELLER_RECORD_CALLS": "true"})
+    try:
+        teller = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        customer = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        await teller.goto(f"{server.url}/teller")
+        await teller.fill("#username", "teller1")
+        await teller.fill("#password", server.passwords["teller1"])
+        await teller.click("button[type=submit]")
+        await teller.click("#available")
+        await teller.wait_for_selector("#teller-state[data-state=available]")
+        await customer.goto(f"{server.url}/customer")
+        await customer.fill("#birth-year", "1980")
+        await customer.click("#start")
+        await teller.wait_for_selector("#offer:not([hidden])")
+        await teller.click("#accept")
+        await wait_frames(teller, 90)  # ~3 s of video recorded
+        await teller.select_option("#decision", "incomplete")
+        await teller.click("#decide")
+        await teller.wait_for_selector("#decision-result:has-text('incomplete')")
+        await customer.click("#hangup")
+        await teller.wait_for_selector("#teller-state[data-state=wrap_up]")
+        await teller.click("#wrapup-done")  # closes the session: trail sealed
+        await teller.wait_for_selector("#teller-state[data-state=available]")
+        await asyncio.sleep(1.0)
+
+        auditor = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        await auditor.goto(f"{server.url}/auditor")
+        await auditor.fill("#username", "auditor1")
+        await auditor.fill("#password", server.passwords["auditor1"])
+        await auditor.click("button[type=submit]")
+        await auditor.fill("#f-teller", "teller1")
+        await auditor.click("#search-form button[type=submit]")
+        row = auditor.locator("#results tr").first
+        await row.wait_for()
+        session_id = await row.get_attribute("data-session")
+        await row.locator("button").click()
+        await auditor.fill("#reason", "quality review of card orders, ticket QA-12")
+        await auditor.click("#open")
+        await auditor.wait_for_selector("#verification[data-ok=true]")
+        assert "Integrity verified" in await auditor.text_content("#verification")
+        video = auditor.locator("video[data-track='customer.video.webm.vtenc']")
+        await video.wait_for()
+        await auditor.wait_for_function(
+            "() => document.querySelector(\"video[data-track='customer.video.webm.vtenc']\")"
+            ".readyState >= 1", timeout=15000)
+        await auditor.click("#play")
+        await asyncio.sleep(1.5)
+        played = await video.evaluate("v => v.currentTime")
+        assert played > 0.3
+        # seek with the timeline: the "accepted" event, then the last event
+        buttons = auditor.locator("#timeline li button")
+        assert await buttons.count() >= 5
+        await auditor.click("#pause")
+        last = buttons.last
+        target = float(await last.get_attribute("data-t"))
+        await last.click()
+        await asyncio.sleep(0.5)
+        offset = await auditor.evaluate(
+            "() => window.vteller.players.find(p => p.el.dataset.track === "
+            "'customer.video.webm.vtenc').offset")
+        position = await video.evaluate("v => v.currentTime")
+        assert abs(position - min(target - offset, await video.evaluate("v => v.duration"))) < 1.0
+        await auditor.screenshot(path=str(tmp_path / "auditor.png"), full_page=True)
+
+        # tamper with a recording on disk: opening shows the failure prominently
+        blob = tmp_path / "srv" / "var" / "recordings" / session_id / "teller.audio.webm.vtenc"
+        raw = bytearray(blob.read_bytes())
+        raw[len(raw) // 2] ^= 0x01
+        blob.write_bytes(bytes(raw))
+        await auditor.click("#open")
+        await auditor.wait_for_selector("#verification[data-ok=false]")
+        assert "INTEGRITY CHECK FAILED" in await auditor.text_content("#verification")
+        assert "teller.audio" in await auditor.text_content("#verification li.problem")
+        await auditor.screenshot(path=str(tmp_path / "auditor-failed.png"), full_page=True)
+        artefacts = Path("/tmp/vteller-browser")
+        artefacts.mkdir(exist_ok=True)
+        for f in ("auditor.png", "auditor-failed.png"):
+            shutil.copy(tmp_path / f, artefacts / f)
+    finally:
+        server.stop()

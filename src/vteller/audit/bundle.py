@@ -299,9 +299,9 @@ def verify_bundle(source: BinaryIO | str, pinned: Ed25519PublicKey | None = None
             if copy in names and z.read(copy) != plain:
                 r.fail(copy, "differs from the decrypted track")
     r.checked.append(f"tracks: {len(tracks)}")
-    if data_key is not None and "plain/events.json" in names:
-        if json.loads(z.read("plain/events.json")) != plain_events:
-            r.fail("plain/events.json", "differs from the decrypted records")
+    if (data_key is not None and "plain/events.json" in names
+            and json.loads(z.read("plain/events.json")) != plain_events):
+        r.fail("plain/events.json", "differs from the decrypted records")
     r.checked.append("contents decrypted and compared" if data_key is not None else
                      "contents: not decrypted (encrypted to a recipient; give the private key)")
     return r

@@ -217,7 +217,8 @@ class AuditApi:
             tracks.append({"name": name, "party": party, "slot": slot,
                            "kind": "audio" if slot == "audio" else
                            "image" if name.startswith("evidence.") else "video",
-                           "starts_at": starts.get(f"{party}.{slot}", starts.get(party))})
+                           "starts_at": starts.get("customer.screen") if slot == "screen"
+                           else starts.get(party)})
         result.update(purged=False, grant=token, grant_expires_in_s=GRANT_TTL_S,
                       events=events, tracks=tracks)
         return web.json_response(result)
