@@ -267,6 +267,9 @@ class SqliteStore:
 
     async def add_call_flag(self, call_id: str, flag: str) -> None:
         """Flags for the auditors' search (identity_mismatch, liveness_failed, ...)."""
+        await asyncio.to_thread(self._add_call_flag, call_id, flag)
+
+    def _add_call_flag(self, call_id: str, flag: str) -> None:
         with self._lock:
             row = self._db.execute("SELECT flags FROM calls WHERE call_id=?",
                                    (call_id,)).fetchone()
