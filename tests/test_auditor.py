@@ -213,3 +213,42 @@ async def test_purge_respects_hold_and_leaves_a_tombstone(server, closed_session
     # the tombstone is bound into the signed log: removing it is detected
     c.store.run("DELETE FROM audit_log WHERE CAST(entry AS TEXT) LIKE '%tombstone%'")
     assert not verify_tombstone(c.store, sid, c.trail.public_key)[0]
+
+
+async def test_cli_export_verify_bundle_hold_and_purge(server, closed_session, tmp_path):
+    import subprocess
+    import sys
+
+    sid = closed_session
+    env = {"VTELLER_DATA_DIR": str(server.settings.data_dir),
+           "VTELLER_KEK_DIR": str(server.settings.kek_dir), "PATH": "/usr/bin:/bin"}
+
+    def vteller(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vteller", "audit", *args], env=env,
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    assert vteller("recipient-key", "inspector.key").returncode == 0
+    out = vteller("export", sid, "--reason", "regulator request R-9",
+                  "--recipient", "inspector.key.pub", "--out", "b.zip")
+    assert out.returncode == 0, out.stderr
+    pem = tmp_path / "server.pem"
+    pem.write_bytes(server.components.trail.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    ok = vteller("verify-bundle", "b.zip", "--public-key", str(pem),
+                 "--private-key", "inspector.key")
+    assert ok.returncode == 0 and "VERIFIED" in ok.stdout, ok.stdout
+    other = X25519PrivateKey.generate()
+    (tmp_path / "other.pem").write_bytes(other.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    wrong = vteller("verify-bundle", "b.zip", "--private-key", "other.pem")
+    assert wrong.returncode == 1 and "cannot unwrap" in wrong.stdout
+    server.components.store.run("UPDATE calls SET ended_at=0 WHERE call_id=?", (sid,))
+    assert vteller("hold", sid, "--reason", "litigation L-1").returncode == 0
+    assert "0 session(s) due" in vteller("purge", "--dry-run").stdout
+    assert vteller("hold", sid, "--clear", "--reason", "litigation closed").returncode == 0
+    assert "would purge " + sid in vteller("purge", "--dry-run").stdout
+    assert "purged " + sid in vteller("purge").stdout
+    assert verify_tombstone(server.components.store, sid, server.components.trail.public_key)[0]
+    actions = [e["action"] for e in server.components.access.entries(20, sid)]
+    assert {"export", "hold.set", "hold.clear", "purge"} <= set(actions)

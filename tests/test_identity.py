@@ -422,3 +422,68 @@ async def test_liveness_still_photo_video_fails(server, faces_dir):
 async def test_selfie_frames_have_one_face(faces_dir, engine):
     for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"):
         assert engine.analyze(selfie(faces_dir / name), encode=False).faces == 1
+
+
+def test_analysis_workers_end_with_a_killed_server():
+    """A server killed with -9 must not leave its face-analysis processes behind."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import os, sys\n"
+              "from vteller.identity import IdentityPolicy\n"
+              "from vteller.identity.session import Analyzer\n"
+              "a = Analyzer(IdentityPolicy(workers=2))\n"
+              "assert a.warm_up()\n"
+              "print(' '.join(str(p) for p in a._pool._processes), flush=True)\n"
+              "os.kill(os.getpid(), 9)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2, out.stderr
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(os.path.exists(f"/proc/{p}") and "spawn" in open(f"/proc/{p}/cmdline").read()
+                   for p in pids)
+
+
+def test_identity_eval_cli_on_the_shared_photos(faces_dir, tmp_path):
+    """`vteller identity eval`: genuine vs impostor distances and FAR/FRR per threshold."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VTELLER_DATA_DIR": str(tmp_path / "var")}
+    out = subprocess.run([sys.executable, "-m", "vteller", "identity", "eval", str(faces_dir),
+                          "--json"], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["skipped"] == {"two_people.jpg": "2 faces"}
+    assert report["genuine"]["pairs"] == 9 and report["impostor"]["pairs"] == 36
+    assert report["genuine"]["max"] < POLICY.match_threshold < report["impostor"]["min"]
+    at = {row["threshold"]: row for row in report["thresholds"]}
+    assert at[0.5]["far"] == 0 and at[0.5]["frr"] == 0
+    assert at[0.3]["frr"] > 0.5  # too strict: most genuine pairs rejected
+
+
+def test_backend_credentials_cli(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VTELLER_DATA_DIR": str(tmp_path / "var")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vteller", "backend", *args],
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    added = run("add", "core-banking")
+    key = added.stdout.split()[-1]
+    assert added.returncode == 0 and key.startswith("vtb_")
+    assert run("add", "core-banking").returncode == 1  # names are unique
+    assert "core-banking\t" in run("list").stdout and "active" in run("list").stdout
+    assert run("revoke", "core-banking").returncode == 0
+    assert "revoked" in run("list").stdout
+    assert run("revoke", "nobody").returncode == 1

@@ -104,7 +104,9 @@ def seed_dev_users(settings: Settings, store: SqliteStore) -> list[tuple[str, st
     return created
 
 
-def build(settings: Settings) -> Components:
+def build(settings: Settings, serving: bool = True) -> Components:
+    """Every component. ``serving=False`` (CLI tools) skips the customer-token verifier,
+    which needs the bank's key only to serve."""
     prepare_data(settings)
     store = SqliteStore(settings.database_path)
     dev_issuer = (
@@ -125,7 +127,7 @@ def build(settings: Settings) -> Components:
         staff=StaffAuth(store, LoginRateLimiter(settings.login_max_failures,
                                                 settings.login_window_s),
                         settings.staff_session_ttl_s),
-        customers=customer_verifier(settings, dev_issuer),
+        customers=customer_verifier(settings, dev_issuer) if serving else None,  # type: ignore[arg-type]
         dev_issuer=dev_issuer,
         metrics=Metrics(),
         kek=kek,

@@ -284,7 +284,7 @@ def cmd_identity_enroll(args: argparse.Namespace) -> int:
     from vteller.app import build
 
     async def run() -> dict[str, object]:
-        components = build(_settings(args))
+        components = build(_settings(args), serving=False)
         try:
             return await components.identity.enroll(args.customer_id,
                                                     Path(args.photo).read_bytes(), "cli")
@@ -333,7 +333,7 @@ def cmd_backend(args: argparse.Namespace) -> int:
 def _audit_parts(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from vteller.app import build
 
-    components = build(_settings(args))
+    components = build(_settings(args), serving=False)
     components.identity.close()
     return components
 

@@ -7,6 +7,9 @@ process loads its own models once (`init`), then analyses frames and reference p
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -21,8 +24,20 @@ _engine: FaceEngine | None = None
 GREY_WIDTH = 320
 
 
+def _exit_with_parent() -> None:
+    """Workers hold both ends of the executor's queues, so they would outlive a killed
+    server; end this process when the parent goes."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        def watch() -> None:
+            parent.join()
+            os._exit(0)
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def init(landmark_model: Path | None, detect_width: int, upsample: int) -> None:
     global _engine
+    _exit_with_parent()
     _engine = FaceEngine(landmark_model, detect_width, upsample)
     _engine.warm_up()
 
