@@ -84,6 +84,14 @@ async def wait_frames(page, minimum: int, timeout_s: float = 30, probe: str = FR
     return n
 
 
+async def staff_login(page, server, path: str, username: str) -> None:
+    """Open a staff page and log in with the dev account's printed password."""
+    await page.goto(f"{server.url}{path}")
+    await page.fill("#username", username)
+    await page.fill("#password", server.passwords[username])
+    await page.click("button[type=submit]")
+
+
 async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
     server = start_serve(tmp_path / "srv", "--dev")
     try:
@@ -99,20 +107,14 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
             window.speechSynthesis.speak = (u) => window.__spoken.push(u.text);
           }""")
 
-        await teller.goto(f"{server.url}/teller")
-        await teller.fill("#username", "teller1")
-        await teller.fill("#password", server.passwords["teller1"])
-        await teller.click("button[type=submit]")
+        await staff_login(teller, server, "/teller", "teller1")
         await teller.wait_for_selector("#teller-state[data-state=offline]")
         await teller.click("#available")
         await teller.wait_for_selector("#teller-state[data-state=available]")
 
         supervisor_ctx = await browser.new_context(ignore_https_errors=True)
         supervisor = await supervisor_ctx.new_page()
-        await supervisor.goto(f"{server.url}/supervisor")
-        await supervisor.fill("#username", "supervisor1")
-        await supervisor.fill("#password", server.passwords["supervisor1"])
-        await supervisor.click("button[type=submit]")
+        await staff_login(supervisor, server, "/supervisor", "supervisor1")
         await supervisor.wait_for_selector("#tellers tr[data-username=teller1]")
 
         await customer.goto(f"{server.url}/customer")
@@ -202,10 +204,7 @@ async def test_identity_panel_and_liveness_prompts_in_chromium(browser, tmp_path
           if (window.speechSynthesis) {
             window.speechSynthesis.speak = (u) => window.__spoken.push(u.text);
           }""")
-        await teller.goto(f"{server.url}/teller")
-        await teller.fill("#username", "teller1")
-        await teller.fill("#password", server.passwords["teller1"])
-        await teller.click("button[type=submit]")
+        await staff_login(teller, server, "/teller", "teller1")
         await teller.click("#available")
         await teller.wait_for_selector("#teller-state[data-state=available]")
 
@@ -263,10 +262,7 @@ async def test_auditor_verifies_replays_and_seeks_in_chromium(browser, tmp_path)
     try:
         teller = await (await browser.new_context(ignore_https_errors=True)).new_page()
         customer = await (await browser.new_context(ignore_https_errors=True)).new_page()
-        await teller.goto(f"{server.url}/teller")
-        await teller.fill("#username", "teller1")
-        await teller.fill("#password", server.passwords["teller1"])
-        await teller.click("button[type=submit]")
+        await staff_login(teller, server, "/teller", "teller1")
         await teller.click("#available")
         await teller.wait_for_selector("#teller-state[data-state=available]")
         await customer.goto(f"{server.url}/customer")
@@ -285,10 +281,7 @@ async def test_auditor_verifies_replays_and_seeks_in_chromium(browser, tmp_path)
         await asyncio.sleep(1.0)
 
         auditor = await (await browser.new_context(ignore_https_errors=True)).new_page()
-        await auditor.goto(f"{server.url}/auditor")
-        await auditor.fill("#username", "auditor1")
-        await auditor.fill("#password", server.passwords["auditor1"])
-        await auditor.click("button[type=submit]")
+        await staff_login(auditor, server, "/auditor", "auditor1")
         await auditor.fill("#f-teller", "teller1")
         await auditor.click("#search-form button[type=submit]")
         row = auditor.locator("#results tr").first

@@ -30,6 +30,8 @@ from vteller.identity import (
     VerificationWindow,
     analyse_reference,
     distance,
+    to_jpeg,
+    worker,
 )
 from vteller.identity.faces import Quality
 from vteller.identity.liveness import Sample
@@ -41,13 +43,6 @@ POLICY = IdentityPolicy()
 @pytest.fixture(scope="module")
 def engine() -> FaceEngine:
     return FaceEngine()
-
-
-def jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert ok
-    return data.tobytes()
 
 
 # ------------------------------------------------------------------ reference photos
@@ -77,9 +72,9 @@ def test_reference_errors_are_typed(engine, faces_dir, case, code):
         "truncated": lambda: obama[:2000],
         "huge": lambda: obama + b"\0" * POLICY.max_photo_bytes,
         "two_people": lambda: (faces_dir / "two_people.jpg").read_bytes(),
-        "blank": lambda: jpeg(np.full((400, 400, 3), 128, np.uint8)),
-        "tiny": lambda: jpeg(cv2.resize(rgb, (rgb.shape[1] // 4, rgb.shape[0] // 4))),
-        "blurred": lambda: jpeg(cv2.GaussianBlur(rgb, (0, 0), 6)),
+        "blank": lambda: to_jpeg(np.full((400, 400, 3), 128, np.uint8)),
+        "tiny": lambda: to_jpeg(cv2.resize(rgb, (rgb.shape[1] // 4, rgb.shape[0] // 4))),
+        "blurred": lambda: to_jpeg(cv2.GaussianBlur(rgb, (0, 0), 6)),
     }[case]()
     with pytest.raises(EnrollmentError) as err:
         analyse_reference(engine, data, POLICY)
@@ -135,11 +130,13 @@ def test_presence_alerts():
 
 
 # ------------------------------------------------------------------ liveness judged on real frames
-def _run_check(engine, ref, actor, actions, respond, still=False):
-    """Feed a liveness check frames at 10 Hz; `respond(prompt)` picks the pose."""
+def _run_check(ref, actor, actions, respond, still=False):
+    """Feed a liveness check frames at 10 Hz, analysed as the server's workers do;
+    `respond(prompt)` picks the pose."""
+    worker.init(None, POLICY.detect_width, 0)
     check = LivenessCheck(POLICY, actions, 0.0)
     rng = np.random.default_rng(3)
-    pose, since, last_prompt = None, 0, None
+    pose, since, last_prompt, grey = None, 0, None, None
     for i in range(400):
         t = i * 0.1
         prompt = check.prompt()
@@ -149,19 +146,11 @@ def _run_check(engine, ref, actor, actions, respond, still=False):
             last_prompt, pose, since = prompt, respond(prompt[0]), i
         img = actor.poses[pose if 3 <= i - since < 8 else None]
         rgb = img if still else live(img, rng, t)
-        obs = engine.analyze(rgb, encode=i % 10 == 0, landmarks=True)
+        obs, grey, diff = worker.analyse(rgb, i % 10 == 0, True, POLICY.detect_width, grey)
         check.observe(Sample(t, obs.faces, obs.landmarks, obs.image_size,
                              distance(obs.encoding, ref) if obs.encoding is not None else None,
-                             _diff(rgb, obs, check)))
+                             diff))
     return check
-
-
-def _diff(rgb, obs, check):
-    b = obs.box
-    crop = cv2.resize(cv2.cvtColor(rgb[b.top:b.bottom, b.left:b.right], cv2.COLOR_RGB2GRAY),
-                      (64, 64)).astype(np.int16)
-    prev, check._test_crop = getattr(check, "_test_crop", None), crop
-    return None if prev is None else float(np.abs(crop - prev).mean())
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +165,7 @@ def actor(faces_dir):
 
 def test_cooperating_sequence_passes_every_challenge(engine, obama_ref, actor):
     actions = ["blink", "turn_left", "open_mouth", "turn_right"]
-    check = _run_check(engine, obama_ref, actor, actions, lambda a: a)
+    check = _run_check(obama_ref, actor, actions, lambda a: a)
     assert check.state == "passed", check.summary()
     assert [s.state for s in check.steps] == ["passed"] * 4
     assert check.bound >= 1
@@ -186,22 +175,22 @@ def test_cooperating_sequence_passes_every_challenge(engine, obama_ref, actor):
 def test_sequence_ignoring_prompts_fails(engine, obama_ref, actor):
     wrong = {"turn_left": "turn_right", "turn_right": "turn_left", "blink": "open_mouth",
              "open_mouth": "blink"}
-    check = _run_check(engine, obama_ref, actor, ["turn_left", "blink"], lambda a: wrong.get(a))
+    check = _run_check(obama_ref, actor, ["turn_left", "blink"], lambda a: wrong.get(a))
     assert check.state == "failed" and check.reason == "wrong_action", check.summary()
-    check = _run_check(engine, obama_ref, actor, ["blink", "open_mouth"],
+    check = _run_check(obama_ref, actor, ["blink", "open_mouth"],
                        lambda a: wrong.get(a))
     assert check.state == "timed_out" and check.reason == "blink_not_seen", check.summary()
 
 
 def test_still_photo_fails_as_frozen(engine, obama_ref, actor):
-    check = _run_check(engine, obama_ref, actor, ["blink", "turn_left"], lambda a: None,
+    check = _run_check(obama_ref, actor, ["blink", "turn_left"], lambda a: None,
                        still=True)
     assert check.state == "failed" and check.reason == "frozen_video", check.summary()
 
 
 def test_liveness_by_someone_else_fails(engine, faces_dir, actor):
     biden = analyse_reference(engine, (faces_dir / "biden.jpg").read_bytes(), POLICY).encoding
-    check = _run_check(engine, biden, actor, ["blink", "turn_left"], lambda a: a)
+    check = _run_check(biden, actor, ["blink", "turn_left"], lambda a: a)
     assert check.state == "failed" and check.reason == "different_face"
 
 
@@ -340,12 +329,10 @@ async def test_identity_needs_a_reference_and_the_teller_role(server, faces_dir)
     await _close(cust_sig, teller_sig, *parts)
 
 
+# thresholds that make every real match "borderline": the teller must judge
+@pytest.mark.settings(identity={"match_threshold": 0.05, "mismatch_threshold": 0.7})
 async def test_borderline_goes_to_the_teller(server, faces_dir):
     await enroll(server, "c-obama", faces_dir / "obama.jpg")
-    policy = server.settings.identity
-    # make every real match "borderline" for this call: the teller must judge
-    server.components.identity.policy = policy.model_copy(
-        update={"match_threshold": 0.05, "mismatch_threshold": 0.7})
     call_id, cust_sig, teller_sig, *parts = await _call(server, faces_dir / "obama2.jpg",
                                                         "c-obama")
     await teller_sig.send({"type": "identity.verify"})

@@ -408,11 +408,7 @@ def cmd_audit_hold(args: argparse.Namespace) -> int:
     c = _audit_parts(args)
     c.access.record(_cli_user(), "hold.clear" if args.clear else "hold.set", args.session,
                     args.reason)
-    if args.clear:
-        c.store.run("DELETE FROM legal_holds WHERE session_id=?", (args.session,))
-    else:
-        c.store.run("INSERT OR REPLACE INTO legal_holds VALUES (?,?,?,?)",
-                    (args.session, _cli_user(), args.reason, time.time()))
+    c.store.set_legal_hold(args.session, not args.clear, _cli_user(), args.reason)
     print(f"legal hold {'cleared' if args.clear else 'set'} on {args.session}")
     return 0
 

@@ -26,10 +26,9 @@ import os
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -39,14 +38,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from vteller.audit import merkle
 from vteller.audit.keys import KekProvider, WrappedKey
 from vteller.audit.stream import StreamError, decrypt
-from vteller.audit.trail import (
-    _sha256_file,
-    checkpoint_message,
-    event_aad,
-    genesis,
-    log_head_message,
-    record_hash,
-)
+from vteller.audit.trail import _sha256_file
+from vteller.audit.verify import Report, check_chain, check_checkpoints, check_log_entry
 from vteller.store import BlobStore, SqliteStore
 
 FORMAT = "vteller-evidence-bundle/1"
@@ -138,7 +131,6 @@ def export_bundle(store: SqliteStore, session_id: str, public_key: Ed25519Public
         put("key.json", json.dumps(
             {"wrapped_for_recipient": _wrap_for(recipient, data_key, session_id)}
             if recipient is not None else {"data_key": _b64(data_key)}).encode())
-        plain_events = []
         for key in tracks:
             name = key.split("/", 1)[1]
             with blobs.open_read(key) as fh:
@@ -150,10 +142,9 @@ def export_bundle(store: SqliteStore, session_id: str, public_key: Ed25519Public
             else:
                 done += 1
         if recipient is None:
-            for s, at, a, k, n, p, ph, _h in events:
-                data = json.loads(AESGCM(data_key).decrypt(bytes(n), bytes(p), event_aad(
-                    session_id, s, at, a, k, bytes(ph))))
-                plain_events.append({"seq": s, "at": at, "actor": a, "kind": k, **data})
+            rows = [(seq, at, a, k, bytes(n), bytes(p), bytes(ph), bytes(h))
+                    for seq, at, a, k, n, p, ph, h in events]
+            plain_events = check_chain(Report(session_id), session_id, rows, data_key).events
             put("plain/events.json", json.dumps(plain_events, indent=1).encode())
         manifest = {"format": FORMAT, "session": session_id, "created_at": time.time(),
                     "public_key_sha256": fingerprint(public_key),
@@ -162,26 +153,12 @@ def export_bundle(store: SqliteStore, session_id: str, public_key: Ed25519Public
     return manifest
 
 
-@dataclass
-class BundleReport:
-    session: str = ""
-    problems: list[str] = field(default_factory=list)
-    checked: list[str] = field(default_factory=list)
-    public_key_sha256: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def fail(self, where: str, what: str) -> None:
-        self.problems.append(f"{where}: {what}")
-
-
 def verify_bundle(source: BinaryIO | str, pinned: Ed25519PublicKey | None = None,
-                  recipient_private: X25519PrivateKey | None = None) -> BundleReport:
-    """Verify a bundle offline. `pinned`: the signing key you trust (else the bundle's
-    own key is used and its fingerprint reported for you to compare)."""
-    r = BundleReport()
+                  recipient_private: X25519PrivateKey | None = None) -> Report:
+    """Verify a bundle offline with the same checks as `verify.verify_session`.
+    `pinned`: the signing key you trust (else the bundle's own key is used and its
+    fingerprint reported for you to compare)."""
+    r = Report("")
     try:
         z = zipfile.ZipFile(source)
         manifest = json.loads(z.read("manifest.json"))
@@ -191,7 +168,7 @@ def verify_bundle(source: BinaryIO | str, pinned: Ed25519PublicKey | None = None
     if manifest.get("format") != FORMAT:
         r.fail("manifest", "unknown format")
         return r
-    sid = r.session = manifest["session"]
+    sid = r.session_id = manifest["session"]
     names = set(z.namelist()) - {"manifest.json"}
     for name in sorted(names ^ set(manifest["files"])):
         r.fail(name, "file added to or removed from the bundle")
@@ -222,64 +199,19 @@ def verify_bundle(source: BinaryIO | str, pinned: Ed25519PublicKey | None = None
         except (InvalidTag, KeyError, ValueError):
             r.fail("key", "cannot unwrap the data key with this private key")
 
-    prev, heads = genesis(sid), {}
-    plain_events = []
-    for i, ev in enumerate(records["events"], 1):
-        where = f"event {ev['seq']}"
-        nonce, payload, prev_hash = _unb64(ev["nonce"]), _unb64(ev["payload"]), bytes.fromhex(
-            ev["prev_hash"])
-        if ev["seq"] != i:
-            r.fail(where, "sequence gap or reorder")
-        if prev_hash != prev:
-            r.fail(where, "chain broken")
-        h = record_hash(sid, ev["seq"], ev["at"], ev["actor"], ev["kind"], nonce, payload,
-                        prev_hash)
-        if h.hex() != ev["hash"]:
-            r.fail(where, "record altered")
-        if data_key is not None:
-            try:
-                data = json.loads(AESGCM(data_key).decrypt(nonce, payload, event_aad(
-                    sid, ev["seq"], ev["at"], ev["actor"], ev["kind"], prev_hash)))
-                plain_events.append({"seq": ev["seq"], "at": ev["at"], "actor": ev["actor"],
-                                     "kind": ev["kind"], **data})
-            except (InvalidTag, ValueError):
-                r.fail(where, "payload altered")
-        prev = h
-        heads[ev["seq"]] = h
-    r.checked.append(f"chain: {len(records['events'])} events")
-    final = None
-    for cp in records["checkpoints"]:
-        try:
-            key.verify(_unb64(cp["signature"]), checkpoint_message(
-                sid, cp["seq"], bytes.fromhex(cp["head"]), cp["at"], cp["final"]))
-        except InvalidSignature:
-            r.fail(f"checkpoint {cp['seq']}", "signature invalid")
-            continue
-        if heads.get(cp["seq"], b"").hex() != cp["head"]:
-            r.fail(f"checkpoint {cp['seq']}", "does not match the chain")
-        if cp["final"]:
-            final = cp
-    if final is None or final["seq"] != len(records["events"]):
-        r.fail("checkpoints", "no signed final checkpoint covering every event")
-    r.checked.append(f"checkpoints: {len(records['checkpoints'])}")
+    rows = [(e["seq"], e["at"], e["actor"], e["kind"], _unb64(e["nonce"]), _unb64(e["payload"]),
+             bytes.fromhex(e["prev_hash"]), bytes.fromhex(e["hash"])) for e in records["events"]]
+    chain = check_chain(r, sid, rows, data_key)
+    final = check_checkpoints(r, sid, [
+        (c["seq"], bytes.fromhex(c["head"]), c["at"], c["final"], _unb64(c["signature"]))
+        for c in records["checkpoints"]], chain, key)
+    logged = check_log_entry(r, sid, _unb64(log["entry"]), log["index"],
+                             [bytes.fromhex(p) for p in log["proof"]],
+                             (log["size"], bytes.fromhex(log["root"]), log["at"],
+                              _unb64(log["signature"])), final, key)
 
-    entry = _unb64(log["entry"])
-    try:
-        key.verify(_unb64(log["signature"]), log_head_message(
-            log["size"], bytes.fromhex(log["root"]), log["at"]))
-        included = merkle.verify_inclusion(log["index"], log["size"], merkle.leaf_hash(entry),
-                                           [bytes.fromhex(p) for p in log["proof"]],
-                                           bytes.fromhex(log["root"]))
-        if not included:
-            r.fail("global log", "inclusion proof does not match the signed tree head")
-    except InvalidSignature:
-        r.fail("global log", "tree head signature invalid")
-    logged = json.loads(entry)
-    if final is not None and (logged.get("session") != sid or logged.get("head") != final["head"]):
-        r.fail("global log", "entry does not match the session's final checkpoint")
-    r.checked.append(f"global log: entry {log['index']} of {log['size']}")
-
-    tracks = logged.get("tracks", {})
+    tracks = logged.get("tracks") or {}
+    assert isinstance(tracks, dict)
     for name, digest in sorted(tracks.items()):
         part = f"tracks/{name}"
         if part not in names:
@@ -300,7 +232,7 @@ def verify_bundle(source: BinaryIO | str, pinned: Ed25519PublicKey | None = None
                 r.fail(copy, "differs from the decrypted track")
     r.checked.append(f"tracks: {len(tracks)}")
     if (data_key is not None and "plain/events.json" in names
-            and json.loads(z.read("plain/events.json")) != plain_events):
+            and json.loads(z.read("plain/events.json")) != chain.events):
         r.fail("plain/events.json", "differs from the decrypted records")
     r.checked.append("contents decrypted and compared" if data_key is not None else
                      "contents: not decrypted (encrypted to a recipient; give the private key)")

@@ -23,7 +23,7 @@ from vteller.audit import KekProvider, StreamWriter, new_data_key
 from vteller.audit.trail import AuditTrail
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
 from vteller.config import Settings
-from vteller.identity import IdentityService, IdentitySession, Verdict
+from vteller.identity import IdentityService, IdentitySession, Verdict, to_jpeg
 from vteller.media import MediaLeg, MediaNegotiationError, check_offer
 from vteller.media.taps import LatestFrameTap
 from vteller.observability import Metrics
@@ -568,15 +568,17 @@ class CallManager:
             name = f"evidence.face-{len(call.evidence_blobs) + 1}.jpg.vtenc"
             call.evidence_blobs[name] = ""
             call.recorder_tasks.append(self._background(
-                self._store_snapshot(call, name, data["jpeg"], data["frame_at"],
+                self._store_snapshot(call, name, data["rgb"], data["frame_at"],
                                      data["distance"])))
 
-    async def _store_snapshot(self, call: Call, name: str, jpeg: bytes, frame_at: float,
+    async def _store_snapshot(self, call: Call, name: str, rgb: Any, frame_at: float,
                               dist: float) -> None:
-        """The best-matching frame, encrypted with the session's data key."""
+        """The best-matching frame as JPEG, encrypted with the session's data key (both
+        in a worker thread)."""
         key, blobs = call.data_key, self._blobs
 
         def write() -> str:
+            jpeg = to_jpeg(rgb)
             with blobs.open_write(f"{call.call_id}/{name}") as sink:
                 writer = StreamWriter(sink, key, key_id=call.call_id)
                 writer.write(jpeg)

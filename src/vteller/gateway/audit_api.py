@@ -10,6 +10,7 @@ import io
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,9 @@ class Grant:
     expires: float
 
 
+Handler = Callable[[web.Request, StaffUser], Awaitable[web.StreamResponse]]
+
+
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
@@ -74,22 +78,26 @@ class AuditApi:
         self._media: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
     def routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/api/audit/sessions", self.search)
-        r.add_post("/api/audit/sessions/{sid}/open", self.open)
-        r.add_get("/api/audit/sessions/{sid}/media/{name}", self.media)
-        r.add_post("/api/audit/sessions/{sid}/export", self.export)
-        r.add_post("/api/audit/sessions/{sid}/hold", self.hold)
-        r.add_get("/api/audit/access-log", self.access_log)
+        r, a = app.router, self._auditors_only
+        r.add_get("/api/audit/sessions", a(self.search))
+        r.add_post("/api/audit/sessions/{sid}/open", a(self.open))
+        r.add_get("/api/audit/sessions/{sid}/media/{name}", a(self.media))
+        r.add_post("/api/audit/sessions/{sid}/export", a(self.export))
+        r.add_post("/api/audit/sessions/{sid}/hold", a(self.hold))
+        r.add_get("/api/audit/access-log", a(self.access_log))
 
     # ------------------------------------------------------------------ helpers
-    async def _auditor(self, request: web.Request) -> StaffUser | web.Response:
-        user = await self._staff.user_for_session(request.cookies.get(SESSION_COOKIE))
-        if user is None:
-            return _error(401, "unauthenticated", "not logged in")
-        if user.role != "auditor":
-            return _error(403, "forbidden", "auditors only")
-        return user
+    def _auditors_only(self, handler: Handler) -> Callable[[web.Request],
+                                                            Awaitable[web.StreamResponse]]:
+        """Every route: a logged-in staff member with the auditor role, or 401/403."""
+        async def checked(request: web.Request) -> web.StreamResponse:
+            user = await self._staff.user_for_session(request.cookies.get(SESSION_COOKIE))
+            if user is None:
+                return _error(401, "unauthenticated", "not logged in")
+            if user.role != "auditor":
+                return _error(403, "forbidden", "auditors only")
+            return await handler(request, user)
+        return checked
 
     async def _record(self, user: str, action: str, session_id: str | None, reason: str,
                       **detail: Any) -> None:
@@ -114,10 +122,7 @@ class AuditApi:
         return self._kek.unwrap(WrappedKey(*row), session_id) if row else None
 
     # ------------------------------------------------------------------ search
-    async def search(self, request: web.Request) -> web.Response:
-        user = await self._auditor(request)
-        if isinstance(user, web.Response):
-            return user
+    async def search(self, request: web.Request, user: StaffUser) -> web.Response:
         q = request.query
         where, args = ["1=1"], []
         try:
@@ -168,10 +173,7 @@ class AuditApi:
                       "legal_hold": bool(r[10]), "purged": bool(r[11])} for r in rows]})
 
     # ------------------------------------------------------------------ open
-    async def open(self, request: web.Request) -> web.Response:
-        user = await self._auditor(request)
-        if isinstance(user, web.Response):
-            return user
+    async def open(self, request: web.Request, user: StaffUser) -> web.Response:
         body = await self._body(request, ReasonBody)
         if body is None:
             return _error(400, "invalid_request", "state a reason (5-500 characters)")
@@ -207,6 +209,7 @@ class AuditApi:
             events = []
         token = secrets.token_urlsafe(24)
         self._grants = {k: g for k, g in self._grants.items() if g.expires > time.time()}
+        self._replayed = {(g, n) for g, n in self._replayed if g.expires > time.time()}
         self._grants[hashlib.sha256(token.encode()).hexdigest()] = Grant(
             user.username, sid, body.reason, time.time() + GRANT_TTL_S)
         starts = _track_starts(events)
@@ -224,10 +227,7 @@ class AuditApi:
         return web.json_response(result)
 
     # ------------------------------------------------------------------ replay
-    async def media(self, request: web.Request) -> web.StreamResponse:
-        user = await self._auditor(request)
-        if isinstance(user, web.Response):
-            return user
+    async def media(self, request: web.Request, user: StaffUser) -> web.StreamResponse:
         grant = self._grant(request, user)
         if grant is None:
             return _error(403, "forbidden", "open the session with a reason first")
@@ -263,10 +263,7 @@ class AuditApi:
         return data
 
     # ------------------------------------------------------------------ export
-    async def export(self, request: web.Request) -> web.StreamResponse:
-        user = await self._auditor(request)
-        if isinstance(user, web.Response):
-            return user
+    async def export(self, request: web.Request, user: StaffUser) -> web.StreamResponse:
         body = await self._body(request, ExportBody)
         if body is None:
             return _error(400, "invalid_request", "state a reason (5-500 characters)")
@@ -291,30 +288,19 @@ class AuditApi:
             "Content-Disposition": f'attachment; filename="vteller-{sid}.zip"'})
 
     # ------------------------------------------------------------------ legal hold
-    async def hold(self, request: web.Request) -> web.Response:
-        user = await self._auditor(request)
-        if isinstance(user, web.Response):
-            return user
+    async def hold(self, request: web.Request, user: StaffUser) -> web.Response:
         body = await self._body(request, HoldBody)
         if body is None:
             return _error(400, "invalid_request", "hold (true/false) and a reason are required")
         sid = request.match_info["sid"][:64]
         await self._record(user.username, "hold.set" if body.hold else "hold.clear", sid,
                            body.reason)
-        if body.hold:
-            await asyncio.to_thread(self._store.run,
-                                    "INSERT OR REPLACE INTO legal_holds VALUES (?,?,?,?)",
-                                    (sid, user.username, body.reason, time.time()))
-        else:
-            await asyncio.to_thread(self._store.run,
-                                    "DELETE FROM legal_holds WHERE session_id=?", (sid,))
+        await asyncio.to_thread(self._store.set_legal_hold, sid, body.hold, user.username,
+                                body.reason)
         return web.json_response({"session_id": sid, "legal_hold": body.hold})
 
     # ------------------------------------------------------------------ access log
-    async def access_log(self, request: web.Request) -> web.Response:
-        user = await self._auditor(request)
-        if isinstance(user, web.Response):
-            return user
+    async def access_log(self, request: web.Request, user: StaffUser) -> web.Response:
         if REVIEW_ACCESS not in user.profile.get("permissions", []):
             return _error(403, "forbidden", f"needs the {REVIEW_ACCESS} permission")
         await self._record(user.username, "access_log.view", None, "")

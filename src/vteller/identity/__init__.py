@@ -1,6 +1,6 @@
 """Identity: reference enrollment, live face verification, liveness challenges."""
 
-from vteller.identity.faces import FaceEngine, Observation, distance
+from vteller.identity.faces import FaceEngine, Observation, distance, to_jpeg
 from vteller.identity.liveness import LivenessCheck, LivenessState, choose_challenges
 from vteller.identity.policy import IdentityPolicy
 from vteller.identity.reference import EnrollmentError, ReferenceStore, analyse_reference
@@ -24,4 +24,5 @@ __all__ = [
     "analyse_reference",
     "choose_challenges",
     "distance",
+    "to_jpeg",
 ]

@@ -1,8 +1,9 @@
 """Face analysis on one image: detect, measure quality, 68 landmarks, 128-d encoding.
 
-dlib does the work and releases the GIL, so callers run this in worker threads. dlib's
-networks keep per-call state inside the model objects, so every thread loads its own
-copy (``threading.local``); nothing is shared between threads.
+dlib does the work. Its face encoder holds the GIL for its whole forward pass, so the
+server runs this in worker processes (`identity.worker`), never on the event loop.
+dlib's networks keep per-call state inside the model objects, so every thread that
+uses an engine loads its own copy (``threading.local``).
 
 Models (see README "Models and licences"): dlib's HOG frontal face detector (built
 in), the 5-point landmark model and the ResNet face encoder from
@@ -116,15 +117,22 @@ class FaceEngine:
         width = self.detect_width if detect_width is None else detect_width
         ups = self.upsample if upsample is None else upsample
         h, w = rgb.shape[:2]
-        scale = 1.0
-        small = rgb
-        if width and w > width:
-            scale = w / width
-            small = cv2.resize(rgb, (width, round(h / scale)), interpolation=cv2.INTER_AREA)
-        boxes = []
-        for r in self._m().detector(small, ups):
-            boxes.append(Box(max(0, round(r.left() * scale)), max(0, round(r.top() * scale)),
-                             min(w, round(r.right() * scale)), min(h, round(r.bottom() * scale))))
+        scale = width / w if width and w > width else 1.0
+        return self._detect_in(rgb, scale, 0, 0, ups, (w, h))
+
+    def _detect_in(self, region: np.ndarray, scale: float, x0: int, y0: int, upsample: int,
+                   bounds: tuple[int, int]) -> list[Box]:
+        """Run the detector on ``region`` (offset x0, y0 in the frame) resized by
+        ``scale``; boxes in frame coordinates, clipped to ``bounds``, largest first."""
+        small = region
+        if scale < 1:
+            small = cv2.resize(region, (max(1, round(region.shape[1] * scale)),
+                                        max(1, round(region.shape[0] * scale))),
+                               interpolation=cv2.INTER_AREA)
+        w, h = bounds
+        boxes = [Box(max(0, x0 + round(r.left() / scale)), max(0, y0 + round(r.top() / scale)),
+                     min(w, x0 + round(r.right() / scale)), min(h, y0 + round(r.bottom() / scale)))
+                 for r in self._m().detector(np.ascontiguousarray(small), upsample)]
         return sorted(boxes, key=lambda b: -(b.width * b.height))
 
     def quality(self, rgb: np.ndarray, box: Box) -> Quality:
@@ -152,17 +160,8 @@ class FaceEngine:
         size = max(hint.width, hint.height)
         x0, y0 = max(0, hint.left - size), max(0, hint.top - size)
         x1, y1 = min(w, hint.right + size), min(h, hint.bottom + size)
-        region = rgb[y0:y1, x0:x1]
         scale = min(1.0, 100 / max(1, size))
-        small = cv2.resize(region, (max(1, round(region.shape[1] * scale)),
-                                    max(1, round(region.shape[0] * scale))),
-                           interpolation=cv2.INTER_AREA) if scale < 1 else region
-        boxes = []
-        for r in self._m().detector(np.ascontiguousarray(small), 0):
-            boxes.append(Box(max(0, x0 + round(r.left() / scale)), max(0, y0 + round(r.top() / scale)),
-                             min(w, x0 + round(r.right() / scale)),
-                             min(h, y0 + round(r.bottom() / scale))))
-        return sorted(boxes, key=lambda b: -(b.width * b.height))
+        return self._detect_in(rgb[y0:y1, x0:x1], scale, x0, y0, 0, (w, h))
 
     def analyze(self, rgb: np.ndarray, *, encode: bool = True, landmarks: bool = False,
                 detect_width: int | None = None, upsample: int | None = None,
@@ -202,3 +201,12 @@ class FaceEngine:
 def distance(a: np.ndarray, b: np.ndarray) -> float:
     """Euclidean distance between two encodings (same person: typically < 0.6)."""
     return float(np.linalg.norm(a - b))
+
+
+def to_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """An RGB frame as JPEG (evidence snapshots)."""
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return encoded.tobytes()

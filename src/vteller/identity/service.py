@@ -33,10 +33,6 @@ class IdentityService:
     def policy(self) -> IdentityPolicy:
         return self.analyzer.policy
 
-    @policy.setter
-    def policy(self, policy: IdentityPolicy) -> None:
-        self.analyzer.policy = policy
-
     async def enroll(self, customer_id: str, photo: bytes, source: str) -> dict[str, Any]:
         """Validate and store a reference (raises EnrollmentError); audited as its own
         session in the global log, so replacing a reference is provable."""

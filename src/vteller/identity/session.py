@@ -8,7 +8,8 @@ what is sent and recorded:
   event      an audit event (kind in data["kind"]) with frame timestamps
   evidence   evidence earned (face_verified, liveness_passed)
   challenge  the liveness prompt for the customer
-  snapshot   the best-matching frame as JPEG bytes (to be stored encrypted)
+  snapshot   the best-matching frame (RGB array; the caller encodes and stores it
+             encrypted, off the event loop)
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-import cv2
 import numpy as np
+import structlog
 
 from vteller.identity import worker
 from vteller.identity.faces import Observation, distance
@@ -45,6 +46,7 @@ from vteller.identity.verify import (
 )
 
 Notify = Callable[[str, dict[str, Any]], None]
+log = structlog.get_logger("vteller.identity")
 
 
 class Analyzer:
@@ -118,6 +120,7 @@ class IdentitySession:
         self._small_faces = False
         self._last_box: Any = None
         self._last_prompt: tuple[str, int] | None = None
+        self._reported: set[tuple[str, str]] = set()  # liveness steps already recorded
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="identity")
 
@@ -144,6 +147,7 @@ class IdentitySession:
         self.liveness = LivenessCheck(self.policy, actions, now)
         self._last_grey = None
         self._last_prompt = None
+        self._reported = set()
         self._event("identity.liveness_started", challenges=actions)
         self._prompt()
         self._status()
@@ -202,8 +206,7 @@ class IdentitySession:
                 try:
                     await self._sample(*latest)
                 except Exception:  # noqa: BLE001 - one bad frame must not end the checks
-                    import structlog
-                    structlog.get_logger("vteller.identity").exception("identity_sample_failed")
+                    log.exception("identity_sample_failed")
             elif self.liveness is not None and self.liveness.tick(time.monotonic()):
                 self._liveness_changed(time.monotonic())
             self._wake.clear()
@@ -216,7 +219,7 @@ class IdentitySession:
         verifying = self.verdict == Verdict.VERIFYING
         encode = verifying or (self.presence is not None and not live) or (
             live and at - self._last_bind >= self.policy.bind_every_s)
-        rgb = frame.to_ndarray(format="rgb24")
+        rgb = await asyncio.to_thread(frame.to_ndarray, format="rgb24")  # off the loop
         scan = at - self._last_scan >= self.policy.full_scan_every_s
         fallback = at - self._last_fallback >= self.policy.full_scan_every_s
         obs, grey, diff = await self._analyzer.run(
@@ -290,11 +293,8 @@ class IdentitySession:
             best_d, best_rgb, best_at = self._best
             data["best_frame_at"] = _wall(best_at)
             data["best_distance"] = round(best_d, 4)
-            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(best_rgb, cv2.COLOR_RGB2BGR),
-                                    [cv2.IMWRITE_JPEG_QUALITY, 90])
-            if ok:
-                self._notify("snapshot", {"jpeg": jpeg.tobytes(), "frame_at": _wall(best_at),
-                                          "distance": round(best_d, 4)})
+            self._notify("snapshot", {"rgb": best_rgb, "frame_at": _wall(best_at),
+                                      "distance": round(best_d, 4)})
         self._best = None
         self._event("identity.verdict", **data)
         if verdict == Verdict.VERIFIED:
@@ -309,15 +309,13 @@ class IdentitySession:
         assert check is not None
         for step in check.steps:
             key = (step.action, step.state)
-            if step.state in ("passed", "failed", "timed_out") and \
-                    key not in getattr(self, "_reported", set()):
-                self._reported = getattr(self, "_reported", set()) | {key}
+            if step.state in ("passed", "failed", "timed_out") and key not in self._reported:
+                self._reported.add(key)
                 self._event("identity.liveness_step", action=step.action, state=step.state,
                             prompted_at=_wall(step.prompted_at) if step.prompted_at else None,
                             ended_at=_wall(step.ended_at) if step.ended_at else None,
                             **step.detail)
         if check.done:
-            self._reported = set()
             self._event("identity.liveness_result", state=check.state.value,
                         reason=check.reason, steps=[s.public() for s in check.steps],
                         bound_samples=check.bound, baseline={

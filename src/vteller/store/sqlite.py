@@ -357,6 +357,14 @@ class SqliteStore:
                                    (customer_id,))
             return cur.rowcount == 1
 
+    # legal holds (retention) ----------------------------------------------------------
+    def set_legal_hold(self, session_id: str, hold: bool, by: str, reason: str) -> None:
+        if hold:
+            self._run("INSERT OR REPLACE INTO legal_holds VALUES (?,?,?,?)",
+                      (session_id, by, reason, time.time()))
+        else:
+            self._run("DELETE FROM legal_holds WHERE session_id=?", (session_id,))
+
     # service credentials (the bank backend) -------------------------------------------
     def add_service_credential(self, name: str, key_hash: str) -> None:
         try:
