@@ -359,7 +359,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
     try:
         with out.open("wb") as fh:
-            manifest = export_bundle(c.store, args.session, c.trail.public_key, c.kek, c.blobs,
+            manifest = export_bundle(c.store, args.session, c.trail, c.kek, c.blobs,
                                      fh, recipient, progress)  # type: ignore[arg-type]
     except LookupError as exc:
         out.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import struct
 import threading
@@ -27,16 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vteller.audit import merkle
-from vteller.audit.keys import KekProvider, WrappedKey
+from vteller.audit.keys import KekProvider, KeyError_, WrappedKey
 from vteller.store import BlobStore, SqliteStore
 from vteller.tls import write_private
 
 SIGNING_KEY = "signing.key"
+log = logging.getLogger(__name__)
 
 
 def _lp(b: bytes) -> bytes:
@@ -59,9 +62,18 @@ def event_aad(session_id: str, seq: int, at: str, actor: str, kind: str, prev: b
                                      actor.encode(), kind.encode(), prev))
 
 
-def checkpoint_message(session_id: str, seq: int, head: bytes, at: str, final: bool) -> bytes:
-    return b"vteller checkpoint v1" + b"".join(_lp(x) for x in (
-        session_id.encode(), struct.pack(">Q", seq), head, at.encode(), bytes([final])))
+def checkpoint_message(session_id: str, ordinal: int, seq: int, head: bytes, at: str,
+                       final: bool) -> bytes:
+    """`ordinal`: this is the session's n-th checkpoint (1, 2, ...), so a deleted or
+    moved checkpoint shows as a gap."""
+    return b"vteller checkpoint v2" + b"".join(_lp(x) for x in (
+        session_id.encode(), struct.pack(">QQ", ordinal, seq), head, at.encode(),
+        bytes([final])))
+
+
+def manifest_message(manifest: bytes) -> bytes:
+    """What signs an evidence bundle's manifest (domain-separated from the rest)."""
+    return b"vteller bundle manifest v2" + _lp(manifest)
 
 
 def log_head_message(size: int, root: bytes, at: str) -> bytes:
@@ -95,12 +107,22 @@ def _sha256_file(fh: Any) -> str:
     return h.hexdigest()
 
 
+def _valid(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    try:
+        public.verify(signature, message)
+        return True
+    except InvalidSignature:
+        return False
+
+
 @dataclass
 class _Open:
     key: bytes
     head: bytes
     seq: int
     since_checkpoint: int = 0
+    checkpoints: int = 0  # signed so far
+    checkpoint_seq: int = -1  # the event the last one covers
 
 
 class AuditTrail:
@@ -120,6 +142,9 @@ class AuditTrail:
     @property
     def public_key(self) -> Ed25519PublicKey:
         return self._signer.public_key()
+
+    def sign_manifest(self, manifest: bytes) -> bytes:
+        return self._signer.sign(manifest_message(manifest))
 
     # sessions -----------------------------------------------------------------
     def open_session(self, session_id: str, data_key: bytes, wrapped: WrappedKey) -> None:
@@ -152,7 +177,11 @@ class AuditTrail:
 
     def _checkpoint(self, session_id: str, s: _Open, final: bool) -> None:
         at = f"{time.time():.6f}"
-        sig = self._signer.sign(checkpoint_message(session_id, s.seq, s.head, at, final))
+        if s.checkpoint_seq != s.seq:  # else the final one replaces a periodic one
+            s.checkpoints += 1
+            s.checkpoint_seq = s.seq
+        sig = self._signer.sign(checkpoint_message(session_id, s.checkpoints, s.seq, s.head,
+                                                   at, final))
         self._store.run("INSERT OR REPLACE INTO audit_checkpoints VALUES (?,?,?,?,?,?)",
                         (session_id, s.seq, s.head, at, int(final), sig))
         s.since_checkpoint = 0
@@ -166,21 +195,22 @@ class AuditTrail:
     def _close_session(self, session_id: str, tracks: dict[str, str],
                        incomplete: bool = False) -> None:
         s = self._open.pop(session_id)
-        for name, digest in sorted(tracks.items()):
-            self._append(session_id, s, "system", "recording.closed",
-                         {"track": name, "digest": digest})
-        self._checkpoint(session_id, s, final=True)
-        entry = json.dumps({"session": session_id, "seq": s.seq, "head": s.head.hex(),
-                            "incomplete": incomplete, "tracks": tracks},
-                           sort_keys=True).encode()
-        self._store.run("INSERT INTO audit_log (session_id, entry) VALUES (?,?)",
-                        (session_id, entry))
-        self._sign_log_head()
+        with self._store.atomic():  # the final checkpoint, log entry and tree head together
+            for name, digest in sorted(tracks.items()):
+                self._append(session_id, s, "system", "recording.closed",
+                             {"track": name, "digest": digest})
+            self._checkpoint(session_id, s, final=True)
+            entry = json.dumps({"session": session_id, "seq": s.seq, "head": s.head.hex(),
+                                "incomplete": incomplete, "tracks": tracks},
+                               sort_keys=True).encode()
+            self._store.run("INSERT INTO audit_log (session_id, entry) VALUES (?,?)",
+                            (session_id, entry))
+            self._sign_log_head()
 
     def tombstone(self, session_id: str, reason: str) -> None:
         """Record in the global log that a session was purged (retention), bound to its
         last logged head, and sign the new tree head."""
-        with self._lock:
+        with self._lock, self._store.atomic():
             rows = self._store.run("SELECT entry FROM audit_log WHERE session_id=? ORDER BY idx",
                                    (session_id,))
             last = json.loads(bytes(rows[-1][0])) if rows else {}
@@ -203,25 +233,67 @@ class AuditTrail:
         return session_id in self._open
 
     # crash recovery -------------------------------------------------------------
+    def sessions_to_seal(self) -> list[str]:
+        """Sessions left open by a crash. Decided from signed state: a session counts
+        as closed when any of its checkpoints carries a valid signature *as final*, or
+        it is in the global log, whatever its stored `final` column says (that column
+        only narrows the search). An altered closed session is left alone, with a
+        warning: verify reports it; sealing it would bury the evidence."""
+        candidates = self._store.run(
+            "SELECT DISTINCT session_id FROM audit_events WHERE session_id NOT IN "
+            "(SELECT session_id FROM audit_checkpoints WHERE final=1) ORDER BY session_id")
+        out = []
+        for (session_id,) in candidates:
+            if session_id in self._open:
+                continue
+            if self._signed_final(session_id) or self._store.run(
+                    "SELECT 1 FROM audit_log WHERE session_id=? LIMIT 1", (session_id,)):
+                log.warning("audit: a closed session's checkpoint record was altered; "
+                            "not sealing it (run `vteller audit verify`)")
+                continue
+            out.append(session_id)
+        return out
+
+    def _signed_final(self, session_id: str) -> bool:
+        """Does any stored checkpoint carry a valid signature as the final one? Its
+        ordinal is tried up to its seq (at most one checkpoint per event), since rows
+        in front of it may have been deleted."""
+        public = self._signer.public_key()
+        for seq, head, at, _final, sig in self._store.run(
+                "SELECT seq, head, at, final, signature FROM audit_checkpoints "
+                "WHERE session_id=?", (session_id,)):
+            if type(seq) is int and type(at) is str and type(head) is bytes \
+                    and type(sig) is bytes and seq > 0 and any(
+                        _valid(public, sig, checkpoint_message(session_id, n, seq, head, at,
+                                                               True))
+                        for n in range(1, seq + 1)):
+                return True
+        return False
+
     def seal_open_sessions(self, blobs: BlobStore) -> list[str]:
         """After a crash: sessions with events but no final checkpoint are sealed as
         incomplete; their track files are bound by the digest of what is on disk."""
-        rows = self._store.run(
-            "SELECT session_id, MAX(seq) FROM audit_events WHERE session_id NOT IN "
-            "(SELECT session_id FROM audit_checkpoints WHERE final=1) GROUP BY session_id")
         sealed = []
-        for session_id, last in rows:
-            kek_id, blob = self._store.session_key(session_id)  # type: ignore[misc]
-            key = self._kek.unwrap(WrappedKey(kek_id, blob), session_id)
-            head = bytes(self._store.run("SELECT hash FROM audit_events WHERE session_id=? "
-                                         "AND seq=?", (session_id, last))[0][0])
-            self._open[session_id] = s = _Open(key, head, last)
+        for session_id in self.sessions_to_seal():
+            row = self._store.session_key(session_id)
+            try:
+                key = self._kek.unwrap(WrappedKey(*row), session_id)  # type: ignore[misc]
+            except (TypeError, ValueError, KeyError_):
+                log.warning("audit: an open session has no usable data key; not sealing it "
+                            "(run `vteller audit verify`)")
+                continue
+            last, head = self._store.run(
+                "SELECT seq, hash FROM audit_events WHERE session_id=? "
+                "ORDER BY seq DESC LIMIT 1", (session_id,))[0]
+            self._open[session_id] = s = _Open(key, bytes(head), last)
+            (s.checkpoints,) = self._store.run(
+                "SELECT COUNT(*) FROM audit_checkpoints WHERE session_id=?", (session_id,))[0]
             self._append(session_id, s, "system", "session.sealed_incomplete",
                          {"reason": "server stopped without closing the session"})
             tracks = {}
-            for key in blobs.list(session_id):
-                with blobs.open_read(key) as fh:
-                    tracks[key.split("/", 1)[1]] = _sha256_file(fh)
+            for name in blobs.list(session_id):
+                with blobs.open_read(name) as fh:
+                    tracks[name.split("/", 1)[1]] = _sha256_file(fh)
             self.close_session(session_id, tracks, incomplete=True)
             sealed.append(session_id)
         return sealed

@@ -1,7 +1,9 @@
 """Verify a session: chain, checkpoint signatures, global-log inclusion, every track.
 
 Needs the checkpoint public key; the key-encryption key only to decrypt payloads and
-tracks (without it those checks are reported as skipped, the rest still runs).
+tracks (without it those checks are reported as skipped, the rest still runs). Every
+stored field is parsed strictly (`audit.records`): a malformed one is a FAILED line
+naming its place, never an exception.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from vteller.audit import merkle
+from vteller.audit import merkle, records
 from vteller.audit.keys import KekProvider, KeyError_, WrappedKey
+from vteller.audit.records import Checkpoint, Event, LogEntry, TreeHead
 from vteller.audit.stream import StreamError, decrypt
 from vteller.audit.trail import (
     _sha256_file,
@@ -44,10 +47,6 @@ class Report:
         self.problems.append(f"{where}: {what}")
 
 
-Row = tuple[int, str, str, str, bytes, bytes, bytes, bytes]  # seq, at, actor, kind, nonce,
-#                                                          payload, prev_hash, hash
-
-
 @dataclass
 class Chain:
     """What the event chain check learned."""
@@ -55,61 +54,73 @@ class Chain:
     heads: dict[int, bytes] = field(default_factory=dict)
     tracks: dict[str, str] = field(default_factory=dict)  # from recording.closed (needs key)
     events: list[dict[str, object]] = field(default_factory=list)  # decrypted (needs key)
+    sealed_incomplete: bool = False  # a session.sealed_incomplete event (needs key)
     last: int = 0
 
 
-def check_chain(r: Report, session_id: str, rows: list[Row], key: bytes | None,
-                progress: Callable[[str, int, int], None] | None = None) -> Chain:
-    """Sequence, links and record hashes; with the data key, every payload too."""
+def check_chain(r: Report, session_id: str, rows: list[Event], key: bytes | None,
+                progress: Callable[[str, int, int], None] | None = None,
+                count: int | None = None) -> Chain:
+    """Sequence, links and record hashes; with the data key, every payload too.
+    `count`: how many records were stored (rows that failed to parse are missing)."""
     chain = Chain()
-    if not rows:
+    stored = len(rows) if count is None else count
+    if not stored:
         r.fail("events", "no events for this session")
     prev = genesis(session_id)
-    for i, (seq, at, actor, kind, nonce, payload, prev_hash, h) in enumerate(rows, 1):
-        where = f"event {seq}"
-        if seq != i:
+    for i, e in enumerate(rows, 1):
+        where = f"event {e.seq}"
+        if e.seq != i:
             r.fail(where, f"sequence gap or reorder (expected {i})")
-        if prev_hash != prev:
+        if e.prev_hash != prev:
             r.fail(where, "does not link to the previous event (chain broken)")
-        computed = record_hash(session_id, seq, at, actor, kind, nonce, payload, prev_hash)
-        if computed != h:
+        computed = record_hash(session_id, e.seq, e.at, e.actor, e.kind, e.nonce, e.payload,
+                               e.prev_hash)
+        if computed != e.hash:
             r.fail(where, "record altered (hash mismatch)")
         if key is not None:
             try:
-                data = json.loads(AESGCM(key).decrypt(nonce, payload, event_aad(
-                    session_id, seq, at, actor, kind, prev_hash)))
-                chain.events.append({"seq": seq, "at": at, "actor": actor, "kind": kind, **data})
-                if kind == "recording.closed":
-                    chain.tracks[data["track"]] = data["digest"]
-                if kind == "session.sealed_incomplete":
-                    r.incomplete = True
+                data = json.loads(AESGCM(key).decrypt(e.nonce, e.payload, event_aad(
+                    session_id, e.seq, e.at, e.actor, e.kind, e.prev_hash)))
             except (InvalidTag, ValueError):
                 r.fail(where, "payload altered (decryption failed)")
+            else:
+                if not isinstance(data, dict):
+                    r.fail(where, "payload is not a record")
+                    data = {}
+                chain.events.append({"seq": e.seq, "at": e.at, "actor": e.actor,
+                                     "kind": e.kind, **data})
+                if e.kind == "recording.closed":
+                    chain.tracks[str(data.get("track"))] = str(data.get("digest"))
+                if e.kind == "session.sealed_incomplete":
+                    chain.sealed_incomplete = True
         prev = computed
-        chain.heads[seq] = computed
+        chain.heads[e.seq] = computed
         if progress and i % 500 == 0:
             progress("events", i, len(rows))
-    r.checked.append(f"chain: {len(rows)} events")
-    chain.last = len(rows)
+    r.checked.append(f"chain: {stored} events")
+    chain.last = stored
     return chain
 
 
-def check_checkpoints(r: Report, session_id: str,
-                      cps: list[tuple[int, bytes, str, bool, bytes]], chain: Chain,
+def check_checkpoints(r: Report, session_id: str, cps: list[Checkpoint], chain: Chain,
                       public_key: Ed25519PublicKey) -> tuple[int, bytes] | None:
-    """Signatures and heads of (seq, head, at, final, signature); returns the final one."""
+    """Signatures and heads; returns the final checkpoint's (seq, head)."""
     final = None
-    for seq, head, at, fin, sig in cps:
-        where = f"checkpoint at event {seq}"
+    for ordinal, cp in enumerate(cps, 1):
+        where = f"checkpoint at event {cp.seq}"
         try:
-            public_key.verify(sig, checkpoint_message(session_id, seq, head, at, fin))
+            public_key.verify(cp.signature, checkpoint_message(
+                session_id, ordinal, cp.seq, cp.head, cp.at, cp.final))
         except InvalidSignature:
-            r.fail(where, "signature invalid")
+            r.fail(where, "signature invalid (altered, or a checkpoint before it deleted)")
             continue
-        if chain.heads.get(seq) != head:
+        if chain.heads.get(cp.seq) != cp.head:
             r.fail(where, "does not match the event chain (events altered or deleted)")
-        if fin:
-            final = (seq, head)
+        if cp.final:
+            if final is not None:
+                r.fail(where, "a second final checkpoint (session reopened)")
+            final = (cp.seq, cp.head)
     if final is None:
         r.fail("checkpoints", "no signed final checkpoint (session not closed or truncated)")
     elif final[0] != chain.last:
@@ -120,30 +131,78 @@ def check_checkpoints(r: Report, session_id: str,
 
 
 def check_log_entry(r: Report, session_id: str, entry: bytes, index: int, proof: list[bytes],
-                    signed_head: tuple[int, bytes, str, bytes],
-                    final: tuple[int, bytes] | None,
-                    public_key: Ed25519PublicKey) -> dict[str, object]:
-    """The session's global-log entry: included under the signed tree head (size, root,
-    at, signature) and matching the final checkpoint. Returns the entry."""
-    size, root, at, sig = signed_head
-    try:
-        public_key.verify(sig, log_head_message(size, root, at))
-    except InvalidSignature:
-        r.fail("global log", "tree head signature invalid")
-    if index >= size or not merkle.verify_inclusion(index, size, merkle.leaf_hash(entry),
-                                                    proof, root):
-        r.fail("global log", "inclusion proof does not match the signed tree head "
-               "(log altered)")
-    try:
-        logged = json.loads(entry)
-    except ValueError:
-        logged = {"seq": None, "head": None, "tracks": None}
-        r.fail("global log", "entry unreadable (altered)")
-    if final is not None and (logged.get("session", session_id) != session_id
-                              or logged["seq"] != final[0] or logged["head"] != final[1].hex()):
+                    head: TreeHead | None, final: tuple[int, bytes] | None,
+                    public_key: Ed25519PublicKey) -> LogEntry | None:
+    """The session's global-log entry: included under the signed tree head and matching
+    the final checkpoint. Returns the parsed entry (None when malformed)."""
+    if head is not None:
+        try:
+            public_key.verify(head.signature, log_head_message(head.size, head.root, head.at))
+        except InvalidSignature:
+            r.fail("global log", "tree head signature invalid")
+        if index >= head.size or not merkle.verify_inclusion(
+                index, head.size, merkle.leaf_hash(entry), proof, head.root):
+            r.fail("global log", "inclusion proof does not match the signed tree head "
+                   "(log altered)")
+    logged = records.log_entry(r, entry, "global log entry")
+    if logged is not None and final is not None and (
+            logged.session != session_id or logged.seq != final[0] or logged.head != final[1]):
         r.fail("global log", "entry does not match the session's final checkpoint")
-    r.checked.append(f"global log: entry {index} of {size}")
+    if head is not None:
+        r.checked.append(f"global log: entry {index} of {head.size}")
     return logged
+
+
+def check_outcome(r: Report, chain: Chain, logged: LogEntry | None,
+                  key: bytes | None) -> dict[str, str]:
+    """The log entry against the decrypted trail; returns the tracks to check."""
+    if logged is None:
+        r.incomplete = chain.sealed_incomplete
+        return chain.tracks
+    if key is None:
+        r.incomplete = logged.incomplete
+        return logged.tracks
+    r.incomplete = chain.sealed_incomplete
+    if logged.tracks != chain.tracks:
+        r.fail("global log", "track digests differ from the trail")
+    if logged.incomplete != chain.sealed_incomplete:
+        r.fail("global log", "incomplete flag differs from the trail")
+    return chain.tracks
+
+
+def _rows(raw: list[tuple[object, ...]], columns: tuple[str, ...]) -> list[dict[str, object]]:
+    return [dict(zip(columns, row, strict=True)) for row in raw]
+
+
+def read_global_log(r: Report, store: SqliteStore, session_id: str
+                    ) -> tuple[list[bytes], TreeHead | None, tuple[int, bytes] | None]:
+    """The whole log (leaf hashes), its latest signed head and this session's (position,
+    entry), read in one snapshot. Positions must be 1..n: the log is read by position."""
+    with store.snapshot():
+        raw = store.run("SELECT idx, session_id, entry FROM audit_log ORDER BY idx")
+        head_rows = store.run("SELECT size, root, at, signature FROM audit_log_heads "
+                              "ORDER BY size DESC LIMIT 1")
+    leaves: list[bytes] = []
+    mine = None
+    for pos, (idx, sid, entry) in enumerate(raw, 1):
+        if idx != pos:
+            r.fail("global log", f"entry at position {pos} has index {idx!r} "
+                   "(positions altered or entries deleted)")
+        if type(entry) is not bytes:
+            r.fail(f"global log entry {pos}", "field entry malformed (not bytes)")
+            entry = b""
+        leaves.append(merkle.leaf_hash(entry))
+        if sid == session_id and not records.is_tombstone(entry):
+            mine = (pos - 1, entry)
+    head = None
+    if head_rows:
+        head = records.tree_head(r, _rows(head_rows, records.HEAD_COLUMNS)[0], records.DB_HEAD)
+        if head is not None and head.size != len(leaves):
+            r.fail("global log", f"the latest signed tree head covers {head.size} entries, "
+                   f"the log holds {len(leaves)} (entries added without signing, or deleted)")
+    else:
+        r.fail("global log", "no signed tree head")
+    return leaves, head, mine
 
 
 def verify_session(store: SqliteStore, session_id: str, public_key: Ed25519PublicKey,
@@ -155,6 +214,8 @@ def verify_session(store: SqliteStore, session_id: str, public_key: Ed25519Publi
         row = store.session_key(session_id)
         if row is None:
             r.fail("session key", "missing")
+        elif type(row[0]) is not str:
+            r.fail("session key", "field kek_id malformed (not text)")
         else:
             try:
                 key = kek.unwrap(WrappedKey(*row), session_id)
@@ -162,45 +223,40 @@ def verify_session(store: SqliteStore, session_id: str, public_key: Ed25519Publi
                 r.fail("session key", str(exc))
 
     # 1. the chain, 2. checkpoints
-    rows = [(seq, at, actor, kind, bytes(n), bytes(p), bytes(ph), bytes(h)) for
-            seq, at, actor, kind, n, p, ph, h in store.run(
-                "SELECT seq, at, actor, kind, nonce, payload, prev_hash, hash FROM "
-                "audit_events WHERE session_id=? ORDER BY seq", (session_id,))]
-    chain = check_chain(r, session_id, rows, key, progress)
-    tracks_in_chain = chain.tracks
-    cps = [(seq, bytes(head), at, bool(fin), bytes(sig)) for seq, head, at, fin, sig in
-           store.run("SELECT seq, head, at, final, signature FROM audit_checkpoints "
-                     "WHERE session_id=? ORDER BY seq", (session_id,))]
+    raw_events = store.run("SELECT seq, at, actor, kind, nonce, payload, prev_hash, hash FROM "
+                           "audit_events WHERE session_id=? ORDER BY seq", (session_id,))
+    events = records.events(r, _rows(raw_events, records.EVENT_COLUMNS), records.DB_EVENT)
+    chain = check_chain(r, session_id, events, key, progress, count=len(raw_events))
+    raw_cps = store.run("SELECT seq, head, at, final, signature FROM audit_checkpoints "
+                        "WHERE session_id=? ORDER BY seq", (session_id,))
+    cps = records.checkpoints(r, _rows(raw_cps, records.CHECKPOINT_COLUMNS),
+                              records.DB_CHECKPOINT)
     final = check_checkpoints(r, session_id, cps, chain, public_key)
 
     # 3. the global log
-    entries = store.run("SELECT idx, session_id, entry FROM audit_log ORDER BY idx")
-    head_row = store.run("SELECT size, root, at, signature FROM audit_log_heads "
-                         "ORDER BY size DESC LIMIT 1")
-    mine = [(i, bytes(e)) for i, (_, sid, e) in enumerate(entries)
-            if sid == session_id and b'"tombstone"' not in bytes(e)]
-    if not head_row:
-        r.fail("global log", "no signed tree head")
-    elif not mine:
+    leaves, head, mine = read_global_log(r, store, session_id)
+    logged = None
+    if mine is None:
         r.fail("global log", "session not in the global log (deleted or never closed)")
     else:
-        size, root, at, sig = head_row[0]
-        leaves = [merkle.leaf_hash(bytes(e)) for _, _, e in entries[:size]]
-        index, entry = mine[-1]
+        index, entry = mine
         logged = check_log_entry(r, session_id, entry, index,
-                                 merkle.inclusion_proof(index, leaves),
-                                 (size, bytes(root), at, bytes(sig)), final, public_key)
-        if key is not None and logged["tracks"] != tracks_in_chain:
-            r.fail("global log", "track digests differ from the trail")
+                                 merkle.inclusion_proof(index, leaves), head, final,
+                                 public_key)
+    tracks = check_outcome(r, chain, logged, key)
 
     # 4. tracks
     files = {k.split("/", 1)[1] for k in blobs.list(session_id)}
-    for name in sorted(files - set(tracks_in_chain)):
-        if key is not None:
-            r.fail(f"track {name}", "file not recorded in the trail")
-    for n, (name, digest) in enumerate(sorted(tracks_in_chain.items()), 1):
+    for name in sorted(files - set(tracks)):
+        r.fail(f"track {name}", "file not recorded in the trail")
+    for n, (name, digest) in enumerate(sorted(tracks.items()), 1):
         blob = f"{session_id}/{name}"
-        if not blobs.exists(blob):
+        try:
+            present = blobs.exists(blob)
+        except ValueError:  # a name the blob store refuses
+            r.fail(f"track {name}", "name malformed")
+            continue
+        if not present:
             r.fail(f"track {name}", "file missing")
             continue
         with blobs.open_read(blob) as fh:
@@ -216,8 +272,8 @@ def verify_session(store: SqliteStore, session_id: str, public_key: Ed25519Publi
                 if not (exc.kind == "truncated" and r.incomplete):
                     r.fail(f"track {name}", str(exc))
         if progress:
-            progress("tracks", n, len(tracks_in_chain))
-    r.checked.append(f"tracks: {len(tracks_in_chain)}")
+            progress("tracks", n, len(tracks))
+    r.checked.append(f"tracks: {len(tracks)}")
     if key is None:
         r.checked.append("payloads and track contents: skipped (no key-encryption key)")
     return r

@@ -280,7 +280,7 @@ class AuditApi:
                            encrypted_to_recipient=recipient is not None)
         buf = io.BytesIO()
         try:
-            await asyncio.to_thread(export_bundle, self._store, sid, self._trail.public_key,
+            await asyncio.to_thread(export_bundle, self._store, sid, self._trail,
                                     self._kek, self._blobs, buf, recipient)
         except LookupError as exc:
             return _error(404, "not_found", str(exc))

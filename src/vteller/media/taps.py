@@ -157,11 +157,14 @@ class TrackRecorder(_Worker):
     """Remuxes a feed's encoded packets into WebM (VP8, Opus) or Matroska (H.264).
 
     ``sink`` is a path or a binary file object; with an encrypting writer (anything
-    with ``flush``), it is flushed at least every ``flush_s`` so that a crash loses at
-    most that much. No decoder or encoder ever touches the media.
+    with ``flush``), it is flushed every ``flush_s``. The muxer holds a Matroska
+    cluster until it closes (by default audio in 1 s blocks, video up to 32 KB), so
+    clusters are cut every ``CLUSTER_MS``: a crash loses at most flush_s + CLUSTER_MS
+    + one poll (0.25 s) = 2 s of any track. No decoder or encoder touches the media.
     """
 
-    flush_s = 2.0
+    flush_s = 1.5
+    CLUSTER_MS = 250
     shared = _SharedLoop("recorders", _Worker.poll_s)
 
     def __init__(self, feed: Feed, sink: Path | BinaryIO, backlog: int = 300) -> None:
@@ -179,7 +182,8 @@ class TrackRecorder(_Worker):
     def _open(self, first: bytes) -> None:
         codec = self.feed.codec or ""
         fmt = "webm" if codec in ("vp8", "opus") else "matroska"
-        self._out = av.open(self._sink, "w", format=fmt)
+        self._out = av.open(self._sink, "w", format=fmt,
+                            options={"cluster_time_limit": str(self.CLUSTER_MS)})
         if codec == "opus":
             self._stream = self._out.add_stream("libopus", rate=48000, layout="stereo")
         else:

@@ -8,10 +8,12 @@ event loop never waits on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,7 +175,7 @@ class SqliteStore:
                 default = "'general'" if column == "business_type" else "''"
                 self._db.execute(f"ALTER TABLE calls ADD COLUMN {column} TEXT NOT NULL "
                                  f"DEFAULT {default}")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def close(self) -> None:
         with self._lock:
@@ -182,6 +184,35 @@ class SqliteStore:
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Statements in the block commit together or not at all (the database, not a
+        Python lock, orders writers from other processes: BEGIN IMMEDIATE)."""
+        with self._lock:
+            if self._db.in_transaction:  # nested: part of the outer transaction
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads in the block see one consistent state (one read transaction)."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield
+                return
+            self._db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._db.execute("COMMIT")
 
     async def _arun(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return await asyncio.to_thread(self._run, sql, args)
