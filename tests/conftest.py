@@ -16,6 +16,7 @@ from tests.helpers import SignalClient, insecure_ssl
 from vteller.app import Components, build, create_app
 from vteller.auth import StaffAuth
 from vteller.config import Settings, load_settings
+from vteller.gateway.site import GuardedSite, runner_for
 from vteller.tls import ensure_dev_certificates, server_ssl_context
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,10 +40,50 @@ def faces_dir() -> Path:
     return path
 
 
+# The whole suite runs on PostgreSQL when this names a server (a fresh schema per test):
+#   VTELLER_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres uv run pytest
+PG_URL = os.environ.get("VTELLER_TEST_DATABASE_URL", "")
+_pg_schemas: list[str] = []
+
+
+def postgres_url(base: str = "") -> str:
+    """A fresh, migrated schema on the test PostgreSQL server; dropped at session end."""
+    import secrets as _secrets
+
+    from vteller.store import db as store_db
+    from vteller.store import schema
+
+    base = base or PG_URL or "postgresql://postgres@127.0.0.1:5432/postgres"
+    name = "t_" + _secrets.token_hex(6)
+    admin = store_db.PostgresDatabase(base, max_size=1)
+    admin.execute(f"CREATE SCHEMA {name}")
+    admin.close()
+    _pg_schemas.append(name)
+    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{name}"
+    database = store_db.PostgresDatabase(url, max_size=1)
+    schema.migrate(database)
+    database.close()
+    return url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _pg_schemas:
+        return
+    from vteller.store import db as store_db
+
+    admin = store_db.PostgresDatabase(PG_URL or "postgresql://postgres@127.0.0.1:5432/postgres",
+                                      max_size=1)
+    for name in _pg_schemas:
+        admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+    admin.close()
+
+
 def make_settings(tmp: Path, **overrides: Any) -> Settings:
     base = dict(data_dir=tmp / "var", certs_dir=tmp / "certs", kek_dir=tmp / "secrets",
                 dev_mode=True, port=free_port(),
                 reconnect_grace_s=2.0, ring_timeout_s=5.0, heartbeat_s=5.0)
+    if PG_URL and "database_url" not in overrides:
+        base["database_url"] = postgres_url()
     base.update(overrides)
     return load_settings(**base)
 
@@ -57,6 +98,12 @@ class RunningServer:
     @property
     def manager(self) -> Any:
         return self.components.manager
+
+    @property
+    def database_env(self) -> dict[str, str]:
+        """For CLI subprocesses on this server's data."""
+        url = self.settings.database_url
+        return {"VTELLER_DATABASE_URL": url} if url else {}
 
     def customer_token(self, customer_id: str = "c-1001", name: str = "Ada Customer",
                        birth_year: int = 1980, **kw: Any) -> str:
@@ -77,7 +124,7 @@ class RunningServer:
             r = await s.post(f"{self.url}/api/login",
                              json={"username": username, "password": STAFF_PASSWORD})
             assert r.status == 200, await r.text()
-            return {"vteller_session": r.cookies["vteller_session"].value}
+            return {"__Host-vteller_session": r.cookies["__Host-vteller_session"].value}
 
     async def customer(self, customer_id: str = "c-1001", **kw: Any) -> SignalClient:
         sig = await SignalClient.open(self.ws_url)
@@ -112,9 +159,12 @@ async def start_server(settings: Settings) -> tuple[web.AppRunner, RunningServer
     cert, key, _ = ensure_dev_certificates(settings.certs_dir, ["localhost", "127.0.0.1"])
     components = build(settings)
     app = create_app(settings, components)
-    runner = web.AppRunner(app, access_log=None)
+    runner = runner_for(app, settings.keepalive_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", settings.port, ssl_context=server_ssl_context(cert, key))
+    site = GuardedSite(runner, "127.0.0.1", settings.port,
+                       ssl_context=server_ssl_context(cert, key),
+                       header_timeout_s=settings.header_timeout_s,
+                       tls_handshake_timeout_s=settings.tls_handshake_timeout_s)
     await site.start()
     base = f"https://127.0.0.1:{settings.port}"
     return runner, RunningServer(settings, components, base, base.replace("https", "wss") + "/ws")

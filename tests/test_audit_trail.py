@@ -103,7 +103,8 @@ async def test_wrong_kek_is_a_clear_error(server, closed_session, tmp_path):
 async def test_cli_verify(server, closed_session):
     env_args = dict(env={"VTELLER_DATA_DIR": str(server.settings.data_dir),
                          "VTELLER_KEK_DIR": str(server.settings.kek_dir),
-                         "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
+                         "PATH": "/usr/bin:/bin", **server.database_env},
+                    capture_output=True, text=True, timeout=60)
     ok = subprocess.run([sys.executable, "-m", "vteller", "audit", "verify", closed_session],
                         **env_args)
     assert ok.returncode == 0 and "VERIFIED" in ok.stdout, ok.stdout + ok.stderr

@@ -117,8 +117,8 @@ def test_token_verifier_rejects_algorithm_confusion(tmp_path):
 
 def test_rate_limiter_window():
     rl = LoginRateLimiter(max_failures=2, window_s=10)
-    rl.failed(["u"], now=0)
-    assert rl.retry_after(["u"], now=1) == 0
-    rl.failed(["u"], now=1)
-    assert rl.retry_after(["u"], now=2) == pytest.approx(8)
-    assert rl.retry_after(["u"], now=11) == 0
+    rl.failed(["user:u"], now=0)
+    assert rl.retry_after(["user:u"], now=1) == 0
+    rl.failed(["user:u"], now=1)
+    assert rl.retry_after(["user:u"], now=2) == pytest.approx(8)
+    assert rl.retry_after(["user:u"], now=11) == 0

@@ -19,6 +19,36 @@ from vteller.auth import StaffAuth
 from vteller.store import SqliteStore
 
 
+def recorded_losses(open_track, data_key: bytes, call: BenchCall,  # type: ignore[no-untyped-def]
+                    killed_at: float) -> dict[str, float]:
+    """Seconds of each track sent before the kill that the recording does not hold."""
+    losses = {}
+    for track, source, kind in (("customer.video", call.customer.video, "video"),
+                                ("customer.audio", call.customer.audio, "audio"),
+                                ("teller.audio", call.teller.audio, "audio")):
+        sent = [t for t in source.sent_at if t < killed_at]
+        plain = b""
+        with open_track(track) as fh:
+            try:
+                for chunk in decrypt(fh, lambda _: data_key):
+                    plain += chunk
+            except StreamError:
+                pass
+        first = last = None
+        with av.open(io.BytesIO(plain)) as container:
+            try:
+                for packet in container.demux(**{kind: 0}):
+                    if packet.pts is not None:
+                        at = float(packet.pts * packet.time_base)
+                        first = at if first is None else first
+                        last = at
+            except av.error.FFmpegError:
+                pass  # the last cluster may be cut mid-way
+        assert first is not None and last is not None, track
+        losses[track] = (sent[-1] - sent[0]) - (last - first)
+    return losses
+
+
 @pytest.mark.timeout(120)
 async def test_kill_9_mid_recording_leaves_decryptable_prefix(tmp_path):
     store = SqliteStore(tmp_path / "var" / "vteller.sqlite3")
@@ -59,32 +89,8 @@ async def test_kill_9_mid_recording_leaves_decryptable_prefix(tmp_path):
             pass  # the last cluster may be cut mid-way
     assert frames >= 60, frames  # at least ~2 s of the 5 s survived
 
-    # what was lost: sent before the kill minus what the recording holds
-    losses = {}
-    for track, source, kind in (("customer.video", call.customer.video, "video"),
-                                ("customer.audio", call.customer.audio, "audio"),
-                                ("teller.audio", call.teller.audio, "audio")):
-        sent = [t for t in source.sent_at if t < killed_at]
-        sent_s = sent[-1] - sent[0]
-        with (folders[0] / f"{track}.webm.vtenc").open("rb") as fh:
-            plain = b""
-            try:
-                for chunk in decrypt(fh, lambda _: data_key):
-                    plain += chunk
-            except StreamError:
-                pass
-        first = last = None
-        with av.open(io.BytesIO(plain)) as container:
-            try:
-                for packet in container.demux(**{kind: 0}):
-                    if packet.pts is not None:
-                        at = float(packet.pts * packet.time_base)
-                        first = at if first is None else first
-                        last = at
-            except av.error.FFmpegError:
-                pass  # the last cluster may be cut mid-way
-        assert first is not None, track
-        losses[track] = sent_s - (last - first)
+    losses = recorded_losses(lambda track: (folders[0] / f"{track}.webm.vtenc").open("rb"),
+                             data_key, call, killed_at)
     print("lost at kill -9 (s):", {k: round(v, 2) for k, v in losses.items()})
     assert all(loss <= 2.0 for loss in losses.values()), losses
     store.close()

@@ -313,8 +313,8 @@ async def test_live_verification_verdicts(server, faces_dir, photo, verdict):
         ctx = server.manager.calls[call_id]
         assert "face_verified" not in ctx.evidence
     await server.manager.flush()
-    flags = server.components.store.run("SELECT flags FROM calls WHERE call_id=?", (call_id,))
-    assert ("identity_mismatch" in flags[0][0]) == (verdict == "mismatch")  # auditor search
+    flags = server.components.store.call_flags(call_id)
+    assert ("identity_mismatch" in flags) == (verdict == "mismatch")  # auditor search
     await _close(cust_sig, teller_sig, *parts)
 
 

@@ -80,7 +80,7 @@ def test_skill_and_language_eligibility():
     teller(r, "card-teller", skills={"card_issuance": 0.8})
     request, chosen = r.next_match(5.0)
     assert (request.call_id, chosen.username) == ("card", "card-teller")
-    assert r.staffed_for(r.request("zh")) == 0
+    assert r.staffed_for(r.request("zh"), 0.0) == 0
     teller(r, "zh-teller", skills={"general": 0.5}, languages=frozenset({"en", "zh"}))
     r.hold("card")
     assert r.next_match(5.0)[1].username == "zh-teller"
@@ -137,7 +137,7 @@ def test_declined_request_goes_to_another_teller_and_keeps_place():
     teller(r, "t1")
     request, _ = r.next_match(2.0)
     r.hold(request.call_id)
-    r.requeue(request.call_id, declined_by="t1")
+    r.requeue(request.call_id, declined_by="t1", now=2.0)
     assert r.position("first", 2.0) == 1
     assert r.next_match(2.0)[0].call_id == "second"  # t1 is not re-offered "first"
     teller(r, "t2", since=5.0)

@@ -101,7 +101,7 @@ async def test_bad_customer_tokens_are_refused_and_closed(server, tmp_path, case
 
 
 async def test_staff_without_session_is_refused(server):
-    sig = await SignalClient.open(server.ws_url, cookies={"vteller_session": "forged"})
+    sig = await SignalClient.open(server.ws_url, cookies={"__Host-vteller_session": "forged"})
     await sig.send({"type": "hello"})
     await sig.error("unauthenticated")
     await sig.closed.wait()

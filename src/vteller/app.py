@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sys
 from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
 
 from vteller.audit import EnvKek, KekProvider, LocalKeyring
-from vteller.audit.keys import KeyError_
 from vteller.audit.access import AccessLog
+from vteller.audit.keys import KeyError_
 from vteller.audit.trail import AuditTrail, load_or_create_signing_key
 from vteller.auth import (
     CustomerTokenVerifier,
@@ -22,12 +23,19 @@ from vteller.auth import (
 )
 from vteller.calls import CallManager
 from vteller.config import Settings, SettingsError
-from vteller.gateway import setup_routes
+from vteller.gateway import openapi, setup_routes
 from vteller.gateway.audit_api import AuditApi
 from vteller.gateway.ws import SignalingEndpoint
 from vteller.identity import IdentityService
 from vteller.observability import Metrics
-from vteller.store import FileBlobStore, SqliteStore
+from vteller.store import (
+    BlobStore,
+    FileBlobStore,
+    SchemaMismatch,
+    Store,
+    StoreError,
+    open_store,
+)
 from vteller.tls import write_private
 
 DEV_USERS = (("teller1", "Teller One", "teller"), ("supervisor1", "Supervisor One", "supervisor"),
@@ -46,14 +54,14 @@ log = structlog.get_logger("vteller.app")
 @dataclass
 class Components:
     settings: Settings
-    store: SqliteStore
+    store: Store
     staff: StaffAuth
     customers: CustomerTokenVerifier
     dev_issuer: DevTokenIssuer | None
     metrics: Metrics
     kek: KekProvider
     trail: AuditTrail
-    blobs: FileBlobStore
+    blobs: BlobStore
     identity: IdentityService
     access: AccessLog
     manager: CallManager | None = None
@@ -85,15 +93,17 @@ def customer_verifier(settings: Settings, dev_issuer: DevTokenIssuer | None) -> 
     return CustomerTokenVerifier("EdDSA", dev_issuer.public_key, **kw)
 
 
-def seed_dev_users(settings: Settings, store: SqliteStore) -> list[tuple[str, str, str]]:
+def seed_dev_users(settings: Settings, store: Store) -> list[tuple[str, str, str]]:
     """Dev mode only: demo staff accounts with random passwords and a bank-backend
     credential (for reference photo uploads), written 0600 once."""
     created = []
     for username, display, role in DEV_USERS:
         if store.get_user(username) is None:
             password = secrets.token_urlsafe(12)
+            profile = dict(DEV_TELLER_PROFILE if role == "teller"
+                           else DEV_PROFILES.get(username, {}))
             store.add_user(username, display, role, StaffAuth.hash_password(password),
-                           DEV_TELLER_PROFILE if role == "teller" else DEV_PROFILES.get(username))
+                           {**profile, "dev_account": True})
             created.append((username, role, password))
     if not any(name == DEV_BACKEND for name, _, _ in store.list_service_credentials()):
         created.append((DEV_BACKEND, "backend", ServiceAuth(store).create(DEV_BACKEND)))
@@ -104,11 +114,72 @@ def seed_dev_users(settings: Settings, store: SqliteStore) -> list[tuple[str, st
     return created
 
 
+def retire_dev_leftovers(settings: Settings, store: Store) -> list[str]:
+    """Outside dev mode, on a data folder that was once run in dev mode: disable the
+    demo accounts and the dev-backend key (their secrets sat in a file) and delete that
+    file. Returns what was retired; the caller says so loudly."""
+    path = settings.data_dir / DEV_CREDENTIALS
+    listed = set()
+    if path.exists():
+        listed = {line.split()[0] for line in path.read_text().splitlines() if line.split()}
+    retired = []
+    for user in store.list_users():
+        if not user.disabled and (user.username in listed or user.profile.get("dev_account")):
+            store.set_disabled(user.username, True)
+            retired.append(user.username)
+    for name, _, disabled in store.list_service_credentials():
+        if name == DEV_BACKEND and not disabled:
+            store.revoke_service_credential(name)
+            retired.append(name)
+    path.unlink(missing_ok=True)
+    return retired
+
+
+def open_database(settings: Settings, migrate: bool = False) -> Store:
+    """The configured store, or SettingsError naming the setting (never the secret)."""
+    try:
+        return open_store(settings.database_url, settings.database_path, migrate=migrate)
+    except SchemaMismatch as exc:
+        raise SettingsError(f"VTELLER_DATABASE_URL: {exc}") from None
+    except StoreError as exc:
+        raise SettingsError(f"VTELLER_DATABASE_URL: {exc}") from None
+
+
+def open_blobs(settings: Settings) -> BlobStore:
+    """Files under data_dir/recordings, or the configured S3 bucket (checked now)."""
+    s3 = settings.s3
+    if not s3.bucket:
+        return FileBlobStore(settings.recordings_dir)
+    from vteller.store.s3 import BlobUnavailable, S3BlobStore, S3Settings
+
+    try:
+        blobs = S3BlobStore(S3Settings(
+            s3.bucket, s3.prefix, s3.endpoint_url, s3.region, s3.access_key_id,
+            s3.secret_access_key.get_secret_value() if s3.secret_access_key else None),
+            max_buffer=s3.max_buffer_bytes)
+    except ValueError as exc:
+        raise SettingsError(f"VTELLER_S3__ENDPOINT_URL: {exc}") from None
+    try:
+        blobs.check()
+    except BlobUnavailable as exc:
+        raise SettingsError(f"VTELLER_S3__BUCKET: {exc}") from None
+    return blobs
+
+
 def build(settings: Settings, serving: bool = True) -> Components:
     """Every component. ``serving=False`` (CLI tools) skips the customer-token verifier,
     which needs the bank's key only to serve."""
     prepare_data(settings)
-    store = SqliteStore(settings.database_path)
+    blobs = open_blobs(settings)
+    store = open_database(settings)
+    if serving and not settings.dev_mode:
+        retired = retire_dev_leftovers(settings, store)
+        if retired:
+            log.warning("dev_leftovers_disabled", accounts=retired,
+                        note="this data folder was used in dev mode; its demo accounts and "
+                        "dev-backend key are now disabled and dev-credentials.txt deleted")
+            print(f"WARNING: dev-mode leftovers disabled: {', '.join(retired)} "
+                  "(this data folder was used with --dev)", file=sys.stderr)
     dev_issuer = (
         DevTokenIssuer.load_or_create(settings.keys_dir, settings.customer_token_issuer,
                                       settings.customer_token_audience)
@@ -132,7 +203,7 @@ def build(settings: Settings, serving: bool = True) -> Components:
         metrics=Metrics(),
         kek=kek,
         trail=trail,
-        blobs=FileBlobStore(settings.recordings_dir),
+        blobs=blobs,
         identity=identity,
         access=AccessLog(store, signer),
     )
@@ -171,6 +242,12 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
     setup_routes(app, settings, c.store, c.staff, endpoint, c.metrics, c.dev_issuer,
                  ServiceAuth(c.store), c.identity)
     AuditApi(c.store, c.staff, c.trail, c.kek, c.blobs, c.access).routes(app)
+    spec = openapi.document(settings.dev_mode)
+
+    async def openapi_json(_: web.Request) -> web.Response:
+        return web.json_response(spec)
+
+    app.router.add_get("/api/openapi.json", openapi_json)
     app.cleanup_ctx.append(lifecycle)
     app[APP_KEY] = c
     return app

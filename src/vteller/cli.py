@@ -23,9 +23,8 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from vteller.app import DEV_CREDENTIALS, build, create_app, seed_dev_users
+    from vteller.gateway.site import GuardedSite, runner_for
     from vteller.observability import configure_logging
     from vteller.tls import ensure_dev_certificates, server_ssl_context
 
@@ -67,10 +66,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         loop_ = asyncio.get_running_loop()
-        runner = web.AppRunner(app, access_log=None)
+        runner = runner_for(app, settings.keepalive_timeout_s)
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port,
-                           ssl_context=server_ssl_context(cert, key))
+        site = GuardedSite(runner, settings.host, settings.port,
+                           ssl_context=server_ssl_context(cert, key),
+                           header_timeout_s=settings.header_timeout_s,
+                           tls_handshake_timeout_s=settings.tls_handshake_timeout_s)
         await site.start()
         announce()
         # start the face-analysis workers now, not during the first identity check
@@ -95,12 +96,59 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from vteller.app import prepare_data
-    from vteller.store import SqliteStore
+    from vteller.app import open_database, prepare_data
 
     settings = _settings(args)
     prepare_data(settings)
-    return SqliteStore(settings.database_path)
+    return open_database(settings)
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from vteller.app import prepare_data
+    from vteller.store import db, schema
+
+    settings = _settings(args)
+    prepare_data(settings)
+    try:
+        database = db.connect(settings.database_url, settings.database_path)
+    except db.StoreError as exc:
+        print(f"VTELLER_DATABASE_URL: {exc}", file=sys.stderr)
+        return 2
+    try:
+        before = schema.current_version(database)
+        applied = schema.migrate(database)
+    except schema.SchemaMismatch as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    finally:
+        database.close()
+    for m in applied:
+        print(f"applied {m.version}: {m.name}")
+    print(f"schema version {before} -> {schema.LATEST}" if applied else
+          f"schema version {schema.LATEST}: up to date")
+    return 0
+
+
+def cmd_db_status(args: argparse.Namespace) -> int:
+    from vteller.app import prepare_data
+    from vteller.store import db, schema
+
+    settings = _settings(args)
+    prepare_data(settings)
+    try:
+        database = db.connect(settings.database_url, settings.database_path)
+    except db.StoreError as exc:
+        print(f"VTELLER_DATABASE_URL: {exc}", file=sys.stderr)
+        return 2
+    try:
+        current = schema.current_version(database)
+    finally:
+        database.close()
+    engine = "PostgreSQL" if settings.database_url else f"SQLite {settings.database_path}"
+    print(f"{engine}: schema version {current}, this vteller {schema.LATEST}")
+    for m in schema.MIGRATIONS:
+        print(f"  {'applied' if m.version <= current else 'pending'} {m.version}: {m.name}")
+    return 0 if current == schema.LATEST else 1
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
@@ -252,10 +300,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     def progress(stage: str, done: int, total: int) -> None:
         print(f"  {stage}: {done}/{total}", file=sys.stderr, flush=True)
 
-    from vteller.store import FileBlobStore
+    from vteller.app import open_blobs
 
     report = verify_session(store, args.session, public, kek,  # type: ignore[arg-type]
-                            FileBlobStore(settings.recordings_dir), progress)
+                            open_blobs(settings), progress)
     for line in report.checked:
         print(f"checked {line}")
     if report.incomplete:
@@ -368,6 +416,19 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     print(f"\nwrote {out} ({len(manifest['files'])} files; signing key sha256 "
           f"{manifest['public_key_sha256'][:16]}...)")
     return 0
+
+
+def cmd_audit_verify_access(args: argparse.Namespace) -> int:
+    from vteller.audit.access import verify
+    from vteller.audit.trail import load_or_create_signing_key
+
+    public = load_or_create_signing_key(_settings(args).kek_dir).public_key()
+    report = verify(_store(args), public)
+    for problem in report.problems:
+        print(f"FAILED {problem}")
+    print(f"access log: {report.entries} entries, "
+          f"{'VERIFIED' if report.ok else 'NOT VERIFIED'}")
+    return 0 if report.ok else 1
 
 
 def cmd_audit_verify_bundle(args: argparse.Namespace) -> int:
@@ -496,6 +557,13 @@ def parser() -> argparse.ArgumentParser:
     k.add_parser("public", help="print the checkpoint-signing public key (PEM)"
                  ).set_defaults(func=cmd_keys_public)
 
+    dbp = sub.add_parser("db", help="the database schema").add_subparsers(
+        dest="db_cmd", required=True)
+    dbp.add_parser("migrate", help="apply pending schema migrations").set_defaults(
+        func=cmd_db_migrate)
+    dbp.add_parser("status", help="schema version: applied and pending migrations"
+                   ).set_defaults(func=cmd_db_status)
+
     au = sub.add_parser("audit", help="session audit trails").add_subparsers(
         dest="audit_cmd", required=True)
     v = au.add_parser("verify", help="verify a session: chain, signatures, global log, tracks")
@@ -515,6 +583,8 @@ def parser() -> argparse.ArgumentParser:
     vb.add_argument("--public-key", help="the signing key you trust (PEM); else the bundle's")
     vb.add_argument("--private-key", help="recipient X25519 private key PEM, to decrypt")
     vb.set_defaults(func=cmd_audit_verify_bundle)
+    va = au.add_parser("verify-access", help="verify the whole access log chain")
+    va.set_defaults(func=cmd_audit_verify_access)
     pu = au.add_parser("purge", help="crypto-shred sessions past retention (not on hold)")
     pu.add_argument("--dry-run", action="store_true", help="list what would be purged")
     pu.set_defaults(func=cmd_audit_purge)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -28,6 +29,30 @@ class SettingsError(Exception):
     """A setting is invalid; the message names it."""
 
 
+class S3Config(BaseModel):
+    """`[s3]` / VTELLER_S3__*: recordings in S3-compatible object storage (when `bucket`
+    is set; else files under data_dir/recordings)."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    bucket: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    prefix: str = Field("", max_length=200, pattern=r"^[A-Za-z0-9_./-]*$")
+    endpoint_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/.*)?$",
+                                     description="for S3-compatible servers (MinIO, Ceph)")
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    max_buffer_bytes: int = Field(16 << 20, ge=64 << 10, description="per recording, what "
+                                  "is held while the object store is unreachable (then the "
+                                  "recording stops and the session is sealed incomplete)")
+
+
+NON_PUBLIC_NETWORKS = [
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",
+    "240.0.0.0/4", "::/128", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8"]
+
+
 class Settings(BaseSettings):
     """Every knob of vteller. Defaults are the embedded single-machine setup."""
 
@@ -38,6 +63,9 @@ class Settings(BaseSettings):
     port: int = Field(8443, ge=1, le=65535)
     public_names: Annotated[list[str], NoDecode] = Field(default_factory=list, description="extra DNS names/IPs")
     data_dir: Path = Path("var")
+    database_url: str | None = Field(
+        None, description="postgresql://user[:password]@host[:port]/db for PostgreSQL "
+        "(several processes/nodes); unset: the embedded SQLite file under data_dir")
     certs_dir: Path = Path("certs")
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -55,8 +83,23 @@ class Settings(BaseSettings):
     staff_session_ttl_s: int = Field(8 * 3600, ge=60)
     login_max_failures: int = Field(5, ge=1)
     login_window_s: int = Field(300, ge=1)
+    staff_recheck_s: float = Field(
+        15.0, gt=0, le=600, description="how often a staff connection re-checks its login "
+        "session (disabled or logged out elsewhere: the connection is closed)")
 
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    hello_timeout_s: float = Field(10.0, gt=0, le=120, description="a WebSocket must say "
+                                   "hello within this time")
+    header_timeout_s: float = Field(10.0, gt=0, le=120, description="a connection's first "
+                                    "request headers must arrive within this time")
+    tls_handshake_timeout_s: float = Field(10.0, gt=0, le=120)
+    keepalive_timeout_s: float = Field(15.0, gt=0, le=300)
+    max_unauthenticated_per_address: int = Field(
+        20, ge=1, description="WebSockets from one address that have not said hello yet")
+    ice_blocked_networks: Annotated[list[str] | None, NoDecode] = Field(
+        None, description="customer ICE candidates in these networks are dropped (the "
+        "server never probes them). Default: private, loopback, link-local, multicast "
+        "and reserved ranges; none in dev mode")
     ice_servers: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
     heartbeat_s: float = Field(10.0, gt=0, le=300)
     reconnect_grace_s: float = Field(30.0, ge=0, le=600)
@@ -80,9 +123,24 @@ class Settings(BaseSettings):
     review: ReviewPolicy = Field(default_factory=ReviewPolicy)
     identity: IdentityPolicy = Field(default_factory=IdentityPolicy)
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
+    s3: S3Config = Field(default_factory=S3Config)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("public_names", "allowed_origins", "ice_servers", mode="before")
+    @field_validator("ice_blocked_networks")
+    @classmethod
+    def _networks(cls, value: list[str] | None) -> list[str] | None:
+        for net in value or []:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
+        return value
+
+    def blocked_ice_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        nets = self.ice_blocked_networks
+        if nets is None:
+            nets = [] if self.dev_mode else NON_PUBLIC_NETWORKS
+        return [ipaddress.ip_network(n, strict=False) for n in nets]
+
+    @field_validator("public_names", "allowed_origins", "ice_servers", "ice_blocked_networks",
+                     mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -148,7 +206,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         lines = []
         for err in exc.errors():
             name = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"  VTELLER_{name.upper()} ({name}): {err['msg']}")
+            env = "__".join(str(p) for p in err["loc"]).upper() or "SETTINGS"
+            lines.append(f"  VTELLER_{env} ({name}): {err['msg']}")
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
     except (json.JSONDecodeError, ValueError) as exc:
         raise SettingsError(f"invalid settings: {exc}") from None

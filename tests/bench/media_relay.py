@@ -48,7 +48,7 @@ async def login(url: str, username: str) -> dict[str, str]:
                                      cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
         r = await s.post(f"{url}/api/login", json={"username": username, "password": PASSWORD})
         r.raise_for_status()
-        return {"vteller_session": r.cookies["vteller_session"].value}
+        return {"__Host-vteller_session": r.cookies["__Host-vteller_session"].value}
 
 
 async def demo_token(url: str, i: int) -> str:

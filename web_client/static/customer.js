@@ -72,7 +72,8 @@ function endCall(text) {
 
 async function main() {
   state.business = new URLSearchParams(location.hash.slice(1)).get("business");  // set by the banking app
-  const sig = new Signaling(() => ({ token: state.token }));
+  // a customer token opens one connection (single use); reconnects resume with the secret
+  const sig = new Signaling(() => { const token = state.token; state.token = null; return { token }; });
   sig.addEventListener("welcome", async (ev) => {
     state.elderly = ev.detail.elderly;
     document.body.classList.toggle("elderly", state.elderly);

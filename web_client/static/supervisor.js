@@ -13,6 +13,24 @@ function render(board, sig) {
   $("s-sl").textContent = pct(s.service_level); $("s-asa").textContent = secs(s.asa_s);
   $("s-aht").textContent = secs(s.aht_s); $("s-abandon").textContent = pct(s.abandon_rate);
   $("s-answer").textContent = pct(s.answer_rate); $("s-count").textContent = s.answered;
+  const available = board.tellers.filter((t) => t.state === "available");
+  $("waiting").replaceChildren(...(board.waiting || []).map((w) => {
+    const tr = document.createElement("tr");
+    tr.dataset.callId = w.call_id;
+    if (!w.staffed) tr.className = "alert";  // nobody staffed can take this customer
+    for (const text of [w.class, `${w.waited_s} s`, w.business_type, w.language, String(w.staffed)]) {
+      const td = document.createElement("td"); td.textContent = text; tr.append(td);
+    }
+    const td = document.createElement("td");
+    const pick = document.createElement("select");
+    pick.setAttribute("aria-label", "Teller to assign");
+    pick.append(...available.map((t) => { const o = document.createElement("option"); o.value = t.username; o.textContent = t.display_name; return o; }));
+    const b = document.createElement("button");
+    b.className = "secondary small"; b.textContent = "Assign"; b.disabled = !available.length;
+    b.onclick = () => sig.send({ type: "supervisor.assign", call_id: w.call_id, username: pick.value });
+    td.append(pick, b); tr.append(td);
+    return tr;
+  }));
   const body = $("tellers");
   body.replaceChildren(...board.tellers.map((t) => {
     const tr = document.createElement("tr");

@@ -19,6 +19,9 @@ class AssistPolicy(BaseModel):
     model_config = {"frozen": True, "extra": "forbid"}
 
     request_timeout_s: float = Field(60.0, gt=0, le=600)
+    purposes: list[str] = Field(default_factory=list, description="when set, the only "
+                                "screen-share purposes a teller may state (else free text "
+                                "without links)")
     start_timeout_s: float = Field(30.0, gt=0, le=600)
     destinations: list[Destination] = Field(default_factory=lambda: [
         Destination(id="cards.activate", title="Activate a card",

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from vteller.audit import merkle, records
-from vteller.audit.keys import KekProvider, WrappedKey
+from vteller.audit.keys import KekProvider, unwrap_session_key
 from vteller.audit.stream import StreamError, decrypt
 from vteller.audit.trail import AuditTrail, _sha256_file, manifest_message
 from vteller.audit.verify import (
@@ -47,7 +47,7 @@ from vteller.audit.verify import (
     check_log_entry,
     check_outcome,
 )
-from vteller.store import BlobStore, SqliteStore
+from vteller.store import BlobStore, Store
 
 FORMAT = "vteller-evidence-bundle/2"
 Progress = Callable[[int, int], None]
@@ -84,29 +84,26 @@ def _unwrap_with(private: X25519PrivateKey, wrapped: dict[str, str], session_id:
                                session_id.encode())
 
 
-def export_bundle(store: SqliteStore, session_id: str, trail: AuditTrail,
+def export_bundle(store: Store, session_id: str, trail: AuditTrail,
                   kek: KekProvider, blobs: BlobStore, out: BinaryIO,
                   recipient: X25519PublicKey | None = None,
                   progress: Progress | None = None) -> dict[str, Any]:
     """Write the bundle zip to `out`; returns the manifest. Blocking."""
     public_key = trail.public_key
-    row = store.session_key(session_id)
-    if row is None:
+    data_key = unwrap_session_key(store, kek, session_id)
+    if data_key is None:
         raise LookupError("no such session, or it was purged")
-    data_key = kek.unwrap(WrappedKey(*row), session_id)
-    events = store.run("SELECT seq, at, actor, kind, nonce, payload, prev_hash, hash FROM "
-                       "audit_events WHERE session_id=? ORDER BY seq", (session_id,))
-    cps = store.run("SELECT seq, head, at, final, signature FROM audit_checkpoints "
-                    "WHERE session_id=? ORDER BY seq", (session_id,))
-    entries = store.run("SELECT session_id, entry FROM audit_log ORDER BY idx")
-    head = store.run("SELECT size, root, at, signature FROM audit_log_heads "
-                     "ORDER BY size DESC LIMIT 1")
-    mine = [i for i, (sid, e) in enumerate(entries)
-            if sid == session_id and b'"tombstone"' not in bytes(e)]
-    if not mine or not head:
+    with store.snapshot():
+        events = store.events(session_id)
+        cps = store.checkpoints(session_id)
+        entries = store.log_entries()
+        head = store.latest_head()
+    mine = [i for i, (_idx, sid, e) in enumerate(entries)
+            if sid == session_id and not records.is_tombstone(bytes(e))]
+    if not mine or head is None:
         raise LookupError("session is not closed into the global log yet")
-    size, root, head_at, head_sig = head[0]
-    leaves = [merkle.leaf_hash(bytes(e)) for _, e in entries[:size]]
+    size, root, head_at, head_sig = head
+    leaves = [merkle.leaf_hash(bytes(e)) for _, _, e in entries[:size]]
     index = mine[-1]
     files: dict[str, str] = {}
     tracks = [k for k in blobs.list(session_id)]
@@ -132,7 +129,7 @@ def export_bundle(store: SqliteStore, session_id: str, trail: AuditTrail,
                              "signature": _b64(bytes(sig))} for s, hd, at, f, sig in cps],
         }, indent=1).encode())
         put("log.json", json.dumps({
-            "index": index, "size": size, "entry": _b64(bytes(entries[index][1])),
+            "index": index, "size": size, "entry": _b64(bytes(entries[index][2])),
             "proof": [p.hex() for p in merkle.inclusion_proof(index, leaves)],
             "root": bytes(root).hex(), "at": head_at, "signature": _b64(bytes(head_sig)),
         }, indent=1).encode())

@@ -15,7 +15,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -139,3 +139,36 @@ class EnvKek:
 
 def new_data_key() -> bytes:
     return secrets.token_bytes(32)
+
+
+FIELD_PREFIX = "enc:v1:"
+
+
+def seal_field(data_key: bytes, context: str, text: str) -> str:
+    """Free text kept beside a session (e.g. decision notes) encrypted under the
+    session's data key: crypto-shredding the session shreds it too."""
+    nonce = os.urandom(12)
+    ct = AESGCM(data_key).encrypt(nonce, text.encode(), b"vteller field v1|" + context.encode())
+    return FIELD_PREFIX + base64.b64encode(nonce + ct).decode()
+
+
+def open_field(data_key: bytes, context: str, sealed: str) -> str:
+    raw = base64.b64decode(sealed.removeprefix(FIELD_PREFIX))
+    return AESGCM(data_key).decrypt(raw[:12], raw[12:],
+                                    b"vteller field v1|" + context.encode()).decode()
+
+
+def unwrap_session_key(store: SessionKeys, kek: KekProvider, session_id: str) -> bytes | None:
+    """The one way to a session's data key: None when the session has none (purged or
+    unknown); KeyUnavailable / WrongKey when the ring cannot open it."""
+    row = store.session_key(session_id)
+    if row is None:
+        return None
+    kek_id, blob = row
+    if type(kek_id) is not str or type(blob) is not bytes:
+        raise WrongKey(f"the stored key of {session_id} is malformed")
+    return kek.unwrap(WrappedKey(kek_id, blob), session_id)
+
+
+class SessionKeys(Protocol):
+    def session_key(self, session_id: str) -> tuple[Any, Any] | None: ...

@@ -61,3 +61,35 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes],
         fn >>= 1
         sn >>= 1
     return sn == 0 and r == expected_root
+
+
+# The frontier: the roots of the perfect subtrees that make up a tree of `size` leaves,
+# largest first (one per set bit of `size`). Appending a leaf and computing the root
+# from it are O(log n), so a log of millions of sessions is never rehashed.
+
+def frontier_append(frontier: list[bytes], size: int, leaf: bytes) -> list[bytes]:
+    """The frontier after appending `leaf` to a tree of `size` leaves."""
+    out, new = list(frontier), leaf
+    while size & 1:
+        new = node_hash(out.pop(), new)
+        size >>= 1
+    out.append(new)
+    return out
+
+
+def frontier_root(frontier: list[bytes]) -> bytes:
+    """MTH of the tree the frontier describes (RFC 9162 2.1.1)."""
+    if not frontier:
+        return hashlib.sha256(b"").digest()
+    r = frontier[-1]
+    for f in reversed(frontier[:-1]):
+        r = node_hash(f, r)
+    return r
+
+
+def pack(frontier: list[bytes]) -> bytes:
+    return b"".join(frontier)
+
+
+def unpack(data: bytes) -> list[bytes]:
+    return [data[i:i + 32] for i in range(0, len(data), 32)]

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from vteller.audit import merkle
 from vteller.audit.trail import AuditTrail, log_head_message
-from vteller.store import BlobStore, SqliteStore
+from vteller.store import BlobStore, Store
 
 YEAR_S = 365.25 * 86400
 
@@ -44,18 +44,13 @@ class Purged:
     ended_at: float
 
 
-def due(store: SqliteStore, policy: RetentionPolicy, now: float) -> list[Purged]:
+def due(store: Store, policy: RetentionPolicy, now: float) -> list[Purged]:
     """Closed call sessions past retention, not held, not yet purged."""
-    rows = store.run(
-        "SELECT c.call_id, c.business_type, COALESCE(c.ended_at, c.queued_at) FROM calls c"
-        " WHERE c.call_id IN (SELECT session_id FROM audit_checkpoints WHERE final=1)"
-        " AND c.call_id NOT IN (SELECT session_id FROM legal_holds)"
-        " AND c.call_id NOT IN (SELECT session_id FROM purged_sessions)")
-    return [Purged(sid, bt, ended) for sid, bt, ended in rows
+    return [Purged(sid, bt, ended) for sid, bt, ended in store.retention_candidates()
             if now - ended >= policy.years(bt) * YEAR_S]
 
 
-def purge(store: SqliteStore, trail: AuditTrail, blobs: BlobStore, policy: RetentionPolicy,
+def purge(store: Store, trail: AuditTrail, blobs: BlobStore, policy: RetentionPolicy,
           now: float | None = None, dry_run: bool = False) -> list[Purged]:
     now = time.time() if now is None else now
     done = []
@@ -66,24 +61,22 @@ def purge(store: SqliteStore, trail: AuditTrail, blobs: BlobStore, policy: Reten
         reason = f"retention: {policy.years(item.business_type):g} years ({item.business_type})"
         # the tombstone first: if we crash after it, the next purge finishes the shred
         trail.tombstone(item.session_id, reason)
-        store.run("DELETE FROM session_keys WHERE call_id=?", (item.session_id,))
+        store.shred(item.session_id, reason, time.time())
         for key in blobs.list(item.session_id):
             blobs.delete(key)
-        store.run("INSERT OR REPLACE INTO purged_sessions VALUES (?,?,?)",
-                  (item.session_id, time.time(), reason))
         done.append(item)
     return done
 
 
-def verify_tombstone(store: SqliteStore, session_id: str,
+def verify_tombstone(store: Store, session_id: str,
                      public_key: Ed25519PublicKey) -> tuple[bool, str]:
     """Is there a tombstone for the session in the signed global log?"""
-    entries = store.run("SELECT entry FROM audit_log ORDER BY idx")
-    head = store.run("SELECT size, root, at, signature FROM audit_log_heads "
-                     "ORDER BY size DESC LIMIT 1")
-    if not head:
+    with store.snapshot():
+        entries = [(e,) for _idx, _sid, e in store.log_entries()]
+        head = store.latest_head()
+    if head is None:
         return False, "no signed tree head"
-    size, root, at, sig = head[0]
+    size, root, at, sig = head
     try:
         public_key.verify(bytes(sig), log_head_message(size, bytes(root), at))
     except InvalidSignature:

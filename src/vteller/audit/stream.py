@@ -102,8 +102,17 @@ class StreamWriter:
             self._emit_segment(bytes(self._buffer), last=False)
             self._buffer.clear()
         self._sink.flush()
-        if self._fsync and hasattr(self._sink, "fileno"):
-            os.fsync(self._sink.fileno())
+        self._sync()
+
+    def _sync(self) -> None:
+        """fsync a file sink (object-store sinks are durable once flushed)."""
+        if not self._fsync:
+            return
+        try:
+            fd = self._sink.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+            return
+        os.fsync(fd)
 
     def close(self) -> str:
         """Write the final segment; returns the SHA-256 (hex) of the whole file."""
@@ -112,8 +121,7 @@ class StreamWriter:
             self._buffer.clear()
             self.closed = True
             self._sink.flush()
-            if self._fsync and hasattr(self._sink, "fileno"):
-                os.fsync(self._sink.fileno())
+            self._sync()
         return self._hash.hexdigest()
 
     @property

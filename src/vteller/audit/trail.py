@@ -17,6 +17,7 @@ writer; a client may see a state change a few milliseconds before its event is d
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -33,9 +34,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from vteller.audit import merkle
-from vteller.audit.keys import KekProvider, KeyError_, WrappedKey
-from vteller.store import BlobStore, SqliteStore
+from vteller.audit.keys import KekProvider, KeyError_, WrappedKey, unwrap_session_key
+from vteller.store import BlobStore, Store, StoreError
 from vteller.tls import write_private
 
 SIGNING_KEY = "signing.key"
@@ -130,7 +130,7 @@ class AuditTrail:
     coordinator's ordered writer (a worker thread), never on the event loop. A lock
     keeps writers from other threads (reference enrollment) from interleaving."""
 
-    def __init__(self, store: SqliteStore, kek: KekProvider, signer: Ed25519PrivateKey,
+    def __init__(self, store: Store, kek: KekProvider, signer: Ed25519PrivateKey,
                  checkpoint_every: int = 50) -> None:
         self._store = store
         self._kek = kek
@@ -152,8 +152,7 @@ class AuditTrail:
             self._open_session(session_id, data_key, wrapped)
 
     def _open_session(self, session_id: str, data_key: bytes, wrapped: WrappedKey) -> None:
-        self._store.run("INSERT INTO session_keys VALUES (?,?,?)",
-                        (session_id, wrapped.kek_id, wrapped.blob))
+        self._store.put_session_key(session_id, wrapped.kek_id, wrapped.blob)
         self._open[session_id] = _Open(data_key, genesis(session_id), 0)
 
     def append(self, session_id: str, actor: str, kind: str, data: dict[str, Any]) -> int:
@@ -167,8 +166,7 @@ class AuditTrail:
         payload = AESGCM(s.key).encrypt(nonce, json.dumps(data, sort_keys=True).encode(),
                                         event_aad(session_id, seq, at, actor, kind, s.head))
         h = record_hash(session_id, seq, at, actor, kind, nonce, payload, s.head)
-        self._store.run("INSERT INTO audit_events VALUES (?,?,?,?,?,?,?,?,?)",
-                        (session_id, seq, at, actor, kind, nonce, payload, s.head, h))
+        self._store.append_event(session_id, seq, at, actor, kind, nonce, payload, s.head, h)
         s.seq, s.head = seq, h
         s.since_checkpoint += 1
         if s.since_checkpoint >= self._every:
@@ -182,8 +180,7 @@ class AuditTrail:
             s.checkpoint_seq = s.seq
         sig = self._signer.sign(checkpoint_message(session_id, s.checkpoints, s.seq, s.head,
                                                    at, final))
-        self._store.run("INSERT OR REPLACE INTO audit_checkpoints VALUES (?,?,?,?,?,?)",
-                        (session_id, s.seq, s.head, at, int(final), sig))
+        self._store.put_checkpoint(session_id, s.seq, s.head, at, final, sig)
         s.since_checkpoint = 0
 
     def close_session(self, session_id: str, tracks: dict[str, str],
@@ -194,7 +191,17 @@ class AuditTrail:
 
     def _close_session(self, session_id: str, tracks: dict[str, str],
                        incomplete: bool = False) -> None:
-        s = self._open.pop(session_id)
+        s = self._open[session_id]
+        saved = dataclasses.replace(s)  # a failed transaction leaves the session as it was
+        try:
+            self._close_in_transaction(session_id, s, tracks, incomplete)
+        except BaseException:
+            self._open[session_id] = saved
+            raise
+        self._open.pop(session_id, None)
+
+    def _close_in_transaction(self, session_id: str, s: _Open, tracks: dict[str, str],
+                              incomplete: bool) -> None:
         with self._store.atomic():  # the final checkpoint, log entry and tree head together
             for name, digest in sorted(tracks.items()):
                 self._append(session_id, s, "system", "recording.closed",
@@ -203,31 +210,24 @@ class AuditTrail:
             entry = json.dumps({"session": session_id, "seq": s.seq, "head": s.head.hex(),
                                 "incomplete": incomplete, "tracks": tracks},
                                sort_keys=True).encode()
-            self._store.run("INSERT INTO audit_log (session_id, entry) VALUES (?,?)",
-                            (session_id, entry))
-            self._sign_log_head()
+            self._store.append_log_entry(session_id, entry, self._sign_head)
+            if incomplete:  # the auditors' search flag, stored like every other flag
+                self._store.flag_call(session_id, "incomplete")
 
     def tombstone(self, session_id: str, reason: str) -> None:
         """Record in the global log that a session was purged (retention), bound to its
         last logged head, and sign the new tree head."""
         with self._lock, self._store.atomic():
-            rows = self._store.run("SELECT entry FROM audit_log WHERE session_id=? ORDER BY idx",
-                                   (session_id,))
-            last = json.loads(bytes(rows[-1][0])) if rows else {}
+            logged = self._store.log_entries_of(session_id)
+            last = json.loads(logged[-1]) if logged else {}
             entry = json.dumps({"tombstone": session_id, "purged_at": time.time(),
                                 "reason": reason, "head": last.get("head")},
                                sort_keys=True).encode()
-            self._store.run("INSERT INTO audit_log (session_id, entry) VALUES (?,?)",
-                            (session_id, entry))
-            self._sign_log_head()
+            self._store.append_log_entry(session_id, entry, self._sign_head)
 
-    def _sign_log_head(self) -> None:
-        leaves = [merkle.leaf_hash(bytes(r[0])) for r in
-                  self._store.run("SELECT entry FROM audit_log ORDER BY idx")]
-        root, at = merkle.root(leaves), f"{time.time():.6f}"
-        sig = self._signer.sign(log_head_message(len(leaves), root, at))
-        self._store.run("INSERT OR REPLACE INTO audit_log_heads VALUES (?,?,?,?)",
-                        (len(leaves), root, at, sig))
+    def _sign_head(self, size: int, root: bytes) -> tuple[str, bytes]:
+        at = f"{time.time():.6f}"
+        return at, self._signer.sign(log_head_message(size, root, at))
 
     def is_open(self, session_id: str) -> bool:
         return session_id in self._open
@@ -239,15 +239,11 @@ class AuditTrail:
         it is in the global log, whatever its stored `final` column says (that column
         only narrows the search). An altered closed session is left alone, with a
         warning: verify reports it; sealing it would bury the evidence."""
-        candidates = self._store.run(
-            "SELECT DISTINCT session_id FROM audit_events WHERE session_id NOT IN "
-            "(SELECT session_id FROM audit_checkpoints WHERE final=1) ORDER BY session_id")
         out = []
-        for (session_id,) in candidates:
+        for session_id in self._store.sessions_without_final_checkpoint():
             if session_id in self._open:
                 continue
-            if self._signed_final(session_id) or self._store.run(
-                    "SELECT 1 FROM audit_log WHERE session_id=? LIMIT 1", (session_id,)):
+            if self._signed_final(session_id) or self._store.in_global_log(session_id):
                 log.warning("audit: a closed session's checkpoint record was altered; "
                             "not sealing it (run `vteller audit verify`)")
                 continue
@@ -259,9 +255,7 @@ class AuditTrail:
         ordinal is tried up to its seq (at most one checkpoint per event), since rows
         in front of it may have been deleted."""
         public = self._signer.public_key()
-        for seq, head, at, _final, sig in self._store.run(
-                "SELECT seq, head, at, final, signature FROM audit_checkpoints "
-                "WHERE session_id=?", (session_id,)):
+        for seq, head, at, _final, sig in self._store.checkpoints(session_id):
             if type(seq) is int and type(at) is str and type(head) is bytes \
                     and type(sig) is bytes and seq > 0 and any(
                         _valid(public, sig, checkpoint_message(session_id, n, seq, head, at,
@@ -272,41 +266,53 @@ class AuditTrail:
 
     def seal_open_sessions(self, blobs: BlobStore) -> list[str]:
         """After a crash: sessions with events but no final checkpoint are sealed as
-        incomplete; their track files are bound by the digest of what is on disk."""
+        incomplete; their track files are bound by the digest of what is stored."""
         sealed = []
         for session_id in self.sessions_to_seal():
-            row = self._store.session_key(session_id)
             try:
-                key = self._kek.unwrap(WrappedKey(*row), session_id)  # type: ignore[misc]
+                key = unwrap_session_key(self._store, self._kek, session_id)
             except (TypeError, ValueError, KeyError_):
+                key = None
+            if key is None:
                 log.warning("audit: an open session has no usable data key; not sealing it "
                             "(run `vteller audit verify`)")
                 continue
-            last, head = self._store.run(
-                "SELECT seq, hash FROM audit_events WHERE session_id=? "
-                "ORDER BY seq DESC LIMIT 1", (session_id,))[0]
-            self._open[session_id] = s = _Open(key, bytes(head), last)
-            (s.checkpoints,) = self._store.run(
-                "SELECT COUNT(*) FROM audit_checkpoints WHERE session_id=?", (session_id,))[0]
-            self._append(session_id, s, "system", "session.sealed_incomplete",
-                         {"reason": "server stopped without closing the session"})
-            tracks = {}
-            for name in blobs.list(session_id):
-                with blobs.open_read(name) as fh:
-                    tracks[name.split("/", 1)[1]] = _sha256_file(fh)
-            self.close_session(session_id, tracks, incomplete=True)
+            last, head = self._store.last_event(session_id)  # type: ignore[misc]
+            s = _Open(key, head, last)
+            s.checkpoints = self._store.checkpoint_count(session_id)
+            try:
+                self._seal(session_id, s, blobs, "server stopped without closing the session")
+            except StoreError:
+                log.warning("audit: blob store unavailable; an open session stays open "
+                            "until the next attempt")
+                continue
             sealed.append(session_id)
         return sealed
+
+    def seal_incomplete(self, session_id: str, blobs: BlobStore, reason: str) -> None:
+        """Close a session of this process whose recording failed (e.g. the object store
+        went away): bind what is stored. Raises StoreError while the store is still
+        unreachable; the session then stays open (sealed later, or at the next start)."""
+        with self._lock:
+            self._seal(session_id, self._open[session_id], blobs, reason)
+
+    def _seal(self, session_id: str, s: _Open, blobs: BlobStore, reason: str) -> None:
+        tracks = {}
+        for name in blobs.list(session_id):  # first: may fail while storage is down
+            with blobs.open_read(name) as fh:
+                tracks[name.split("/", 1)[1]] = _sha256_file(fh)
+        self._open[session_id] = s
+        self._append(session_id, s, "system", "session.sealed_incomplete", {"reason": reason})
+        self.close_session(session_id, tracks, incomplete=True)
 
     # reading ----------------------------------------------------------------------
     def events(self, session_id: str) -> list[dict[str, Any]]:
         """Decrypted events (for tests and the auditor console; verify first)."""
-        kek_id, blob = self._store.session_key(session_id)  # type: ignore[misc]
-        key = self._kek.unwrap(WrappedKey(kek_id, blob), session_id)
+        key = unwrap_session_key(self._store, self._kek, session_id)
+        if key is None:
+            raise LookupError("no data key for this session (purged, or never opened)")
         out = []
-        for seq, at, actor, kind, nonce, payload, prev, _h in self._store.run(
-                "SELECT seq, at, actor, kind, nonce, payload, prev_hash, hash FROM audit_events"
-                " WHERE session_id=? ORDER BY seq", (session_id,)):
+        for seq, at, actor, kind, nonce, payload, prev, _h in self._store.events(session_id):
             data = json.loads(AESGCM(key).decrypt(bytes(nonce), bytes(payload), event_aad(
                 session_id, seq, at, actor, kind, bytes(prev))))
             out.append({"seq": seq, "at": float(at), "actor": actor, "kind": kind, **data})

@@ -8,27 +8,28 @@ naming its place, never an exception.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vteller.audit import merkle, records
-from vteller.audit.keys import KekProvider, KeyError_, WrappedKey
+from vteller.audit.keys import KekProvider, KeyError_, unwrap_session_key
 from vteller.audit.records import Checkpoint, Event, LogEntry, TreeHead
 from vteller.audit.stream import StreamError, decrypt
 from vteller.audit.trail import (
-    _sha256_file,
     checkpoint_message,
     event_aad,
     genesis,
     log_head_message,
     record_hash,
 )
-from vteller.store import BlobStore, SqliteStore
+from vteller.store import BlobStore, Store, StoreError
 
 
 @dataclass
@@ -170,18 +171,36 @@ def check_outcome(r: Report, chain: Chain, logged: LogEntry | None,
     return chain.tracks
 
 
+class HashingReader:
+    """Reads through `fh`, hashing every byte; `finish` hashes the rest and returns
+    the SHA-256 (hex) of the whole file."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self._hash = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        self._hash.update(data)
+        return data
+
+    def finish(self) -> str:
+        while chunk := self._fh.read(1 << 20):
+            self._hash.update(chunk)
+        return self._hash.hexdigest()
+
+
 def _rows(raw: list[tuple[object, ...]], columns: tuple[str, ...]) -> list[dict[str, object]]:
     return [dict(zip(columns, row, strict=True)) for row in raw]
 
 
-def read_global_log(r: Report, store: SqliteStore, session_id: str
+def read_global_log(r: Report, store: Store, session_id: str
                     ) -> tuple[list[bytes], TreeHead | None, tuple[int, bytes] | None]:
     """The whole log (leaf hashes), its latest signed head and this session's (position,
     entry), read in one snapshot. Positions must be 1..n: the log is read by position."""
     with store.snapshot():
-        raw = store.run("SELECT idx, session_id, entry FROM audit_log ORDER BY idx")
-        head_rows = store.run("SELECT size, root, at, signature FROM audit_log_heads "
-                              "ORDER BY size DESC LIMIT 1")
+        raw = store.log_entries()
+        head_row = store.latest_head()
     leaves: list[bytes] = []
     mine = None
     for pos, (idx, sid, entry) in enumerate(raw, 1):
@@ -195,8 +214,8 @@ def read_global_log(r: Report, store: SqliteStore, session_id: str
         if sid == session_id and not records.is_tombstone(entry):
             mine = (pos - 1, entry)
     head = None
-    if head_rows:
-        head = records.tree_head(r, _rows(head_rows, records.HEAD_COLUMNS)[0], records.DB_HEAD)
+    if head_row is not None:
+        head = records.tree_head(r, _rows([head_row], records.HEAD_COLUMNS)[0], records.DB_HEAD)
         if head is not None and head.size != len(leaves):
             r.fail("global log", f"the latest signed tree head covers {head.size} entries, "
                    f"the log holds {len(leaves)} (entries added without signing, or deleted)")
@@ -205,30 +224,24 @@ def read_global_log(r: Report, store: SqliteStore, session_id: str
     return leaves, head, mine
 
 
-def verify_session(store: SqliteStore, session_id: str, public_key: Ed25519PublicKey,
+def verify_session(store: Store, session_id: str, public_key: Ed25519PublicKey,
                    kek: KekProvider | None, blobs: BlobStore,
                    progress: Callable[[str, int, int], None] | None = None) -> Report:
     r = Report(session_id)
     key = None
     if kek is not None:
-        row = store.session_key(session_id)
-        if row is None:
-            r.fail("session key", "missing")
-        elif type(row[0]) is not str:
-            r.fail("session key", "field kek_id malformed (not text)")
-        else:
-            try:
-                key = kek.unwrap(WrappedKey(*row), session_id)
-            except KeyError_ as exc:
-                r.fail("session key", str(exc))
+        try:
+            key = unwrap_session_key(store, kek, session_id)
+            if key is None:
+                r.fail("session key", "missing")
+        except KeyError_ as exc:
+            r.fail("session key", str(exc))
 
     # 1. the chain, 2. checkpoints
-    raw_events = store.run("SELECT seq, at, actor, kind, nonce, payload, prev_hash, hash FROM "
-                           "audit_events WHERE session_id=? ORDER BY seq", (session_id,))
+    raw_events = store.events(session_id)
     events = records.events(r, _rows(raw_events, records.EVENT_COLUMNS), records.DB_EVENT)
     chain = check_chain(r, session_id, events, key, progress, count=len(raw_events))
-    raw_cps = store.run("SELECT seq, head, at, final, signature FROM audit_checkpoints "
-                        "WHERE session_id=? ORDER BY seq", (session_id,))
+    raw_cps = store.checkpoints(session_id)
     cps = records.checkpoints(r, _rows(raw_cps, records.CHECKPOINT_COLUMNS),
                               records.DB_CHECKPOINT)
     final = check_checkpoints(r, session_id, cps, chain, public_key)
@@ -259,18 +272,25 @@ def verify_session(store: SqliteStore, session_id: str, public_key: Ed25519Publi
         if not present:
             r.fail(f"track {name}", "file missing")
             continue
-        with blobs.open_read(blob) as fh:
-            digest_ok = _sha256_file(fh) == digest
+        try:
+            with blobs.open_read(blob) as fh:
+                reader = HashingReader(fh)  # one pass: digest and decryption together
+                problem = None
+                if key is not None:
+                    try:
+                        for _ in decrypt(reader, lambda _kid: key):
+                            pass
+                    except StreamError as exc:
+                        if not (exc.kind == "truncated" and r.incomplete):
+                            problem = str(exc)
+                digest_ok = reader.finish() == digest
+        except StoreError as exc:
+            r.fail(f"track {name}", f"unreadable ({exc})")
+            continue
         if not digest_ok:
             r.fail(f"track {name}", "file differs from the digest in the trail")
-        if key is not None:
-            try:
-                with blobs.open_read(blob) as fh:
-                    for _ in decrypt(fh, lambda _kid: key):
-                        pass
-            except StreamError as exc:
-                if not (exc.kind == "truncated" and r.incomplete):
-                    r.fail(f"track {name}", str(exc))
+        if problem is not None:
+            r.fail(f"track {name}", problem)
         if progress:
             progress("tracks", n, len(tracks))
     r.checked.append(f"tracks: {len(tracks)}")

@@ -12,7 +12,7 @@ import hashlib
 import re
 import secrets
 
-from vteller.store import SqliteStore
+from vteller.store import Store
 
 PREFIX = "vtb_"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{1,63}$"
@@ -23,7 +23,7 @@ def _hash(key: str) -> str:
 
 
 class ServiceAuth:
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
 
     def create(self, name: str) -> str:

@@ -37,9 +37,29 @@ class CustomerClaims(BaseModel):
     ref_photo: str | None = Field(default=None, max_length=128)
     exp: int
     iat: int
+    jti: str = Field(min_length=8, max_length=128)
 
     def age(self, today: dt.date | None = None) -> int:
         return (today or dt.date.today()).year - self.birth_year
+
+
+class UsedTokens:
+    """Token ids (`jti`) already used, each kept until its token expires: a customer
+    token opens one connection, so a copied token cannot take over a live call."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        self._next_prune = 0.0
+
+    def consume(self, jti: str, expires_at: float) -> bool:
+        now = time.time()
+        if now >= self._next_prune:
+            self._until = {j: t for j, t in self._until.items() if t > now}
+            self._next_prune = now + 60
+        if self._until.get(jti, 0.0) > now:
+            return False
+        self._until[jti] = expires_at
+        return True
 
 
 class CustomerTokenVerifier:
@@ -54,6 +74,7 @@ class CustomerTokenVerifier:
         self._audience = audience
         self._max_ttl_s = max_ttl_s
         self._leeway_s = leeway_s
+        self._used = UsedTokens()
 
     @classmethod
     def from_key_file(cls, algorithm: str, path: Path, **kw: Any) -> CustomerTokenVerifier:
@@ -77,7 +98,7 @@ class CustomerTokenVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway_s,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                options={"require": ["exp", "iat", "sub", "iss", "aud", "jti"]},
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("token_expired", "customer token has expired") from None
@@ -91,6 +112,9 @@ class CustomerTokenVerifier:
             raise AuthError("token_invalid", "customer token lifetime exceeds the allowed maximum")
         if claims.iat > time.time() + self._leeway_s:
             raise AuthError("token_invalid", "customer token is issued in the future")
+        if not self._used.consume(claims.jti, claims.exp + self._leeway_s):
+            raise AuthError("token_reused", "this customer token was already used; the app "
+                            "must issue a new one (or resume with the session's secret)")
         return claims
 
 

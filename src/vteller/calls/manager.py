@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import heapq
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -20,11 +22,13 @@ from pydantic import BaseModel
 
 from vteller.assist import ConsentState
 from vteller.audit import KekProvider, StreamWriter, new_data_key
+from vteller.audit.keys import seal_field
 from vteller.audit.trail import AuditTrail
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
 from vteller.config import Settings
 from vteller.identity import IdentityService, IdentitySession, Verdict, to_jpeg
 from vteller.media import MediaLeg, MediaNegotiationError, check_offer
+from vteller.media.leg import filter_candidates
 from vteller.media.taps import LatestFrameTap
 from vteller.observability import Metrics
 from vteller.protocol import ErrorCode, ProtocolError
@@ -39,7 +43,7 @@ from vteller.routing import (
     TellerState,
 )
 from vteller.routing.store import RoutingStore
-from vteller.store import BlobStore, SqliteStore
+from vteller.store import BlobStore, Store, StoreError
 
 log = structlog.get_logger("vteller.calls")
 STORE_BACKLOG = 10_000
@@ -80,15 +84,19 @@ class Party:
         return m.PartyInfo(display_name=self.display_name, role=self.role)  # type: ignore[arg-type]
 
 
+LINK = re.compile(r"(?i)(\w+://|www\.|\b[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}\b|@)")
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 class CallManager:
-    def __init__(self, settings: Settings, store: SqliteStore, metrics: Metrics,
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics,
                  kek: KekProvider, trail: AuditTrail, blobs: BlobStore,
                  identity: IdentityService | None = None) -> None:
         self._settings = settings
+        self._blocked_ice = settings.blocked_ice_networks()
         self._identity = identity
         self._blobs = blobs
         self._kek = kek
@@ -125,12 +133,32 @@ class CallManager:
             self.router.set_profile(principal, TellerProfile.from_dict(profile or {}))
         return party, self._attach(party, conn), resumed
 
-    def resume(self, token: str, conn: Connection) -> tuple[Party, str]:
+    def resumable(self, token: str) -> Party:
+        """The party a resume secret belongs to (nothing is attached yet)."""
         key = self._by_resume.get(_hash(token))
         party = self.parties.get(key) if key else None
         if party is None:
             raise ProtocolError(ErrorCode.RESUME_FAILED, "nothing to resume (expired or unknown)")
+        return party
+
+    def resume(self, token: str, conn: Connection) -> tuple[Party, str]:
+        party = self.resumable(token)
         return party, self._attach(party, conn)
+
+    def revoke(self, party: Party) -> None:
+        """The party's credentials are gone (staff logged out or disabled): close its
+        connection and end its session now, as if its grace period had run out."""
+        if self.parties.get(party.key) is not party:
+            return
+        if party.conn is not None:
+            party.conn.send(m.Error(code=ErrorCode.UNAUTHENTICATED,
+                                    message="your session has ended; log in again"))
+            party.conn.close(4401, "session revoked")
+            self.disconnected(party, party.conn)
+        if party.grace is not None:
+            party.grace.cancel()
+            party.grace = None
+        self._expire(party)
 
     def _attach(self, party: Party, conn: Connection) -> str:
         if party.conn is not None and party.conn is not conn:
@@ -294,6 +322,22 @@ class CallManager:
             task.cancel()
 
     # supervisor --------------------------------------------------------------
+    def _on_supervisor_assign(self, party: Party, msg: m.SupervisorAssign) -> None:
+        """Offer a waiting customer to a chosen available teller, whatever the router
+        would pick (a customer it declined before, a skill it does not list)."""
+        call = self.calls.get(msg.call_id)
+        if call is None or call.state != CallState.QUEUED or \
+                self.router.request(msg.call_id) is None:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no such waiting customer")
+        teller = self.parties.get(f"staff:{msg.username}")
+        if teller is None or teller.role != "teller" or teller.conn is None:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no such teller logged in")
+        if self.router.teller(teller.principal).state != TellerState.AVAILABLE:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "the teller is not available")
+        self._event(call, "supervisor", "supervisor.assigned", supervisor=party.principal,
+                    teller=teller.principal)
+        self._offer(call, teller)
+
     def _on_supervisor_set_teller(self, party: Party, msg: m.SupervisorSetTeller) -> None:
         teller = self.parties.get(f"staff:{msg.username}")
         if teller is None or teller.role != "teller":
@@ -379,6 +423,13 @@ class CallManager:
         if call.consent.state in (ConsentState.REQUESTED, ConsentState.GRANTED,
                                   ConsentState.ACTIVE):
             raise ProtocolError(ErrorCode.WRONG_STATE, f"consent is {call.consent.state.value}")
+        purposes = self._settings.assist.purposes
+        if purposes and msg.purpose not in purposes:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                                "choose one of the configured purposes: " + "; ".join(purposes))
+        if LINK.search(msg.purpose):  # shown to the customer: no place to plant a link
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                                "the purpose must not contain links or web addresses")
         call.consent.purpose = msg.purpose
         self._consent_to(call, ConsentState.REQUESTED, "teller")
 
@@ -458,8 +509,10 @@ class CallManager:
         call.decision = msg.decision
         self._event(call, "teller", "review.decision", decision=msg.decision,
                     reason_code=msg.reason_code, notes=msg.notes)
+        notes = seal_field(call.data_key, f"{call.call_id}|notes", msg.notes) \
+            if msg.notes and call.data_key else ""  # the trail holds them too, encrypted
         stored = self._persist("add_decision", call.call_id, call.business_type,
-                               party.principal, msg.decision, msg.reason_code, msg.notes,
+                               party.principal, msg.decision, msg.reason_code, notes,
                                time.time())
         self._when_recorded(stored, (party, m.ReviewRecorded(
             call_id=call.call_id, decision=msg.decision, reason_code=msg.reason_code)))
@@ -621,10 +674,15 @@ class CallManager:
             call.video_codec = check_offer(side, msg.sdp, call.video_codec)
         except MediaNegotiationError as exc:
             raise ProtocolError(ErrorCode(exc.code), str(exc)) from None
+        offer = msg.sdp
+        if side == "customer":  # never probe where a customer points (the bank's network)
+            offer, dropped = filter_candidates(offer, self._blocked_ice)
+            if dropped:
+                log.info("ice_candidates_dropped", count=dropped)
         leg = MediaLeg(side, self._settings.ice_servers, call.feed, call.encoded_media,
                        on_state=lambda leg, state: self._leg_state(call, leg, state))
         try:
-            sdp = await leg.answer(msg.sdp, call.video_codec)
+            sdp = await leg.answer(offer, call.video_codec)
         except MediaNegotiationError as exc:
             await leg.close()
             raise ProtocolError(ErrorCode(exc.code), str(exc)) from None
@@ -660,25 +718,29 @@ class CallManager:
     def _dispatch(self) -> None:
         while (match := self.router.next_match(time.monotonic())) is not None:
             request, status = match
-            call = self.calls[request.call_id]
             teller = self.parties.get(f"staff:{status.username}")
             if teller is None or teller.conn is None:
                 status.to(TellerState.OFFLINE)
                 continue
-            self.router.hold(request.call_id)
-            call.to(CallState.OFFERED)
-            call.teller_key = teller.key
-            status.to(TellerState.OFFERED)
-            customer = self.parties[call.customer_key]
-            teller.send(m.TellerState(state="offered"))
-            teller.send(m.OfferIncoming(
-                call_id=call.call_id, customer=customer.info(), business_type=call.business_type,
-                ring_timeout_s=self._settings.ring_timeout_s))
-            self._ring[call.call_id] = asyncio.create_task(self._ring_timeout(call.call_id, teller))
-            self._event(call, "system", "offered", teller=teller.principal)
-            customer.send(m.QueueStatus(call_id=call.call_id, state="offered",
-                                        green_channel=customer.elderly))
-            customer.last_status = None
+            self._offer(self.calls[request.call_id], teller)
+
+    def _offer(self, call: Call, teller: Party) -> None:
+        """Offer a waiting request to an available teller and start the ring timer."""
+        status = self.router.teller(teller.principal)
+        self.router.hold(call.call_id)
+        call.to(CallState.OFFERED)
+        call.teller_key = teller.key
+        status.to(TellerState.OFFERED)
+        customer = self.parties[call.customer_key]
+        teller.send(m.TellerState(state="offered"))
+        teller.send(m.OfferIncoming(
+            call_id=call.call_id, customer=customer.info(), business_type=call.business_type,
+            ring_timeout_s=self._settings.ring_timeout_s))
+        self._ring[call.call_id] = asyncio.create_task(self._ring_timeout(call.call_id, teller))
+        self._event(call, "system", "offered", teller=teller.principal)
+        customer.send(m.QueueStatus(call_id=call.call_id, state="offered",
+                                    green_channel=customer.elderly))
+        customer.last_status = None
 
     def _push_queue_status(self, force: bool = False) -> None:
         """Position and estimated wait to every waiting customer (only when changed).
@@ -695,7 +757,7 @@ class CallManager:
             request = self.router.request(call_id)
             if customer is None or request is None:
                 continue
-            staffed = self.router.staffed_for(request)
+            staffed = self.router.staffed_for(request, now)
             servable = staffed > 0
             ewt = round(position * aht / staffed) if servable else None
             status = (position, ewt, servable)
@@ -740,9 +802,14 @@ class CallManager:
                 "serving": customer.display_name if customer and call and call.state in IN_CALL
                 else None,
             })
+        waiting = [{"call_id": r.call_id, "class": r.pclass.value,
+                    "waited_s": round(now - r.enqueued_at), "business_type": r.business_type,
+                    "language": r.language, "staffed": self.router.staffed_for(r, now)}
+                   for r in heapq.nsmallest(50, self.router.waiting(),
+                                            key=lambda r: r.enqueued_at)]
         service = self.stats.summary(now)
         return m.Dashboard(queue=queue, longest_wait_s=round(longest, 1), tellers=tellers,
-                           service=service)
+                           waiting=waiting, service=service)
 
     def _push_dashboard(self) -> None:
         supervisors = [p for p in self.parties.values() if p.role == "supervisor" and p.conn]
@@ -775,7 +842,8 @@ class CallManager:
                 self._cancel_ring(call.call_id)
                 call.to(CallState.QUEUED)
                 call.teller_key = None
-                self.router.requeue(call.call_id, teller.principal if decline else None)
+                self.router.requeue(call.call_id, teller.principal if decline else None,
+                                    time.monotonic())
                 self._event(call, "teller", "offer.failed", teller=teller.principal,
                             reason=reason)
                 teller.send(m.OfferRevoked(call_id=call.call_id, reason=reason))
@@ -870,10 +938,28 @@ class CallManager:
         """After the recorders finished: bind their digests and seal the trail."""
         if call.recorder_tasks:
             await asyncio.gather(*call.recorder_tasks, return_exceptions=True)
-        tracks = {r.file_name: r.digest for r in call.recorders if r.digest}
-        tracks.update({name: d for name, d in call.evidence_blobs.items() if d})
-        self._audit(self._trail.close_session, call.call_id, tracks)
+        failed = [r.file_name for r in call.recorders if r.digest is None and r.written]
+        if failed:  # e.g. the object store went away: bind what was stored, when it can be
+            self._event(call, "system", "recording.failed", tracks=failed)
+            self._background(self._seal_when_stored(call.call_id))
+        else:
+            tracks = {r.file_name: r.digest for r in call.recorders if r.digest}
+            tracks.update({name: d for name, d in call.evidence_blobs.items() if d})
+            self._audit(self._trail.close_session, call.call_id, tracks)
         call.data_key = b""
+
+    async def _seal_when_stored(self, call_id: str, retry_s: float = 5.0,
+                                attempts: int = 60) -> None:
+        """Seal a session whose recording failed as incomplete once the blob store
+        answers again (else the next start seals it)."""
+        for _ in range(attempts):
+            try:
+                await self._audit(self._trail.seal_incomplete, call_id, self._blobs,
+                                  "recording failed: the blob store was unavailable")
+                return
+            except StoreError:
+                await asyncio.sleep(retry_s)
+        log.error("session_left_open", call_id=call_id)
 
     def _background(self, coro: Any) -> asyncio.Future[Any]:
         """Run cleanup work without blocking a state change; shutdown waits for it."""
@@ -912,6 +998,11 @@ class CallManager:
         def deliver(fut: asyncio.Future[None]) -> None:
             if fut.cancelled() or fut.exception() is not None:
                 log.error("event_not_recorded_ack_withheld")
+                for party, _ in sends:  # a typed answer instead of silence
+                    if party is not None:
+                        party.send(m.Error(code=ErrorCode.STORAGE_UNAVAILABLE,
+                                           message="the server could not record this "
+                                           "(storage unavailable); it was not acknowledged"))
                 return
             for party, message in sends:
                 if party is not None:

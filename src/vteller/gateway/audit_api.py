@@ -5,8 +5,11 @@ every action is written to the access log before anything is returned."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
+import math
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -23,25 +26,29 @@ from pydantic import BaseModel, Field
 from vteller.audit.access import AccessLog
 from vteller.audit.access import verify as verify_access
 from vteller.audit.bundle import export_bundle
-from vteller.audit.keys import KekProvider, WrappedKey
+from vteller.audit.keys import KekProvider, unwrap_session_key
 from vteller.audit.replay import decrypt_to_memory, seekable_webm
 from vteller.audit.retention import verify_tombstone
 from vteller.audit.trail import AuditTrail
 from vteller.audit.verify import verify_session
 from vteller.auth import StaffAuth
+from vteller.gateway.text import clean_model
 from vteller.gateway.ws import SESSION_COOKIE
-from vteller.store import BlobStore, SqliteStore, StaffUser
+from vteller.store import BlobStore, CallSearch, StaffUser, Store
 
 log = structlog.get_logger("vteller.audit_api")
 GRANT_TTL_S = 3600
 PAGE_SIZE = 25
+MAX_PAGE = 1_000_000
+SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TRACK_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 REVIEW_ACCESS = "review_access"
 FLAGS = ("identity_mismatch", "liveness_failed", "consent_used", "incomplete")
 CACHE_ITEMS = 8  # remuxed tracks kept in memory for range requests
 
 
 class ReasonBody(BaseModel):
-    reason: str = Field(min_length=5, max_length=500)
+    reason: str = Field(min_length=5, max_length=500, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")
 
 
 class HoldBody(ReasonBody):
@@ -69,7 +76,7 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 class AuditApi:
-    def __init__(self, store: SqliteStore, staff: StaffAuth, trail: AuditTrail,
+    def __init__(self, store: Store, staff: StaffAuth, trail: AuditTrail,
                  kek: KekProvider, blobs: BlobStore, access: AccessLog) -> None:
         self._store, self._staff, self._trail = store, staff, trail
         self._kek, self._blobs, self._access = kek, blobs, access
@@ -105,9 +112,10 @@ class AuditApi:
 
     async def _body(self, request: web.Request, model: type[BaseModel]) -> Any:
         try:
-            return model.model_validate(await request.json())
+            body = model.model_validate(await request.json())
         except ValueError:
             return None
+        return body if clean_model(body) else None
 
     def _grant(self, request: web.Request, user: StaffUser) -> Grant | None:
         token = request.query.get("grant", "")
@@ -118,79 +126,58 @@ class AuditApi:
         return grant
 
     def _data_key(self, session_id: str) -> bytes | None:
-        row = self._store.session_key(session_id)
-        return self._kek.unwrap(WrappedKey(*row), session_id) if row else None
+        return unwrap_session_key(self._store, self._kek, session_id)
 
     # ------------------------------------------------------------------ search
     async def search(self, request: web.Request, user: StaffUser) -> web.Response:
         q = request.query
-        where, args = ["1=1"], []
         try:
-            if q.get("from"):
-                where.append("c.queued_at >= ?")
-                args.append(float(q["from"]))
-            if q.get("to"):
-                where.append("c.queued_at < ?")
-                args.append(float(q["to"]))
-            page = max(1, int(q.get("page", "1")))
+            bounds = {b: float(q[b]) for b in ("from", "to") if q.get(b)}
+            if not all(math.isfinite(v) for v in bounds.values()):
+                raise ValueError
+            page = int(q.get("page", "1"))
+            if not 1 <= page <= MAX_PAGE:
+                raise ValueError
         except ValueError:
-            return _error(400, "invalid_request", "from/to are epoch seconds, page a number")
-        for param, column in (("teller", "c.teller"), ("customer", "c.customer_id"),
-                              ("business_type", "c.business_type"),
-                              ("decision", "d.decision")):
-            if q.get(param):
-                where.append(f"{column} = ?")
-                args.append(q[param][:128])
-        flag = q.get("flag")
-        if flag:
-            if flag not in FLAGS:
-                return _error(400, "invalid_request", "flag must be one of " + ", ".join(FLAGS))
-            if flag == "incomplete":
-                where.append("c.call_id IN (SELECT session_id FROM audit_log WHERE "
-                             "json_extract(entry, '$.incomplete') = 1)")
-            else:
-                where.append("instr(',' || c.flags || ',', ?) > 0")
-                args.append(f",{flag},")
-        sql = (" FROM calls c LEFT JOIN decisions d USING (call_id) WHERE "
-               + " AND ".join(where))
-        total = (await asyncio.to_thread(self._store.run, "SELECT COUNT(*)" + sql,
-                                         tuple(args)))[0][0]
-        rows = await asyncio.to_thread(
-            self._store.run,
-            "SELECT c.call_id, c.customer_id, c.teller, c.business_type, c.state, c.end_reason,"
-            " c.queued_at, c.ended_at, c.flags, d.decision, "
-            "(SELECT 1 FROM legal_holds h WHERE h.session_id = c.call_id),"
-            "(SELECT 1 FROM purged_sessions p WHERE p.session_id = c.call_id)"
-            + sql + " ORDER BY c.queued_at DESC LIMIT ? OFFSET ?",
-            (*args, PAGE_SIZE, (page - 1) * PAGE_SIZE))
-        await self._record(user.username, "search", None, q.get("reason", ""),
-                           query={k: v[:128] for k, v in q.items()}, results=total)
-        keys = ("session_id", "customer_id", "teller", "business_type", "state", "end_reason",
-                "queued_at", "ended_at", "flags", "decision", "legal_hold", "purged")
-        return web.json_response({
-            "page": page, "page_size": PAGE_SIZE, "total": total,
-            "rows": [{**dict(zip(keys, r)), "flags": [f for f in r[8].split(",") if f],
-                      "legal_hold": bool(r[10]), "purged": bool(r[11])} for r in rows]})
+            return _error(400, "invalid_request",
+                          f"from/to are epoch seconds, page a number in 1..{MAX_PAGE}")
+        flag = q.get("flag") or None
+        if flag is not None and flag not in FLAGS:
+            return _error(400, "invalid_request", "flag must be one of " + ", ".join(FLAGS))
+
+        def text(name: str) -> str | None:
+            return q[name][:128] if q.get(name) else None
+
+        search = CallSearch(queued_from=bounds.get("from"), queued_to=bounds.get("to"),
+                            teller=text("teller"), customer_id=text("customer"),
+                            business_type=text("business_type"), decision=text("decision"),
+                            flag=flag)
+        total, rows = await asyncio.to_thread(self._store.search_calls, search, page,
+                                              PAGE_SIZE)
+        query = {k: v[:128] for k, v in q.items()}
+        if "customer" in query:  # the access log outlives purges: no customer ids in it
+            query["customer"] = self._access.pseudonym(query["customer"])
+        await self._record(user.username, "search", None, q.get("reason", "")[:500],
+                           query=query, results=total)
+        return web.json_response({"page": page, "page_size": PAGE_SIZE, "total": total,
+                                  "rows": [dataclasses.asdict(r) for r in rows]})
 
     # ------------------------------------------------------------------ open
     async def open(self, request: web.Request, user: StaffUser) -> web.Response:
         body = await self._body(request, ReasonBody)
         if body is None:
             return _error(400, "invalid_request", "state a reason (5-500 characters)")
-        sid = request.match_info["sid"][:64]
-        known = await asyncio.to_thread(
-            self._store.run, "SELECT 1 FROM audit_events WHERE session_id=? LIMIT 1", (sid,))
-        if not known:
+        sid = request.match_info["sid"]
+        if not SESSION_ID.match(sid):
+            return _error(404, "not_found", "no such session")
+        if not await asyncio.to_thread(self._store.session_exists, sid):
             return _error(404, "not_found", "no such session")
         await self._record(user.username, "open", sid, body.reason)
-        purged = await asyncio.to_thread(
-            self._store.run, "SELECT at, reason FROM purged_sessions WHERE session_id=?", (sid,))
-        hold = await asyncio.to_thread(
-            self._store.run, "SELECT set_by, reason, at FROM legal_holds WHERE session_id=?",
-            (sid,))
+        purged = await asyncio.to_thread(self._store.purged, sid)
+        hold = await asyncio.to_thread(self._store.legal_hold, sid)
         result: dict[str, Any] = {
             "session_id": sid,
-            "legal_hold": {"set_by": hold[0][0], "reason": hold[0][1], "at": hold[0][2]}
+            "legal_hold": {"set_by": hold[0], "reason": hold[1], "at": hold[2]}
             if hold else None}
         if purged:
             ok, what = await asyncio.to_thread(verify_tombstone, self._store, sid,
@@ -232,7 +219,7 @@ class AuditApi:
         if grant is None:
             return _error(403, "forbidden", "open the session with a reason first")
         sid, name = grant.session_id, request.match_info["name"]
-        if not self._blobs.exists(f"{sid}/{name}") or "/" in name:
+        if not TRACK_NAME.match(name) or not self._blobs.exists(f"{sid}/{name}"):
             return _error(404, "not_found", "no such track")
         if (grant, name) not in self._replayed:  # once per opening and track, not per range
             await self._record(user.username, "replay", sid, grant.reason, track=name)
@@ -267,7 +254,9 @@ class AuditApi:
         body = await self._body(request, ExportBody)
         if body is None:
             return _error(400, "invalid_request", "state a reason (5-500 characters)")
-        sid = request.match_info["sid"][:64]
+        sid = request.match_info["sid"]
+        if not SESSION_ID.match(sid):
+            return _error(404, "not_found", "no such session")
         recipient = None
         if body.recipient_public_key:
             try:
@@ -292,7 +281,17 @@ class AuditApi:
         body = await self._body(request, HoldBody)
         if body is None:
             return _error(400, "invalid_request", "hold (true/false) and a reason are required")
-        sid = request.match_info["sid"][:64]
+        sid = request.match_info["sid"]
+        if not SESSION_ID.match(sid):
+            return _error(404, "not_found", "no such session")
+        if not await asyncio.to_thread(self._store.session_exists, sid):
+            return _error(404, "not_found", "no such session")
+        if not body.hold:  # separation of duties: not any auditor may lift a hold
+            held = await asyncio.to_thread(self._store.legal_hold, sid)
+            if held and held[0] != user.username and \
+                    REVIEW_ACCESS not in user.profile.get("permissions", []):
+                return _error(403, "forbidden", "only the auditor who placed this hold or an "
+                              "audit lead (review_access) may clear it")
         await self._record(user.username, "hold.set" if body.hold else "hold.clear", sid,
                            body.reason)
         await asyncio.to_thread(self._store.set_legal_hold, sid, body.hold, user.username,
@@ -306,7 +305,10 @@ class AuditApi:
         await self._record(user.username, "access_log.view", None, "")
         sid = request.query.get("session")
         entries = await asyncio.to_thread(self._access.entries, 500, sid)
-        report = await asyncio.to_thread(verify_access, self._store, self._trail.public_key)
+        # the newest 500 entries (every entry is signed): the whole chain costs O(n)
+        # signature checks, so it is `vteller audit verify-access`'s job
+        report = await asyncio.to_thread(verify_access, self._store, self._trail.public_key,
+                                         500)
         return web.json_response({"entries": entries, "verification": {
             "ok": report.ok, "entries": report.entries, "problems": report.problems}})
 

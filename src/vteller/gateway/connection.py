@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 from aiohttp import web
 from pydantic import BaseModel
 
 OUTBOX = 256
+log = logging.getLogger(__name__)
 
 
 class WsConnection:
@@ -34,6 +36,8 @@ class WsConnection:
             return
         try:
             self._outbox.put_nowait(message.model_dump_json())
+        except ValueError:  # not serialisable (e.g. a lone surrogate): never the caller's fault
+            log.exception("unserialisable message dropped", extra={"type": type(message)})
         except asyncio.QueueFull:
             self.close(4008, "client too slow")
 

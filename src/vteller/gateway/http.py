@@ -15,12 +15,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 
 from vteller.auth import AuthError, DevTokenIssuer, ServiceAuth, StaffAuth
-from vteller.auth.staff import USERNAME_PATTERN
+from vteller.auth.staff import USERNAME_PATTERN, hash_token
 from vteller.config import Settings
+from vteller.gateway.text import clean_model, storable
 from vteller.gateway.ws import SESSION_COOKIE, SignalingEndpoint
 from vteller.identity import EnrollmentError, IdentityService
 from vteller.observability import Metrics
-from vteller.store import SqliteStore
+from vteller.store import Store
 
 log = structlog.get_logger("vteller.http")
 WEB_CLIENT = Path(__file__).resolve().parents[3] / "web_client"
@@ -58,6 +59,9 @@ def _security_middleware(settings: Settings) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not storable(request.path, *request.query.keys(), *request.query.values()):
+            return json_error(400, "invalid_request",
+                              "the path and query must be valid UTF-8 without NUL")
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             origin = request.headers.get("Origin")
             if origin is not None and origin not in origins:
@@ -74,7 +78,7 @@ def _security_middleware(settings: Settings) -> Any:
             h.setdefault("Content-Security-Policy", CSP)
             h.setdefault("X-Content-Type-Options", "nosniff")
             h.setdefault("Referrer-Policy", "no-referrer")
-            h.setdefault("Strict-Transport-Security", "max-age=31536000")
+            h.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
             h.setdefault("Permissions-Policy",
                          "camera=(self), microphone=(self), display-capture=(self)")
             h.setdefault("Cache-Control", "no-store")
@@ -87,7 +91,10 @@ def _security_middleware(settings: Settings) -> Any:
 
 async def _read_json(request: web.Request, model: type[BaseModel]) -> Any:
     try:
-        return model.model_validate(await request.json())
+        body = model.model_validate(await request.json())
+        if not clean_model(body):
+            raise ValueError("unstorable text")
+        return body
     except (ValueError, ValidationError):
         raise web.HTTPBadRequest(
             text='{"error":{"code":"invalid_request","message":"malformed request body"}}',
@@ -95,11 +102,16 @@ async def _read_json(request: web.Request, model: type[BaseModel]) -> Any:
 
 
 def setup_routes(
-    app: web.Application, settings: Settings, store: SqliteStore, staff: StaffAuth,
+    app: web.Application, settings: Settings, store: Store, staff: StaffAuth,
     signaling: SignalingEndpoint, metrics: Metrics, dev_issuer: DevTokenIssuer | None,
     services: ServiceAuth, identity: IdentityService,
 ) -> None:
     app.middlewares.append(_security_middleware(settings))
+
+    async def no_versions(_: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = "vteller"  # not aiohttp's and Python's versions
+
+    app.on_response_prepare.append(no_versions)
 
     async def page(request: web.Request) -> web.FileResponse:
         return web.FileResponse(WEB_CLIENT / PAGES[request.path])
@@ -126,7 +138,8 @@ def setup_routes(
         except AuthError as exc:
             metrics.logins.labels(result=exc.code).inc()
             if exc.code == "rate_limited":
-                return json_error(429, exc.code, exc.message, **{"Retry-After": "60"})
+                return json_error(429, exc.code, exc.message,
+                                  **{"Retry-After": str(exc.retry_after_s or 1)})
             return json_error(401, exc.code, exc.message)
         metrics.logins.labels(result="ok").inc()
         log.info("staff_login", role=user.role)
@@ -140,6 +153,7 @@ def setup_routes(
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             await staff.logout(token)
+            signaling.revoke_staff_session(hash_token(token))
         resp = web.json_response({"ok": True})
         resp.del_cookie(SESSION_COOKIE, path="/")
         return resp

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -11,6 +14,7 @@ from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
 from vteller.auth import AuthError, CustomerTokenVerifier, StaffAuth
+from vteller.auth.staff import hash_token
 from vteller.calls import CallManager, Party
 from vteller.config import Settings
 from vteller.gateway.connection import TokenBucket, WsConnection
@@ -20,8 +24,9 @@ from vteller.protocol import messages as m
 from vteller.routing import segments_for
 
 log = structlog.get_logger("vteller.gateway")
+MSG_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # the protocol's MsgId: safe to echo
 HARD_FRAME_LIMIT = 1024 * 1024  # above this aiohttp closes (1009); below it we answer too_large
-SESSION_COOKIE = "vteller_session"
+SESSION_COOKIE = "__Host-vteller_session"
 
 
 def _summary(exc: ValidationError) -> str:
@@ -29,6 +34,7 @@ def _summary(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err["loc"][1:] or err["loc"]) or "message"
+        loc = loc[:64].encode("utf-8", "replace").decode()  # a key may be a lone surrogate
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
 
@@ -44,6 +50,20 @@ class SignalingEndpoint:
         self._customers = customers
         self._metrics = metrics
         self._origins = settings.effective_origins()
+        self._staff_sessions: dict[str, set[_Session]] = {}  # cookie hash -> connections
+        self._unauthenticated: dict[str, int] = {}  # address -> connections before hello
+
+    def _authenticated(self, address: str) -> None:
+        left = self._unauthenticated.get(address, 1) - 1
+        if left > 0:
+            self._unauthenticated[address] = left
+        else:
+            self._unauthenticated.pop(address, None)
+
+    def revoke_staff_session(self, token_hash: str) -> None:
+        """Logout: close the connections that this staff session opened, now."""
+        for session in list(self._staff_sessions.get(token_hash, ())):
+            session.revoked()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")
@@ -51,11 +71,20 @@ class SignalingEndpoint:
         # hijacking of the staff cookie. Non-browser clients carry no victim's cookie.
         if origin is not None and origin not in self._origins:
             raise web.HTTPForbidden(text="origin not allowed")
+        address = request.remote or "?"
+        if self._unauthenticated.get(address, 0) >= self._settings.max_unauthenticated_per_address:
+            self._metrics.errors.labels(code="rate_limited").inc()
+            raise web.HTTPTooManyRequests(text="too many connections from this address",
+                                          headers={"Retry-After": "10"})
         ws = web.WebSocketResponse(heartbeat=self._settings.heartbeat_s,
                                    max_msg_size=HARD_FRAME_LIMIT)
         await ws.prepare(request)
         conn = WsConnection(ws)
         session = _Session(self, request, conn)
+        self._unauthenticated[address] = self._unauthenticated.get(address, 0) + 1
+        session.on_authenticated = lambda: self._authenticated(address)
+        deadline = asyncio.get_running_loop().call_later(
+            self._settings.hello_timeout_s, session.hello_deadline)
         try:
             async for frame in ws:
                 await conn.writable()
@@ -68,6 +97,10 @@ class SignalingEndpoint:
                 if conn.closed:
                     break
         finally:
+            deadline.cancel()
+            if session.on_authenticated is not None:  # never said hello
+                self._authenticated(address)
+            session.stop()
             if session.party is not None:
                 self._metrics.connections.labels(role=session.party.role).dec()
                 self._manager.disconnected(session.party, conn)
@@ -87,6 +120,48 @@ class _Session:
         self.party: Party | None = None
         self.bucket = TokenBucket(ep._settings.messages_per_second, ep._settings.message_burst)
         self.overflows = 0
+        self.staff_token_hash: str | None = None  # staff: the login session it rests on
+        self._watch: asyncio.Task[None] | None = None
+        self.on_authenticated: Callable[[], None] | None = None
+
+    def hello_deadline(self) -> None:
+        if self.party is None and not self.conn.closed:
+            self.error(ErrorCode.UNAUTHENTICATED, "no hello in time")
+            self.conn.close(4408, "no hello in time")
+
+    def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        if self.staff_token_hash is not None:
+            bound = self.ep._staff_sessions.get(self.staff_token_hash, set())
+            bound.discard(self)
+            if not bound:
+                self.ep._staff_sessions.pop(self.staff_token_hash, None)
+
+    def _bind_staff(self, token: str) -> None:
+        self.staff_token_hash = hash_token(token)
+        self.ep._staff_sessions.setdefault(self.staff_token_hash, set()).add(self)
+        self._watch = asyncio.create_task(self._watch_staff(token), name="staff-session-watch")
+
+    async def _watch_staff(self, token: str) -> None:
+        """Re-check the login session periodically (disabled by the CLI in another
+        process, expired, deleted): when it is gone, so is this connection."""
+        while not self.conn.closed:
+            await asyncio.sleep(self.ep._settings.staff_recheck_s)
+            try:
+                user = await self.ep._staff.user_for_session(token)
+            except Exception:  # noqa: BLE001 - storage trouble is not a revocation
+                log.warning("staff_recheck_failed")
+                continue
+            if user is None or self.party is None or user.username != self.party.principal \
+                    or user.role != self.party.role:
+                self.revoked()
+                return
+
+    def revoked(self) -> None:
+        if self.party is not None:
+            self.ep._manager.revoke(self.party)
+        self.conn.close(4401, "session revoked")
 
     def error(self, code: ErrorCode, message: str, re: str | None = None,
               fatal: bool = False) -> None:
@@ -108,13 +183,13 @@ class _Session:
             return self.error(ErrorCode.RATE_LIMITED, "too many messages; slow down")
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # incl. integers beyond Python's digit limit
             return self.error(ErrorCode.BAD_JSON, "message is not valid JSON")
         if not isinstance(data, dict):
             return self.error(ErrorCode.INVALID_MESSAGE, "message must be a JSON object")
         mtype = data.get("type")
         raw_id = data.get("id")
-        re = raw_id if isinstance(raw_id, str) and len(raw_id) <= 64 else None
+        re = raw_id if isinstance(raw_id, str) and MSG_ID.fullmatch(raw_id) else None
         if not isinstance(mtype, str) or mtype not in CLIENT_MESSAGES:
             return self.error(ErrorCode.UNKNOWN_TYPE, "unknown message type", re)
         re = re or mtype
@@ -151,7 +226,15 @@ class _Session:
     async def hello(self, msg: m.Hello) -> None:
         ep, manager = self.ep, self.ep._manager
         resumed = False
+        cookie = self.request.cookies.get(SESSION_COOKIE)
         if msg.resume:
+            party = manager.resumable(msg.resume)
+            if party.role != "customer":  # staff: the login session must still be valid
+                user = await ep._staff.user_for_session(cookie)
+                if user is None or user.username != party.principal or user.role != party.role:
+                    raise ProtocolError(ErrorCode.RESUME_FAILED,
+                                        "log in again to resume this session")
+                self._bind_staff(cookie)  # type: ignore[arg-type]
             party, resume = manager.resume(msg.resume, self.conn)
             resumed = True
         elif msg.token:
@@ -162,13 +245,17 @@ class _Session:
                 f"customer:{claims.sub}", "customer", claims.sub, claims.name, self.conn,
                 segments=segments)
         else:
-            user = await ep._staff.user_for_session(self.request.cookies.get(SESSION_COOKIE))
+            user = await ep._staff.user_for_session(cookie)
             if user is None:
                 raise AuthError("unauthenticated", "customers send a token; staff log in first")
+            self._bind_staff(cookie)  # type: ignore[arg-type]
             party, resume, resumed = manager.connect(
                 f"staff:{user.username}", user.role, user.username, user.display_name,
                 self.conn, profile=user.profile)
         self.party = party
+        if self.on_authenticated is not None:
+            self.on_authenticated()
+            self.on_authenticated = None
         ep._metrics.connections.labels(role=party.role).inc()
         self.conn.send(m.Welcome(
             role=party.role,  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from vteller.audit.keys import KekProvider, WrappedKey, new_data_key
 from vteller.identity.faces import FaceEngine, Quality
 from vteller.identity.policy import IdentityPolicy
-from vteller.store import SqliteStore
+from vteller.store import Store
 
 MAX_REFERENCE_SIDE = 1600
 _AAD = b"vteller reference v1|"
@@ -106,7 +106,7 @@ def _context(customer_id: str) -> str:
 class ReferenceStore:
     """Encrypted reference encodings per customer id (blocking; call from threads)."""
 
-    def __init__(self, store: SqliteStore, kek: KekProvider) -> None:
+    def __init__(self, store: Store, kek: KekProvider) -> None:
         self._store = store
         self._kek = kek
 

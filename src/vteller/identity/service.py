@@ -16,13 +16,13 @@ from vteller.identity import worker
 from vteller.identity.policy import IdentityPolicy
 from vteller.identity.reference import ReferenceStore, fingerprint
 from vteller.identity.session import Analyzer, IdentitySession, Notify
-from vteller.store import SqliteStore
+from vteller.store import Store
 
 log = structlog.get_logger("vteller.identity")
 
 
 class IdentityService:
-    def __init__(self, policy: IdentityPolicy, store: SqliteStore, kek: KekProvider,
+    def __init__(self, policy: IdentityPolicy, store: Store, kek: KekProvider,
                  trail: AuditTrail) -> None:
         self.analyzer = Analyzer(policy)
         self.references = ReferenceStore(store, kek)

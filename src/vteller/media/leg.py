@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiortc import (
@@ -36,6 +37,7 @@ SENDS = {"customer": ("audio", "video", "screen"), "teller": ("audio", "video")}
 RECEIVES = {"customer": ("audio", "video"), "teller": ("audio", "video", "screen")}
 VIDEO_CODECS = ("vp8", "h264")
 NEGOTIATION_TIMEOUT_S = 10.0
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class MediaNegotiationError(Exception):
@@ -64,8 +66,35 @@ def offered_codecs(offer_sdp: str) -> list[tuple[str, set[str]]]:
         parsed = aiortc_sdp.SessionDescription.parse(offer_sdp)
     except Exception:  # noqa: BLE001 - aiortc's parser signals bad input with assert
         raise MediaNegotiationError("the SDP offer could not be parsed") from None
+    for m in parsed.media:  # without these the leg would wait in `connecting` for ever
+        if m.dtls is None or not m.dtls.fingerprints:
+            raise MediaNegotiationError("the SDP offer has no DTLS fingerprint")
+        if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
+            raise MediaNegotiationError("the SDP offer has no ICE credentials")
     return [(m.kind, {c.mimeType.split("/")[1].lower() for c in m.rtp.codecs})
             for m in parsed.media]
+
+
+def filter_candidates(offer_sdp: str, blocked: Sequence[IPNetwork]) -> tuple[str, int]:
+    """Drop ICE candidates whose address lies in a blocked network (or is a hostname,
+    e.g. mDNS `.local`, which could resolve into one), so the server never sends STUN
+    probes where a client points it. Returns (offer, how many were dropped)."""
+    if not blocked:
+        return offer_sdp, 0
+    kept, dropped = [], 0
+    for line in offer_sdp.split("\r\n"):
+        if line.startswith("a=candidate:"):
+            fields = line.split()
+            try:
+                address = ipaddress.ip_address(fields[4])
+                bad = any(address in net for net in blocked)
+            except (IndexError, ValueError):
+                bad = True
+            if bad:
+                dropped += 1
+                continue
+        kept.append(line)
+    return "\r\n".join(kept), dropped
 
 
 def check_offer(party: str, offer_sdp: str, video_codec: str | None) -> str:

@@ -175,6 +175,7 @@ class TrackRecorder(_Worker):
         self._stream: Any = None
         self._last_flush = time.monotonic()
         self.written = 0
+        self.failed = False
         self.digest: str | None = None
         self.file_name = ""
         super().__init__(feed, backlog, f"rec:{feed.name}")
@@ -194,6 +195,20 @@ class TrackRecorder(_Worker):
         self._stream.time_base = fractions.Fraction(1, 1000)
 
     def handle(self, item: MediaItem) -> None:
+        if self.failed:
+            self.dropped += 1
+            return
+        try:
+            self._mux(item)
+        except Exception as exc:  # noqa: BLE001 - the sink (storage) failed: stop here
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.failed:
+            log.error("recording of %s stopped: %s", self.feed.name, exc)
+        self.failed = True
+
+    def _mux(self, item: MediaItem) -> None:
         data = bytes(item.payload)
         if self._out is None:
             self._open(data)
@@ -206,16 +221,26 @@ class TrackRecorder(_Worker):
         self.written += 1
 
     def idle(self) -> None:
-        if (time.monotonic() - self._last_flush >= self.flush_s - self.poll_s
+        if (not self.failed and time.monotonic() - self._last_flush >= self.flush_s - self.poll_s
                 and hasattr(self._sink, "flush")):
             self._last_flush = time.monotonic()
-            self._sink.flush()  # type: ignore[union-attr]
+            try:
+                self._sink.flush()  # type: ignore[union-attr]
+            except Exception as exc:  # noqa: BLE001 - retried at the next flush
+                log.warning("recording flush of %s failed (%s); retrying",
+                            self.feed.name, type(exc).__name__)
 
     def finish(self) -> None:
-        if self._out is not None:
-            self._out.close()
-        if hasattr(self._sink, "close") and not isinstance(self._sink, (str, Path)):
-            self.digest = self._sink.close()  # type: ignore[union-attr]
+        """Close the file; `digest` stays None when the recording failed."""
+        if self.failed:
+            return
+        try:
+            if self._out is not None:
+                self._out.close()
+            if hasattr(self._sink, "close") and not isinstance(self._sink, (str, Path)):
+                self.digest = self._sink.close()  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - the final segment could not be stored
+            self._fail(exc)
 
 
 class LatestFrameTap(_Worker):

@@ -14,12 +14,14 @@ class ErrorCode(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
     TOKEN_EXPIRED = "token_expired"
     TOKEN_INVALID = "token_invalid"
+    TOKEN_REUSED = "token_reused"
     BAD_SDP = "bad_sdp"
     NO_COMMON_CODEC = "no_common_codec"
     RESUME_FAILED = "resume_failed"
     NOT_ALLOWED = "not_allowed"
     EVIDENCE_MISSING = "evidence_missing"
     NO_REFERENCE = "no_reference"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
     INTERNAL = "internal"
 
 

@@ -106,6 +106,14 @@ class SupervisorSetTeller(_ClientMsg):
     reason: Annotated[str, Field(max_length=64)] = "supervisor"
 
 
+class SupervisorAssign(_ClientMsg):
+    """Supervisor offers a waiting customer to a chosen available teller."""
+
+    type: Literal["supervisor.assign"]
+    call_id: CallId
+    username: Annotated[str, Field(min_length=2, max_length=64, pattern=r"^[a-z0-9_.-]+$")]
+
+
 class AssistRequest(_ClientMsg):
     """Teller asks to see the customer's screen, saying why."""
 
@@ -172,13 +180,13 @@ class IdentityJudge(_ClientMsg):
 
 
 ClientMessage = Annotated[
-    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge,
+    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
     m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in (Hello, Ping, QueueJoin, QueueLeave, TellerStatus, OfferAccept, OfferReject,
-              WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller, AssistRequest,
+              WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller, SupervisorAssign, AssistRequest,
               AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide,
               IdentityVerify, IdentityLiveness, IdentityJudge)
 }
@@ -198,6 +206,7 @@ ROLES_FOR: dict[str, frozenset[str]] = {
     "call.hangup": frozenset({"customer", "teller"}),
     "teller.wrap_up_extend": frozenset({"teller"}),
     "supervisor.set_teller": frozenset({"supervisor"}),
+    "supervisor.assign": frozenset({"supervisor"}),
     "assist.request": frozenset({"teller"}),
     "assist.respond": frozenset({"customer"}),
     "assist.started": frozenset({"customer"}),
@@ -377,6 +386,10 @@ class Dashboard(_Msg):
     queue: dict[str, int] = Field(description="waiting requests by priority class")
     longest_wait_s: float
     tellers: list[dict[str, Any]]
+    waiting: list[dict[str, Any]] = Field(
+        default_factory=list, description="the longest-waiting customers (at most 50): "
+        "call_id, class, waited_s, business_type, language, staffed (tellers able to take "
+        "it now; 0 means nobody can serve it: assign one with supervisor.assign)")
     service: dict[str, Any] = Field(description="service level, ASA, AHT, rates (last hour)")
 
 

@@ -36,6 +36,9 @@ class RoutingPolicy(BaseModel):
     w_capability: float = 0.4
     certified_bonus: float = 0.2
     wrap_up_s: float = Field(30.0, ge=0, le=3600)
+    decline_memory_s: float = Field(
+        60.0, ge=0, le=3600, description="a request a teller rejected or let ring out is "
+        "not offered to that teller again for this long (then it may be)")
     service_level_threshold_s: float = Field(20.0, gt=0)
     default_handle_time_s: float = Field(180.0, gt=0)
 

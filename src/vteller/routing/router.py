@@ -65,11 +65,17 @@ class Router:
             raise KeyError(call_id)
         self._offered[call_id] = request
 
-    def requeue(self, call_id: str, declined_by: str | None) -> None:
+    def requeue(self, call_id: str, declined_by: str | None, now: float) -> None:
+        """Back in line; a teller who let it ring out or rejected it is not offered it
+        again for `policy.decline_memory_s`."""
         request = self._offered.pop(call_id)
         if declined_by:
-            request.declined_by.add(declined_by)
+            request.declined_by[declined_by] = now
         self._insert(request)
+
+    def declined(self, request: Request, username: str, now: float) -> bool:
+        at = request.declined_by.get(username)
+        return at is not None and now - at < self.policy.decline_memory_s
 
     def remove(self, call_id: str) -> Request | None:
         return self._take(call_id) or self._offered.pop(call_id, None)
@@ -101,7 +107,7 @@ class Router:
         profile = teller.profile
         if not profile.can_serve(request.business_type, request.language):
             return False
-        if teller.username in request.declined_by:
+        if self.declined(request, teller.username, now):
             return False
         if (request.elderly and now - request.enqueued_at < self.policy.elderly_widen_after_s
                 and self.policy.elderly_certification not in profile.certifications):
@@ -155,10 +161,12 @@ class Router:
             out.update((r.call_id, i) for i, r in enumerate(requests, 1))
         return out
 
-    def staffed_for(self, request: Request) -> int:
+    def staffed_for(self, request: Request, now: float) -> int:
+        """Staffed tellers who could take this request now (not one who just declined)."""
         return sum(1 for t in self._tellers.values()
-                   if t.state in STAFFED and t.profile.can_serve(request.business_type,
-                                                                 request.language))
+                   if t.state in STAFFED
+                   and t.profile.can_serve(request.business_type, request.language)
+                   and not self.declined(request, t.username, now))
 
     def position(self, call_id: str, now: float) -> int | None:
         """1 + waiting requests for the same business type and language that rank higher."""

@@ -204,7 +204,7 @@ def decision_latency(waiting: int = 10_000, tellers: int = 500, decisions: int =
             router.hold(match[0].call_id)
         samples.append(time.perf_counter() - t0)
         if match is not None:  # keep the queue at `waiting`
-            router.requeue(match[0].call_id, None)
+            router.requeue(match[0].call_id, None, now)
         teller.to(TellerState.OFFERED if match else TellerState.OFFLINE, now=now)
         if match:
             teller.to(TellerState.BUSY, now=now)

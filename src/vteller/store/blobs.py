@@ -4,8 +4,20 @@ implementation provides the same operations (object keys are `session/name`)."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_key(key: str) -> tuple[str, str]:
+    """`session/name`, each part plain (no separators, dots first, NULs or escapes):
+    the same rule for every blob store."""
+    session, sep, name = key.partition("/")
+    if not sep or not PART.match(session) or not PART.match(name):
+        raise ValueError(f"bad blob key {key!r}")
+    return session, name
 
 
 class BlobStore(Protocol):
@@ -23,6 +35,10 @@ class FileBlobStore:
         self.root = root
 
     def _path(self, key: str) -> Path:
+        if "/" in key:
+            check_key(key)
+        elif not PART.match(key):
+            raise ValueError(f"bad blob prefix {key!r}")
         path = (self.root / key).resolve()
         if not path.is_relative_to(self.root.resolve()) or not key or key.startswith("/"):
             raise ValueError(f"bad blob key {key!r}")

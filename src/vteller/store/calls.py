@@ -1,0 +1,155 @@
+"""Call records, their flags, recordings and review decisions; the auditors' search."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from vteller.store.db import Database
+
+CALL_FIELDS = frozenset({"teller", "state", "end_reason", "answered_at", "ended_at"})
+
+
+@dataclass(frozen=True)
+class CallSearch:
+    """The auditors' search; every field optional."""
+
+    queued_from: float | None = None
+    queued_to: float | None = None
+    teller: str | None = None
+    customer_id: str | None = None
+    business_type: str | None = None
+    decision: str | None = None
+    flag: str | None = None
+
+
+@dataclass(frozen=True)
+class CallRow:
+    session_id: str
+    customer_id: str
+    teller: str | None
+    business_type: str
+    state: str
+    end_reason: str | None
+    queued_at: float
+    ended_at: float | None
+    flags: list[str]
+    decision: str | None
+    legal_hold: bool
+    purged: bool
+
+
+class CallRepository:
+    db: Database
+
+    async def record_call(self, call_id: str, customer_id: str, state: str, queued_at: float,
+                          business_type: str = "general") -> None:
+        await asyncio.to_thread(
+            self.db.execute,
+            "INSERT INTO calls (call_id, customer_id, state, queued_at, business_type)"
+            " VALUES (?,?,?,?,?)", (call_id, customer_id, state, queued_at, business_type))
+
+    def flag_call(self, call_id: str, flag: str) -> None:
+        """One rule for every flag (identity_mismatch, liveness_failed, consent_used,
+        incomplete): a row in call_flags, written once."""
+        self.db.execute("INSERT INTO call_flags VALUES (?,?) ON CONFLICT DO NOTHING",
+                        (call_id, flag))
+
+    async def add_call_flag(self, call_id: str, flag: str) -> None:
+        await asyncio.to_thread(self.flag_call, call_id, flag)
+
+    def call_flags(self, call_id: str) -> list[str]:
+        return [r[0] for r in self.db.execute(
+            "SELECT flag FROM call_flags WHERE call_id=? ORDER BY flag", (call_id,))]
+
+    async def update_call(self, call_id: str, **fields: Any) -> None:
+        if not fields or not set(fields) <= CALL_FIELDS:
+            raise ValueError(f"bad call fields: {sorted(fields)}")
+        cols = ", ".join(f"{k}=?" for k in fields)
+        await asyncio.to_thread(self.db.execute, f"UPDATE calls SET {cols} WHERE call_id=?",
+                                (*fields.values(), call_id))
+
+    def set_call_ended_at(self, call_id: str, ended_at: float) -> None:
+        self.db.execute("UPDATE calls SET ended_at=? WHERE call_id=?", (ended_at, call_id))
+
+    async def get_call(self, call_id: str) -> dict[str, Any] | None:
+        rows = await asyncio.to_thread(
+            self.db.execute,
+            "SELECT call_id, customer_id, teller, state, end_reason, queued_at, answered_at,"
+            " ended_at FROM calls WHERE call_id=?", (call_id,))
+        keys = ("call_id", "customer_id", "teller", "state", "end_reason", "queued_at",
+                "answered_at", "ended_at")
+        return dict(zip(keys, rows[0], strict=True)) if rows else None
+
+    async def add_recording(self, call_id: str, track: str, digest: str, packets: int) -> None:
+        await asyncio.to_thread(
+            self.db.execute,
+            "INSERT INTO recordings VALUES (?,?,?,?) ON CONFLICT (call_id, track) DO UPDATE "
+            "SET digest=excluded.digest, packets=excluded.packets",
+            (call_id, track, digest, packets))
+
+    def recordings(self, call_id: str) -> dict[str, tuple[str, int]]:
+        rows = self.db.execute("SELECT track, digest, packets FROM recordings WHERE call_id=?",
+                               (call_id,))
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    async def add_decision(self, call_id: str, business_type: str, teller: str, decision: str,
+                           reason_code: str | None, notes: str, at: float) -> None:
+        await asyncio.to_thread(self.db.execute,
+                                "INSERT INTO decisions VALUES (?,?,?,?,?,?,?)",
+                                (call_id, business_type, teller, decision, reason_code, notes,
+                                 at))
+
+    async def review_report(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Counts per business type and teller between two times (epoch seconds)."""
+        rows = await asyncio.to_thread(
+            self.db.execute,
+            "SELECT business_type, teller, decision, COUNT(*) FROM decisions"
+            " WHERE at>=? AND at<? GROUP BY business_type, teller, decision", (since, until))
+        table: dict[tuple[str, str], dict[str, Any]] = {}
+        for bt, teller, decision, n in rows:
+            row = table.setdefault((bt, teller), {"business_type": bt, "teller": teller,
+                                                  "approve": 0, "reject": 0, "incomplete": 0})
+            row[decision] = n
+        for row in table.values():
+            total = row["approve"] + row["reject"] + row["incomplete"]
+            row["total"] = total
+            row["pass_rate"] = row["approve"] / total if total else None
+        return sorted(table.values(), key=lambda r: (r["business_type"], r["teller"]))
+
+    def search_calls(self, q: CallSearch, page: int, page_size: int
+                     ) -> tuple[int, list[CallRow]]:
+        """(total matches, one page of them, newest first)."""
+        where, args = ["1=1"], []
+        for value, clause in ((q.queued_from, "c.queued_at >= ?"),
+                              (q.queued_to, "c.queued_at < ?"),
+                              (q.teller, "c.teller = ?"), (q.customer_id, "c.customer_id = ?"),
+                              (q.business_type, "c.business_type = ?"),
+                              (q.decision, "d.decision = ?"),
+                              (q.flag, "EXISTS (SELECT 1 FROM call_flags f WHERE "
+                                       "f.call_id = c.call_id AND f.flag = ?)")):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = (" FROM calls c LEFT JOIN decisions d ON d.call_id = c.call_id WHERE "
+               + " AND ".join(where))
+        with self.db.snapshot():
+            total = self.db.execute("SELECT COUNT(*)" + sql, tuple(args))[0][0]
+            rows = self.db.execute(
+                "SELECT c.call_id, c.customer_id, c.teller, c.business_type, c.state,"
+                " c.end_reason, c.queued_at, c.ended_at, d.decision,"
+                " (SELECT 1 FROM legal_holds h WHERE h.session_id = c.call_id),"
+                " (SELECT 1 FROM purged_sessions p WHERE p.session_id = c.call_id)"
+                + sql + " ORDER BY c.queued_at DESC LIMIT ? OFFSET ?",
+                (*args, page_size, (page - 1) * page_size))
+            flags: dict[str, list[str]] = {}
+            if rows:
+                marks = ",".join("?" * len(rows))
+                for call_id, flag in self.db.execute(
+                        f"SELECT call_id, flag FROM call_flags WHERE call_id IN ({marks}) "
+                        "ORDER BY flag", tuple(r[0] for r in rows)):
+                    flags.setdefault(call_id, []).append(flag)
+        return int(total), [CallRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7],
+                                    flags.get(r[0], []), r[8], bool(r[9]), bool(r[10]))
+                            for r in rows]

@@ -1,0 +1,223 @@
+"""One contract for the repositories, run against SQLite and PostgreSQL: the same calls
+give the same results, constraints hold, and concurrent writers in several processes
+keep every hash chain and the global Merkle log correct (ordered by the database)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import postgres_url
+from vteller.audit import LocalKeyring, merkle, new_data_key
+from vteller.audit.trail import AuditTrail, load_or_create_signing_key
+from vteller.audit.verify import verify_session
+from vteller.store import (
+    CallSearch,
+    FileBlobStore,
+    IntegrityError,
+    SchemaMismatch,
+    Store,
+    open_store,
+    schema,
+)
+from vteller.store import db as store_db
+
+PG_BASE = os.environ.get("VTELLER_TEST_DATABASE_URL",
+                         "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_available() -> bool:
+    try:
+        store_db.PostgresDatabase(PG_BASE, max_size=1, connect_timeout_s=3).close()
+        return True
+    except store_db.StoreError:
+        return False
+
+
+def _need_postgres() -> None:
+    if not postgres_available():
+        if os.environ.get("VTELLER_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL is required here and not reachable at {PG_BASE}")
+        pytest.skip(f"no PostgreSQL at {PG_BASE}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str | None, Path]:
+    """(database URL or None, SQLite path) for a fresh, migrated database."""
+    if request.param == "postgres":
+        _need_postgres()
+        return postgres_url(PG_BASE), tmp_path / "unused.sqlite3"
+    return None, tmp_path / "vteller.sqlite3"
+
+
+@pytest.fixture
+def store(engine):  # type: ignore[no-untyped-def]
+    s = open_store(engine[0], engine[1])
+    yield s
+    s.close()
+
+
+def test_staff_users_sessions_and_credentials(store: Store):
+    import asyncio
+
+    store.add_user("ann", "Ann", "teller", "hash", {"skills": {"general": 1.0}})
+    with pytest.raises(KeyError):
+        store.add_user("ann", "Ann again", "teller", "hash")
+    user = store.get_user("ann")
+    assert user is not None and user.profile == {"skills": {"general": 1.0}}
+    assert not user.disabled and store.get_user("nobody") is None
+    assert store.set_profile("ann", {"languages": ["zh"]}) and not store.set_profile("x", {})
+
+    async def sessions() -> None:
+        await store.add_session("h1", "ann", time.time() + 60)
+        await store.add_session("h-old", "ann", time.time() - 1)
+        assert (await store.session_user("h1")).username == "ann"  # type: ignore[union-attr]
+        assert await store.session_user("h-old") is None
+        await store.purge_sessions()
+        assert store.set_disabled("ann", True)
+        assert await store.session_user("h1") is None  # disabling ends sessions
+
+    asyncio.run(sessions())
+    assert [u.username for u in store.list_users()] == ["ann"]
+    store.add_service_credential("backend", "keyhash")
+    with pytest.raises(KeyError):
+        store.add_service_credential("backend", "other")
+    assert store.service_by_hash("keyhash") == "backend"
+    assert store.revoke_service_credential("backend") and store.service_by_hash("keyhash") is None
+    assert store.list_service_credentials()[0][0] == "backend"
+
+
+def test_calls_flags_decisions_and_search(store: Store):
+    import asyncio
+
+    async def fill() -> None:
+        for i in range(30):
+            await store.record_call(f"call-{i:02d}", f"cust-{i % 3}", "queued", 1000.0 + i,
+                                    "video_ident" if i % 2 else "general")
+            await store.update_call(f"call-{i:02d}", teller="t1" if i < 10 else "t2",
+                                    state="closed", ended_at=2000.0 + i)
+        await store.add_call_flag("call-05", "identity_mismatch")
+        await store.add_call_flag("call-05", "identity_mismatch")  # written once
+        await store.add_call_flag("call-07", "incomplete")
+        await store.add_decision("call-05", "general", "t1", "reject", "fraud", "enc:x", 3000.0)
+        await store.add_recording("call-05", "customer.video", "d1", 10)
+        await store.add_recording("call-05", "customer.video", "d2", 12)  # replaced
+        with pytest.raises(ValueError):
+            await store.update_call("call-01", customer_id="evil")
+        report = await store.review_report(0, 4000)
+        assert report == [{"business_type": "general", "teller": "t1", "approve": 0,
+                           "reject": 1, "incomplete": 0, "total": 1, "pass_rate": 0.0}]
+        call = await store.get_call("call-05")
+        assert call is not None and call["teller"] == "t1" and call["ended_at"] == 2005.0
+
+    asyncio.run(fill())
+    assert store.call_flags("call-05") == ["identity_mismatch"]
+    assert store.recordings("call-05") == {"customer.video": ("d2", 12)}
+    total, rows = store.search_calls(CallSearch(), 1, 25)
+    assert total == 30 and len(rows) == 25 and rows[0].session_id == "call-29"
+    total, rows = store.search_calls(CallSearch(), 2, 25)
+    assert [r.session_id for r in rows] == [f"call-{i:02d}" for i in range(4, -1, -1)]
+    total, rows = store.search_calls(CallSearch(flag="incomplete"), 1, 25)
+    assert [r.session_id for r in rows] == ["call-07"]
+    total, rows = store.search_calls(CallSearch(customer_id="cust-2", teller="t1"), 1, 25)
+    assert [r.session_id for r in rows] == ["call-08", "call-05", "call-02"]
+    total, rows = store.search_calls(CallSearch(decision="reject"), 1, 25)
+    assert rows[0].flags == ["identity_mismatch"] and rows[0].decision == "reject"
+    total, _ = store.search_calls(CallSearch(queued_from=1010.0, queued_to=1020.0,
+                                             business_type="general"), 1, 25)
+    assert total == 5
+
+
+def test_references_and_holds(store: Store):
+    assert store.put_reference("c1", "k1", b"w", b"enc", None, "backend:x", 1.0, 90, 10.0) \
+        is False
+    assert store.put_reference("c1", "k2", b"w2", b"enc2", b"jpg", "cli", 2.0, 91, 11.0) is True
+    assert store.get_reference("c1") == ("k2", b"w2", b"enc2")
+    assert store.delete_reference("c1") and not store.delete_reference("c1")
+    store.set_legal_hold("s1", True, "aud1", "litigation")
+    assert store.legal_hold("s1")[:2] == ("aud1", "litigation")  # type: ignore[index]
+    store.set_legal_hold("s1", False, "aud1", "done")
+    assert store.legal_hold("s1") is None
+
+
+def test_event_sequence_is_unique(store: Store):
+    store.append_event("s", 1, "1.0", "system", "k", b"n" * 12, b"p", b"0" * 32, b"h" * 32)
+    with pytest.raises(IntegrityError):  # a second writer cannot fork the chain
+        store.append_event("s", 1, "1.0", "system", "k", b"n" * 12, b"q", b"0" * 32, b"i" * 32)
+    assert store.last_event("s") == (1, b"h" * 32)
+
+
+def test_log_frontier_gives_the_same_root_as_a_full_recompute(store: Store):
+    for i in range(37):
+        store.append_log_entry(f"s{i}", f"entry {i}".encode(),
+                               lambda size, root: (f"{size}", b"s" * 64))
+    entries = store.log_entries()
+    assert [e[0] for e in entries] == list(range(1, 38))
+    size, root, _, _ = store.latest_head()  # type: ignore[misc]
+    assert size == 37
+    assert bytes(root) == merkle.root([merkle.leaf_hash(bytes(e[2])) for e in entries])
+
+
+def test_schema_version_is_enforced(engine):
+    url, path = engine
+    open_store(url, path).close()  # migrated on open (SQLite) or by the fixture (PostgreSQL)
+    database = store_db.connect(url, path)
+    assert schema.current_version(database) == schema.LATEST
+    assert schema.migrate(database) == []  # idempotent
+    database.execute("DELETE FROM schema_version WHERE version=?", (schema.LATEST,))
+    with pytest.raises(SchemaMismatch, match="vteller db migrate"):
+        schema.check(database)
+    assert [m.version for m in schema.migrate(database)] == [schema.LATEST]
+    database.execute("INSERT INTO schema_version VALUES (?,?,?)", (schema.LATEST + 1, "x", 0.0))
+    with pytest.raises(SchemaMismatch, match="newer"):
+        schema.check(database)
+    database.close()
+
+
+# ---- concurrent writers in several processes ------------------------------------------------
+
+def _writer(url: str | None, path: str, secrets_dir: str, worker: int, sessions: int) -> None:
+    store = open_store(url, Path(path))
+    kek = LocalKeyring(Path(secrets_dir))
+    trail = AuditTrail(store, kek, load_or_create_signing_key(Path(secrets_dir)),
+                       checkpoint_every=3)
+    for n in range(sessions):
+        sid = f"w{worker}-s{n}"
+        key = new_data_key()
+        trail.open_session(sid, key, kek.wrap(key, sid))
+        for i in range(5):
+            trail.append(sid, "system", "step", {"i": i})
+        trail.close_session(sid, {})
+    store.close()
+
+
+def test_several_processes_closing_sessions_at_once(engine, tmp_path):
+    url, path = engine
+    open_store(url, path).close()
+    secrets_dir = tmp_path / "secrets"
+    LocalKeyring(secrets_dir)
+    load_or_create_signing_key(secrets_dir)
+    workers, each = 4, 12
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(url, str(path), str(secrets_dir), w, each))
+             for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    store = open_store(url, path)
+    entries = store.log_entries()
+    assert [e[0] for e in entries] == list(range(1, workers * each + 1))  # no gap, no clash
+    kek = LocalKeyring(secrets_dir)
+    public = load_or_create_signing_key(secrets_dir).public_key()
+    blobs = FileBlobStore(tmp_path / "recordings")
+    for w in range(workers):
+        for n in range(each):
+            report = verify_session(store, f"w{w}-s{n}", public, kek, blobs)
+            assert report.ok, report.problems
+    store.close()
