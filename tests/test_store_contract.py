@@ -221,3 +221,21 @@ def test_several_processes_closing_sessions_at_once(engine, tmp_path):
             report = verify_session(store, f"w{w}-s{n}", public, kek, blobs)
             assert report.ok, report.problems
     store.close()
+
+
+@pytest.mark.parametrize("url, expect", [
+    ("mysql://root@127.0.0.1/db", "unsupported scheme"),
+    ("postgresql://postgres:hunter2-secret@127.0.0.1:1/nowhere", "cannot connect"),
+    ("postgresql://postgres:hunter2-secret@[::1/x", "URL"),
+])
+def test_bad_database_urls_name_the_setting_and_hide_the_password(tmp_path, url, expect):
+    from tests.conftest import make_settings
+    from vteller.app import open_database
+    from vteller.config import SettingsError
+
+    settings = make_settings(tmp_path, database_url=url)
+    with pytest.raises(SettingsError) as info:
+        open_database(settings)
+    message = str(info.value)
+    assert message.startswith("VTELLER_DATABASE_URL") and expect in message, message
+    assert "hunter2" not in message
