@@ -15,7 +15,8 @@ from tests.serve_process import start_serve
 SUBCOMMANDS = [[], ["serve"], ["users"], ["users", "add"], ["users", "list"],
                ["users", "disable"], ["users", "enable"], ["users", "profile"], ["sim"], ["keys"], ["keys", "rotate"], ["keys", "show"], ["keys", "public"], ["audit"],
                ["audit", "verify"], ["token"], ["token", "issue"],
-               ["protocol"], ["protocol", "export"]]
+               ["protocol"], ["protocol", "export"], ["db"], ["db", "migrate"],
+               ["db", "status"], ["audit", "verify-access"]]
 
 
 def run(*args: str, tmp=None, stdin: str | None = None, env=None) -> subprocess.CompletedProcess:
@@ -98,3 +99,15 @@ def test_keys_rotate_and_show(tmp_path):
     new_id = rotated.split()[3].rstrip(":")
     shown = run("keys", "show", tmp=tmp_path, env=env).stdout
     assert f"current {new_id}" in shown and first.split("current ")[1].split(";")[0] in shown
+
+
+def test_db_status_and_migrate(tmp_path):
+    fresh = run("db", "status", tmp=tmp_path)
+    assert fresh.returncode == 1 and "schema version 0, this vteller 2" in fresh.stdout
+    assert "pending 1: baseline" in fresh.stdout
+    migrated = run("db", "migrate", tmp=tmp_path)
+    assert migrated.returncode == 0 and "applied 2:" in migrated.stdout, migrated.stderr
+    assert run("db", "status", tmp=tmp_path).returncode == 0
+    assert "up to date" in run("db", "migrate", tmp=tmp_path).stdout
+    bad = run("db", "status", tmp=tmp_path, env={"VTELLER_DATABASE_URL": "mysql://x/y"})
+    assert bad.returncode == 2 and "VTELLER_DATABASE_URL" in bad.stderr

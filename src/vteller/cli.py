@@ -103,16 +103,25 @@ def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return open_database(settings)
 
 
-def cmd_db_migrate(args: argparse.Namespace) -> int:
+def _database(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """(settings, the raw database) for the schema commands; None when unreachable."""
     from vteller.app import prepare_data
-    from vteller.store import db, schema
+    from vteller.store import db
 
     settings = _settings(args)
     prepare_data(settings)
     try:
-        database = db.connect(settings.database_url, settings.database_path)
+        return settings, db.connect(settings.database_url, settings.database_path)
     except db.StoreError as exc:
         print(f"VTELLER_DATABASE_URL: {exc}", file=sys.stderr)
+        return settings, None
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from vteller.store import schema
+
+    _, database = _database(args)
+    if database is None:
         return 2
     try:
         before = schema.current_version(database)
@@ -130,15 +139,10 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_db_status(args: argparse.Namespace) -> int:
-    from vteller.app import prepare_data
-    from vteller.store import db, schema
+    from vteller.store import schema
 
-    settings = _settings(args)
-    prepare_data(settings)
-    try:
-        database = db.connect(settings.database_url, settings.database_path)
-    except db.StoreError as exc:
-        print(f"VTELLER_DATABASE_URL: {exc}", file=sys.stderr)
+    settings, database = _database(args)
+    if database is None:
         return 2
     try:
         current = schema.current_version(database)

@@ -10,8 +10,8 @@ final) with the Ed25519 key every `checkpoint_every` events and at close. Closin
 session appends an entry (session, final seq, head, incomplete, track digests) to the
 global log (RFC 9162 leaf/node hashing) and signs the new tree head (size, root).
 
-Durability: the store runs SQLite in WAL mode with synchronous=FULL, so an append is
-on disk when its INSERT returns. The call coordinator queues appends on one ordered
+Durability: an append is committed when it returns (SQLite in WAL mode with
+synchronous=FULL, or a PostgreSQL commit). The call coordinator queues appends on one ordered
 writer; a client may see a state change a few milliseconds before its event is durable.
 """
 
