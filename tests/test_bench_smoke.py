@@ -27,3 +27,14 @@ async def test_identity_bench_runs(faces_dir):
     assert ours["p50_s"] > 0 and ours["analysis_cpu_per_call_s"] > 0
     call = await whole_call(False, seconds=3)
     assert call["verdicts"] == ["verified"] and call["cpu_s"] > 0
+
+
+@pytest.mark.timeout(180)
+def test_storage_bench_runs(capsys):
+    from tests.bench.storage import main
+    from tests.test_store_contract import _need_postgres
+
+    _need_postgres()
+    main(["--closes", "20", "--log-size", "100", "--track-mb", "4"])
+    out = capsys.readouterr().out
+    assert "PostgreSQL / SQLite" in out and "S3/filesystem" in out

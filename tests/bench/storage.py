@@ -129,12 +129,12 @@ def verify_figures(tmp: Path, track_mb: int) -> tuple[float, float]:
         s3.stop()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--closes", type=int, default=300)
     ap.add_argument("--log-size", type=int, default=20000)
     ap.add_argument("--track-mb", type=int, default=72)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-storage-"))
     print("storage benchmark (one run; this machine: 2 shared cores)")
     sqlite = engine_figures("SQLite", open_store(None, tmp / "bench.sqlite3"), tmp, args)
