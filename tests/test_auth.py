@@ -122,3 +122,12 @@ def test_rate_limiter_window():
     rl.failed(["user:u"], now=1)
     assert rl.retry_after(["user:u"], now=2) == pytest.approx(8)
     assert rl.retry_after(["user:u"], now=11) == 0
+
+
+def test_rate_limiter_forgets_stale_keys():
+    rl = LoginRateLimiter(max_failures=2, window_s=10)
+    for i in range(100):
+        rl.begin([f"user:guess{i}", f"addr:10.0.0.{i}"], now=float(i) / 100)
+    assert len(rl._failures) == 200
+    rl.begin(["user:late", "addr:5.6.7.8"], now=100.0)
+    assert set(rl._failures) == {"user:late", "addr:5.6.7.8"}

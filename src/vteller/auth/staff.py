@@ -49,6 +49,7 @@ class LoginRateLimiter:
         self._max = {"user": max_failures, "addr": max_failures * address_factor}
         self._window = window_s
         self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._next_prune = 0.0
 
     def _recent(self, key: str, now: float) -> deque[float]:
         q = self._failures.get(key)
@@ -73,6 +74,10 @@ class LoginRateLimiter:
     def begin(self, keys: list[str], now: float | None = None) -> tuple[float, float]:
         """Start an attempt: (seconds to wait, or 0 and the attempt is counted; stamp)."""
         now = time.monotonic() if now is None else now
+        if now >= self._next_prune:  # guesses at random usernames must not pile up
+            for key in list(self._failures):
+                self._recent(key, now)
+            self._next_prune = now + self._window
         wait = self.retry_after(keys, now)
         if wait <= 0:
             self.failed(keys, now)

@@ -159,7 +159,7 @@ class _Session:
                 return
 
     def revoked(self) -> None:
-        if self.party is not None:
+        if self.party is not None and self.party.conn is self.conn:  # not a newer tab's
             self.ep._manager.revoke(self.party)
         self.conn.close(4401, "session revoked")
 
