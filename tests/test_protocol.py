@@ -93,3 +93,9 @@ async def test_transcript_replays(server, path):
     finally:
         for sig in clients.values():
             await sig.close()
+
+
+async def test_every_client_message_has_a_handler(server):
+    """The coordinator's explicit dispatch table covers the protocol (hello and ping are
+    answered by the gateway)."""
+    assert server.manager.handles() == set(CLIENT_MESSAGES) - {"hello", "ping"}

@@ -229,6 +229,7 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
             log.warning("sealed_incomplete_sessions", count=len(sealed))
         c.manager = CallManager(settings, c.store, c.metrics, c.kek, c.trail, c.blobs,
                                 c.identity)
+        c.manager.start()
         endpoint._manager = c.manager
         c.metrics.service.source = c.manager.dashboard
         c.metrics.loop_lag.start()

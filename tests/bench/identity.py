@@ -99,12 +99,18 @@ async def verify_once(service: Any, source: FrameSource, reference: np.ndarray
     """(seconds from first face frame to verdict, analysis CPU s, verdict)."""
     decided = asyncio.get_running_loop().create_future()
 
-    def notify(kind: str, data: dict[str, Any]) -> None:
-        if kind == "event" and data["kind"] == "identity.verdict" and not decided.done():
-            decided.set_result((time.monotonic(), data["verdict"]))
+    class Listener:
+        def event(self, kind: str, data: dict[str, Any]) -> None:
+            if kind == "identity.verdict" and not decided.done():
+                decided.set_result((time.monotonic(), data["verdict"]))
+
+        def status(self, status: dict[str, Any]) -> None: ...
+        def evidence(self, evidence: str, data: dict[str, Any]) -> None: ...
+        def challenge(self, challenge: dict[str, Any]) -> None: ...
+        def snapshot(self, rgb: Any, frame_at: float, distance: float) -> None: ...
 
     source.start()
-    session = IdentitySession(service, source, reference, notify)
+    session = IdentitySession(service, source, reference, Listener())
     session.start_verification()
     at, verdict = await asyncio.wait_for(decided, 60)
     cpu = session.cpu_s

@@ -14,6 +14,7 @@ import heapq
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ from vteller.assist import ConsentState
 from vteller.audit import KekProvider, StreamWriter, new_data_key
 from vteller.audit.keys import seal_field
 from vteller.audit.trail import AuditTrail
+from vteller.calls.journal import Journal
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
 from vteller.config import Settings
 from vteller.identity import IdentityService, IdentitySession, Verdict, to_jpeg
@@ -46,7 +48,6 @@ from vteller.routing.store import RoutingStore
 from vteller.store import BlobStore, Store, StoreError
 
 log = structlog.get_logger("vteller.calls")
-STORE_BACKLOG = 10_000
 TICK_S = 1.0
 
 
@@ -87,8 +88,60 @@ class Party:
 LINK = re.compile(r"(?i)(\w+://|www\.|\b[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}\b|@)")
 
 
+Handler = Callable[[Party, Any], Any]  # (sender, message) -> None or an awaitable
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class IdentityBridge:
+    """A call's identity session reporting back: to the teller panel, the trail,
+    review's evidence, the customer's prompt, the evidence snapshot."""
+
+    def __init__(self, manager: CallManager, call: Call) -> None:
+        self._m = manager
+        self._call = call
+
+    def _live(self) -> bool:
+        return self._call.call_id in self._m.calls
+
+    def status(self, status: dict[str, Any]) -> None:
+        teller = self._m.parties.get(self._call.teller_key or "")
+        if self._live() and teller is not None:
+            teller.send(m.IdentityStatus(call_id=self._call.call_id, **status))
+
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        if not self._live():
+            return
+        call, mgr = self._call, self._m
+        mgr._event(call, "system", kind, **data)
+        if kind == "identity.verdict":
+            mgr._metrics.identity_verdicts.labels(verdict=data["verdict"]).inc()
+            if data["verdict"] == "mismatch":
+                mgr._persist(mgr._store.add_call_flag, call.call_id, "identity_mismatch")
+        elif kind == "identity.liveness_result":
+            mgr._metrics.liveness_results.labels(state=data["state"]).inc()
+            if data["state"] != "passed":
+                mgr._persist(mgr._store.add_call_flag, call.call_id, "liveness_failed")
+
+    def evidence(self, evidence: str, data: dict[str, Any]) -> None:
+        if self._live():
+            self._m.add_evidence(self._call.call_id, evidence, **data)
+
+    def challenge(self, challenge: dict[str, Any]) -> None:
+        customer = self._m.parties.get(self._call.customer_key)
+        if self._live() and customer is not None:
+            customer.send(m.IdentityChallenge(**challenge))
+
+    def snapshot(self, rgb: Any, frame_at: float, distance: float) -> None:
+        call = self._call
+        if not self._live() or not call.data_key:
+            return
+        name = f"evidence.face-{len(call.evidence_blobs) + 1}.jpg.vtenc"
+        call.evidence_blobs[name] = ""
+        call.recorder_tasks.append(self._m._background(
+            self._m._store_snapshot(call, name, rgb, frame_at, distance)))
 
 
 class CallManager:
@@ -113,10 +166,41 @@ class CallManager:
         self._by_resume: dict[str, str] = {}
         self._ring: dict[str, asyncio.Task[None]] = {}
         self._cleanups: set[asyncio.Future[Any]] = set()
-        self._writes: asyncio.Queue[tuple[Any, tuple[Any, ...], dict[str, Any],
-                                          asyncio.Future[None]]] = asyncio.Queue(STORE_BACKLOG)
-        self._writer = asyncio.create_task(self._write_loop(), name="call-store-writer")
+        self._journal = Journal()
+        self._ticker: asyncio.Task[None] | None = None
+        self._handlers: dict[str, Handler] = {
+            "queue.join": self._on_queue_join,
+            "queue.leave": self._on_queue_leave,
+            "teller.status": self._on_teller_status,
+            "teller.wrap_up_extend": self._on_teller_wrap_up_extend,
+            "supervisor.set_teller": self._on_supervisor_set_teller,
+            "supervisor.assign": self._on_supervisor_assign,
+            "offer.accept": self._on_offer_accept,
+            "offer.reject": self._on_offer_reject,
+            "webrtc.offer": self._on_webrtc_offer,
+            "call.media_state": self._on_call_media_state,
+            "call.hangup": self._on_call_hangup,
+            "assist.request": self._on_assist_request,
+            "assist.respond": self._on_assist_respond,
+            "assist.started": self._on_assist_started,
+            "assist.stop": self._on_assist_stop,
+            "nav.push": self._on_nav_push,
+            "nav.opened": self._on_nav_opened,
+            "review.decide": self._on_review_decide,
+            "identity.verify": self._on_identity_verify,
+            "identity.liveness": self._on_identity_liveness,
+            "identity.judge": self._on_identity_judge,
+        }
+
+    def start(self) -> None:
+        """Start the journal and the routing tick (on the running event loop)."""
+        self._journal.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name="routing-tick")
+
+    def handles(self) -> frozenset[str]:
+        """The message types this coordinator dispatches (hello and ping are the
+        gateway's)."""
+        return frozenset(self._handlers)
 
     # ------------------------------------------------------------ connections
     def connect(
@@ -231,7 +315,7 @@ class CallManager:
 
     # ------------------------------------------------------------ dispatch
     async def handle(self, party: Party, msg: BaseModel) -> None:
-        handler = getattr(self, "_on_" + msg.type.replace(".", "_"))  # type: ignore[attr-defined]
+        handler = self._handlers[msg.type]  # type: ignore[attr-defined]
         try:
             result = handler(party, msg)
             if asyncio.iscoroutine(result):
@@ -263,7 +347,7 @@ class CallManager:
         self._event(call, "customer", "queued", customer=party.principal,
                     business_type=msg.business_type, language=msg.language,
                     priority_class=request.pclass.value)
-        self._persist("record_call", call.call_id, party.principal, call.state.value, call.queued_at,
+        self._persist(self._store.record_call, call.call_id, party.principal, call.state.value, call.queued_at,
                       msg.business_type)
         log.info("queued", call_id=call.call_id, business_type=call.business_type)
         self._dispatch()
@@ -383,7 +467,7 @@ class CallManager:
         if request is not None:
             self.stats.answered(time.monotonic(), request.pclass.value,
                                 call.accepted_at - call.queued_at)
-        self._persist("update_call", call.call_id, teller=party.principal,
+        self._persist(self._store.update_call, call.call_id, teller=party.principal,
                       state=call.state.value, answered_at=call.accepted_at)
         log.info("accepted", call_id=call.call_id, wait_s=round(call.accepted_at - call.queued_at, 3))
 
@@ -404,7 +488,7 @@ class CallManager:
     def _consent_to(self, call: Call, target: ConsentState, actor: str, **data: Any) -> None:
         call.consent.to(target, time.monotonic())
         if target == ConsentState.ACTIVE:
-            self._persist("add_call_flag", call.call_id, "consent_used")
+            self._persist(self._store.add_call_flag, call.call_id, "consent_used")
         call.screen_gate.set(call.consent.sharing)  # media follows the server's state only
         recorded = self._event(call, actor, f"consent.{target.value}", cycle=call.consent.cycle,
                                purpose=call.consent.purpose, **data)
@@ -511,7 +595,7 @@ class CallManager:
                     reason_code=msg.reason_code, notes=msg.notes)
         notes = seal_field(call.data_key, f"{call.call_id}|notes", msg.notes) \
             if msg.notes and call.data_key else ""  # the trail holds them too, encrypted
-        stored = self._persist("add_decision", call.call_id, call.business_type,
+        stored = self._persist(self._store.add_decision, call.call_id, call.business_type,
                                party.principal, msg.decision, msg.reason_code, notes,
                                time.time())
         self._when_recorded(stored, (party, m.ReviewRecorded(
@@ -546,12 +630,11 @@ class CallManager:
                 feed = call.feed("customer", "video")
                 call.identity_tap = LatestFrameTap(feed)
                 feed.add_tap(call.identity_tap)
-                call.identity = self._identity.session(
-                    call.identity_tap, reference,
-                    lambda kind, data: self._on_identity(call, kind, data))
+                bridge = IdentityBridge(self, call)
+                call.identity = self._identity.session(call.identity_tap, reference, bridge)
                 if reference is None:
                     self._event(call, "system", "identity.no_reference")
-                self._on_identity(call, "status", call.identity.status())
+                bridge.status(call.identity.status())
         return call.identity
 
     async def _auto_verify(self, call: Call) -> None:
@@ -589,40 +672,6 @@ class CallManager:
                         basis="teller_review")
         session.judge(msg.accept)
         self._when_recorded(recorded, (party, self._context(call)))
-
-    def _on_identity(self, call: Call, kind: str, data: dict[str, Any]) -> None:
-        """What the call's identity session reports (see identity.session)."""
-        if call.call_id not in self.calls:
-            return
-        if kind == "status":
-            teller = self.parties.get(call.teller_key or "")
-            if teller is not None:
-                teller.send(m.IdentityStatus(call_id=call.call_id, **data))
-        elif kind == "event":
-            data = dict(data)
-            event = data.pop("kind")
-            self._event(call, "system", event, **data)
-            if event == "identity.verdict":
-                self._metrics.identity_verdicts.labels(verdict=data["verdict"]).inc()
-                if data["verdict"] == "mismatch":
-                    self._persist("add_call_flag", call.call_id, "identity_mismatch")
-            elif event == "identity.liveness_result":
-                self._metrics.liveness_results.labels(state=data["state"]).inc()
-                if data["state"] != "passed":
-                    self._persist("add_call_flag", call.call_id, "liveness_failed")
-        elif kind == "evidence":
-            data = dict(data)
-            self.add_evidence(call.call_id, data.pop("evidence"), **data)
-        elif kind == "challenge":
-            customer = self.parties.get(call.customer_key)
-            if customer is not None:
-                customer.send(m.IdentityChallenge(**data))
-        elif kind == "snapshot" and call.data_key:
-            name = f"evidence.face-{len(call.evidence_blobs) + 1}.jpg.vtenc"
-            call.evidence_blobs[name] = ""
-            call.recorder_tasks.append(self._background(
-                self._store_snapshot(call, name, data["rgb"], data["frame_at"],
-                                     data["distance"])))
 
     async def _store_snapshot(self, call: Call, name: str, rgb: Any, frame_at: float,
                               dist: float) -> None:
@@ -705,7 +754,7 @@ class CallManager:
                 and all(call.legs.get(p) and call.legs[p].state == "connected"
                         for p in ("customer", "teller"))):
             call.to(CallState.ACTIVE)
-            self._persist("update_call", call.call_id, state=call.state.value)
+            self._persist(self._store.update_call, call.call_id, state=call.state.value)
             customer = self.parties.get(call.customer_key)
             if customer:
                 customer.send(m.QueueStatus(call_id=call.call_id, state="active"))
@@ -899,7 +948,7 @@ class CallManager:
             self.router.teller(teller.principal).to(TellerState.WRAP_UP)
             teller.send(m.CallEnded(call_id=call.call_id, reason=reason))
             self._start_wrap_timer(teller, self.policy.wrap_up_s)
-        self._persist("update_call", call.call_id, state=call.state.value, end_reason=reason,
+        self._persist(self._store.update_call, call.call_id, state=call.state.value, end_reason=reason,
                       ended_at=time.time())
         log.info("call_ended", call_id=call.call_id, reason=reason)
 
@@ -915,7 +964,7 @@ class CallManager:
         self._event(call, "system", call.state.value, reason=call.end_reason)
         self._background(self._close_session(call))
         self._metrics.calls.labels(outcome=call.state.value).inc()
-        self._persist("update_call", call.call_id, state=call.state.value,
+        self._persist(self._store.update_call, call.call_id, state=call.state.value,
                       end_reason=call.end_reason, **({"ended_at": time.time()}
                                                      if call.state == CallState.ABANDONED else {}))
         self.calls.pop(call.call_id, None)
@@ -973,25 +1022,15 @@ class CallManager:
         if self._cleanups:
             await asyncio.wait(set(self._cleanups), timeout=timeout)
 
-    # ------------------------------------------------------------ store writer
-    def _persist(self, method: str, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
-        """Queue an (async) store write; writes and audit appends keep their order."""
-        return self._enqueue(method, args, kwargs)
+    # ------------------------------------------------------------ the journal
+    def _persist(self, op: Any, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
+        """Queue a store write (an async store method); writes and audit appends keep
+        their order."""
+        return self._journal.write(op, *args, **kwargs)
 
     def _audit(self, fn: Any, *args: Any) -> asyncio.Future[None]:
-        """Queue a blocking audit-trail operation (runs in a worker thread, in order)."""
-        return self._enqueue(fn, args, {})
-
-    def _enqueue(self, op: Any, args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> asyncio.Future[None]:
-        """The returned future completes when the operation is durable (or failed)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        try:
-            self._writes.put_nowait((op, args, kwargs, done))
-        except asyncio.QueueFull:
-            log.error("store_backlog_full", op=getattr(op, "__name__", op))
-            done.set_exception(RuntimeError("store backlog full"))
-        return done
+        """Queue a blocking audit-trail operation (worker thread, in order)."""
+        return self._journal.write(fn, *args)
 
     def _when_recorded(self, event: asyncio.Future[None], *sends: tuple[Party | None, Any]) -> None:
         """Acknowledge only after the event is durable (audit requirement)."""
@@ -1009,26 +1048,8 @@ class CallManager:
                     party.send(message)
         event.add_done_callback(deliver)
 
-    async def _write_loop(self) -> None:
-        while True:
-            op, args, kwargs, done = await self._writes.get()
-            try:
-                if isinstance(op, str):
-                    await getattr(self._store, op)(*args, **kwargs)
-                else:
-                    await asyncio.to_thread(op, *args, **kwargs)
-                if not done.done():
-                    done.set_result(None)
-            except Exception as exc:
-                log.exception("store_write_failed", op=getattr(op, "__name__", op))
-                if not done.done():
-                    done.set_exception(exc)
-                    done.exception()  # mark retrieved
-            finally:
-                self._writes.task_done()
-
     async def flush(self) -> None:
-        await self._writes.join()
+        await self._journal.flush()
 
     async def shutdown(self) -> None:
         """End every call and seal every session trail (a kill -9 instead leaves them
@@ -1046,11 +1067,12 @@ class CallManager:
                 else:
                     call.to(CallState.CLOSED)
                     self._finish(call)
-        self._ticker.cancel()
+        if self._ticker is not None:
+            self._ticker.cancel()
         for task in [*self._ring.values(), *self._wrap_timers.values(),
                      *(p.grace for p in self.parties.values() if p.grace)]:
             task.cancel()
         await self.shutdown_cleanups()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.flush(), 5)
-        self._writer.cancel()
+        self._journal.stop()

@@ -15,7 +15,7 @@ from vteller.audit.trail import AuditTrail
 from vteller.identity import worker
 from vteller.identity.policy import IdentityPolicy
 from vteller.identity.reference import ReferenceStore, fingerprint
-from vteller.identity.session import Analyzer, IdentitySession, Notify
+from vteller.identity.session import Analyzer, IdentityListener, IdentitySession
 from vteller.store import Store
 
 log = structlog.get_logger("vteller.identity")
@@ -65,8 +65,9 @@ class IdentityService:
     async def reference(self, customer_id: str) -> np.ndarray | None:
         return await asyncio.to_thread(self.references.get, customer_id)
 
-    def session(self, tap: Any, reference: np.ndarray | None, notify: Notify) -> IdentitySession:
-        return IdentitySession(self.analyzer, tap, reference, notify)
+    def session(self, tap: Any, reference: np.ndarray | None,
+                listener: IdentityListener) -> IdentitySession:
+        return IdentitySession(self.analyzer, tap, reference, listener)
 
     def close(self) -> None:
         self.analyzer.close()

@@ -2,10 +2,10 @@
 the current mode needs, analyses it in the worker pool (never on the event loop),
 and turns observations into verdicts, presence alerts and liveness steps.
 
-The call coordinator gives a ``notify(kind, data)`` callback and stays in charge of
-what is sent and recorded:
+The call coordinator gives an `IdentityListener` (one method per kind of report) and
+stays in charge of what is sent and recorded:
   status     the teller's live panel (verdict, distance trend, liveness steps)
-  event      an audit event (kind in data["kind"]) with frame timestamps
+  event      an audit event (its kind and data) with frame timestamps
   evidence   evidence earned (face_verified, liveness_passed)
   challenge  the liveness prompt for the customer
   snapshot   the best-matching frame (RGB array; the caller encodes and stores it
@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import structlog
@@ -45,7 +45,16 @@ from vteller.identity.verify import (
     quality_problem,
 )
 
-Notify = Callable[[str, dict[str, Any]], None]
+class IdentityListener(Protocol):
+    """What a session reports to the call (one method per kind of report)."""
+
+    def status(self, status: dict[str, Any]) -> None: ...  # the teller panel
+    def event(self, kind: str, data: dict[str, Any]) -> None: ...  # for the trail
+    def evidence(self, evidence: str, data: dict[str, Any]) -> None: ...  # for review
+    def challenge(self, challenge: dict[str, Any]) -> None: ...  # the customer's prompt
+    def snapshot(self, rgb: Any, frame_at: float, distance: float) -> None: ...  # best frame
+
+
 log = structlog.get_logger("vteller.identity")
 
 
@@ -96,12 +105,12 @@ def _wall(monotonic_at: float) -> float:
 
 class IdentitySession:
     def __init__(self, analyzer: Analyzer, tap: Any, reference: np.ndarray | None,
-                 notify: Notify) -> None:
+                 listener: IdentityListener) -> None:
         self._analyzer = analyzer
         self.policy = analyzer.policy
         self._tap = tap
         self._reference = reference
-        self._notify = notify
+        self._listener = listener
         self.verdict = Verdict.NO_REFERENCE if reference is None else Verdict.IDLE
         self.detail: str | None = None
         self.window: VerificationWindow | None = None
@@ -293,13 +302,12 @@ class IdentitySession:
             best_d, best_rgb, best_at = self._best
             data["best_frame_at"] = _wall(best_at)
             data["best_distance"] = round(best_d, 4)
-            self._notify("snapshot", {"rgb": best_rgb, "frame_at": _wall(best_at),
-                                      "distance": round(best_d, 4)})
+            self._listener.snapshot(best_rgb, _wall(best_at), round(best_d, 4))
         self._best = None
         self._event("identity.verdict", **data)
         if verdict == Verdict.VERIFIED:
-            self._notify("evidence", {"evidence": "face_verified", "basis": "machine",
-                                      "median_distance": data["median_distance"]})
+            self._listener.evidence("face_verified", {
+                "basis": "machine", "median_distance": data["median_distance"]})
             self.presence = PresenceMonitor(self.policy, at)
         self._status()
 
@@ -321,9 +329,8 @@ class IdentitySession:
                         bound_samples=check.bound, baseline={
                             k: round(v, 3) for k, v in check.baseline.items()})
             if check.state == LivenessState.PASSED:
-                self._notify("evidence", {"evidence": "liveness_passed",
-                                          "challenges": check.actions})
-            self._notify("challenge", {"state": check.state.value, "action": None,
+                self._listener.evidence("liveness_passed", {"challenges": check.actions})
+            self._listener.challenge({"state": check.state.value, "action": None,
                                        "prompt": "Thank you" if check.state ==
                                        LivenessState.PASSED else "Check finished",
                                        "step": 0, "steps": len(check.steps)})
@@ -338,17 +345,17 @@ class IdentitySession:
             return
         self._last_prompt = prompt
         action, index = prompt
-        self._notify("challenge", {
+        self._listener.challenge({
             "state": "running", "action": action, "prompt": PROMPTS[action],
             "step": index, "steps": len(check.steps),  # type: ignore[union-attr]
             "timeout_s": self.policy.challenge_timeout_s})
 
     # ------------------------------------------------------------ output
     def _event(self, kind: str, **data: Any) -> None:
-        self._notify("event", {"kind": kind, **data})
+        self._listener.event(kind, data)
 
     def _status(self, **extra: Any) -> None:
-        self._notify("status", {**self.status(), **extra})
+        self._listener.status({**self.status(), **extra})
 
 
 __all__ = ["Analyzer", "IdentitySession", "quality_problem"]
