@@ -45,6 +45,7 @@ from vteller.identity.verify import (
     quality_problem,
 )
 
+
 class IdentityListener(Protocol):
     """What a session reports to the call (one method per kind of report)."""
 

@@ -1,0 +1,70 @@
+"""Business review on a call: the context the teller sees, evidence earned, and the
+teller's decision (gated on required evidence).
+
+A facet of `CallManager` (one class, one file per concern, as LiveKit splits a
+participant); it uses the manager's state and helpers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from vteller.audit.keys import seal_field
+from vteller.calls.party import Party
+from vteller.calls.session import IN_CALL, Call, CallState
+from vteller.protocol import ErrorCode, ProtocolError
+from vteller.protocol import messages as m
+from vteller.review import missing_evidence
+
+
+class ReviewFacet:
+    def _context(self, call: Call) -> m.CallContext:
+        review = self._settings.review
+        bt = review.business_type(call.business_type)
+        return m.CallContext(
+            call_id=call.call_id,
+            business_type={"id": call.business_type, "title": bt.title if bt else call.business_type,
+                           "required_evidence": sorted(bt.required_evidence) if bt else []},
+            evidence=sorted(call.evidence),
+            destinations=[{"id": d.id, "title": d.title} for d in self._settings.assist.destinations],
+            reason_codes=review.reason_codes)
+
+    def add_evidence(self, call_id: str, evidence: str, actor: str = "system",
+                     **data: Any) -> None:
+        """Capabilities (identity) record evidence on a live call; it becomes an event."""
+        call = self.calls[call_id]
+        call.evidence.add(evidence)
+        self._event(call, actor, "evidence", evidence=evidence, **data)
+        teller = self.parties.get(call.teller_key or "")
+        if teller:
+            teller.send(self._context(call))
+
+    def _on_review_decide(self, party: Party, msg: m.ReviewDecide) -> None:
+        call = self._call_of(party)
+        if call is None or call.state not in (*IN_CALL, CallState.WRAP_UP):
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no call to decide on")
+        if call.decision is not None:
+            raise ProtocolError(ErrorCode.WRONG_STATE, f"already decided: {call.decision}")
+        review = self._settings.review
+        bt = review.business_type(call.business_type)
+        if msg.decision == "approve":
+            missing = missing_evidence(bt.required_evidence if bt else frozenset(),
+                                       call.evidence)
+            if missing:
+                self._event(call, "teller", "review.refused", missing=missing)
+                raise ProtocolError(ErrorCode.EVIDENCE_MISSING,
+                                    "cannot approve: missing evidence " + ", ".join(missing))
+        if msg.decision == "reject" and msg.reason_code not in review.reason_codes:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                                "reject needs a reason_code from: " + ", ".join(review.reason_codes))
+        call.decision = msg.decision
+        self._event(call, "teller", "review.decision", decision=msg.decision,
+                    reason_code=msg.reason_code, notes=msg.notes)
+        notes = seal_field(call.data_key, f"{call.call_id}|notes", msg.notes) \
+            if msg.notes and call.data_key else ""  # the trail holds them too, encrypted
+        stored = self._persist(self._store.add_decision, call.call_id, call.business_type,
+                               party.principal, msg.decision, msg.reason_code, notes,
+                               time.time())
+        self._when_recorded(stored, (party, m.ReviewRecorded(
+            call_id=call.call_id, decision=msg.decision, reason_code=msg.reason_code)))

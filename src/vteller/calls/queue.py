@@ -1,0 +1,318 @@
+"""The queue side of a call: joining and leaving, teller states and wrap-up, offers
+with their ring timers, supervisor actions, and the feedback pushed every tick
+(positions, estimated waits, the dashboard).
+
+A facet of `CallManager` (one class, one file per concern, as LiveKit splits a
+participant); it uses the manager's state and helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import secrets
+import time
+
+import structlog
+
+from vteller.audit import new_data_key
+from vteller.calls.party import Party
+from vteller.calls.session import IN_CALL, WAITING, Call, CallState
+from vteller.protocol import ErrorCode, ProtocolError
+from vteller.protocol import messages as m
+from vteller.routing import (
+    Request,
+    TellerState,
+)
+
+log = structlog.get_logger("vteller.calls")
+
+
+class QueueFacet:
+    def _on_queue_join(self, party: Party, msg: m.QueueJoin) -> None:
+        if self._call_of(party) is not None:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "already queued or in a call")
+        call = Call(secrets.token_urlsafe(12), party.key, msg.business_type, msg.language,
+                    encoded_media=self._settings.media_forwarding == "encoded")
+        self.calls[call.call_id] = call
+        party.call_id = call.call_id
+        request = Request(call.call_id, msg.business_type, msg.language, party.segments,
+                          enqueued_at=time.monotonic())
+        self.router.enqueue(request)
+        call.data_key = new_data_key()  # one per session: events and recordings
+        self._audit(self._trail.open_session, call.call_id, call.data_key,
+                    self._kek.wrap(call.data_key, call.call_id))
+        self._event(call, "customer", "queued", customer=party.principal,
+                    business_type=msg.business_type, language=msg.language,
+                    priority_class=request.pclass.value)
+        self._persist(self._store.record_call, call.call_id, party.principal, call.state.value, call.queued_at,
+                      msg.business_type)
+        log.info("queued", call_id=call.call_id, business_type=call.business_type)
+        self._dispatch()
+        self._push_queue_status(force=True)
+
+    def _on_queue_leave(self, party: Party, msg: m.QueueLeave) -> None:
+        call = self._call_of(party)
+        if call is None or call.state not in WAITING:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "not waiting in the queue")
+        self._abandon(call, "left")
+
+    def _on_teller_status(self, party: Party, msg: m.TellerStatus) -> None:
+        status = self.router.teller(party.principal)
+        target = TellerState(msg.status)
+        if status.state == TellerState.OFFERED:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "answer the offer first (accept or reject)")
+        self._cancel_wrap_timer(party.principal)
+        self._set_teller(party, target, msg.reason)
+
+    def _set_teller(self, party: Party, target: TellerState, reason: str | None) -> None:
+        status = self.router.teller(party.principal)
+        call = self._call_of(party)
+        status.to(target, reason)
+        if call is not None and call.state == CallState.WRAP_UP:
+            self._close_wrap_up(party, call)
+        party.send(m.TellerState(state=status.state.value, reason=status.reason))
+        self._dispatch()
+
+    def _on_teller_wrap_up_extend(self, party: Party, msg: m.WrapUpExtend) -> None:
+        if self.router.teller(party.principal).state != TellerState.WRAP_UP:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "not in wrap-up")
+        self._start_wrap_timer(party, msg.seconds, extend=True)
+
+    def _start_wrap_timer(self, teller: Party, seconds: float, extend: bool = False) -> None:
+        old = self._wrap_timers.pop(teller.principal, None)
+        remaining = 0.0
+        if old is not None:
+            old.cancel()
+            remaining = max(0.0, getattr(old, "deadline", 0.0) - time.monotonic())
+        delay = remaining + seconds if extend else seconds
+        task = asyncio.create_task(self._wrap_up_expired(teller, delay))
+        task.deadline = time.monotonic() + delay  # type: ignore[attr-defined]
+        self._wrap_timers[teller.principal] = task
+        teller.send(m.TellerState(state="wrap_up", wrap_up_s=round(delay)))
+
+    async def _wrap_up_expired(self, teller: Party, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._wrap_timers.pop(teller.principal, None)
+        if self.router.teller(teller.principal).state == TellerState.WRAP_UP:
+            self._set_teller(teller, TellerState.AVAILABLE, None)
+
+    def _cancel_wrap_timer(self, username: str) -> None:
+        task = self._wrap_timers.pop(username, None)
+        if task is not None:
+            task.cancel()
+
+    def _on_supervisor_assign(self, party: Party, msg: m.SupervisorAssign) -> None:
+        """Offer a waiting customer to a chosen available teller, whatever the router
+        would pick (a customer it declined before, a skill it does not list)."""
+        call = self.calls.get(msg.call_id)
+        if call is None or call.state != CallState.QUEUED or \
+                self.router.request(msg.call_id) is None:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no such waiting customer")
+        teller = self.parties.get(f"staff:{msg.username}")
+        if teller is None or teller.role != "teller" or teller.conn is None:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no such teller logged in")
+        if self.router.teller(teller.principal).state != TellerState.AVAILABLE:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "the teller is not available")
+        self._event(call, "supervisor", "supervisor.assigned", supervisor=party.principal,
+                    teller=teller.principal)
+        self._offer(call, teller)
+
+    def _on_supervisor_set_teller(self, party: Party, msg: m.SupervisorSetTeller) -> None:
+        teller = self.parties.get(f"staff:{msg.username}")
+        if teller is None or teller.role != "teller":
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no such teller logged in")
+        status = self.router.teller(teller.principal)
+        if status.state == TellerState.BUSY:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "the teller is in a call")
+        if status.state == TellerState.OFFERED:
+            self._offer_failed(teller, "supervisor", decline=False)
+        target = TellerState(msg.status)
+        if status.state == target:
+            status.reason = msg.reason if target == TellerState.BREAK else None
+        else:
+            self._set_teller(teller, target, msg.reason)
+        log.info("supervisor_set_teller", status=msg.status)
+
+    def _offered_call(self, party: Party, call_id: str) -> Call:
+        call = self.calls.get(call_id)
+        status = self.router.teller(party.principal)
+        if (call is None or call.state != CallState.OFFERED or call.teller_key != party.key
+                or status.state != TellerState.OFFERED):
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no such offer (expired or withdrawn)")
+        return call
+
+    def _on_offer_accept(self, party: Party, msg: m.OfferAccept) -> None:
+        call = self._offered_call(party, msg.call_id)
+        self._cancel_ring(call.call_id)
+        request = self.router.remove(call.call_id)
+        call.to(CallState.CONNECTING)
+        call.accepted_at = time.time()
+        if self._settings.record_calls and call.encoded_media:
+            call.start_recording(self._blobs, call.data_key)
+        self.router.teller(party.principal).to(TellerState.BUSY)
+        party.call_id = call.call_id
+        customer = self.parties[call.customer_key]
+        party.send(m.TellerState(state="busy"))
+        party.send(m.CallStarted(call_id=call.call_id, peer=customer.info()))
+        customer.send(m.CallStarted(call_id=call.call_id, peer=party.info()))
+        party.send(self._context(call))
+        self._event(call, "teller", "accepted", teller=party.principal)
+        customer.send(m.QueueStatus(call_id=call.call_id, state="connecting"))
+        self._metrics.answer_s.observe(call.accepted_at - call.queued_at)
+        if request is not None:
+            self.stats.answered(time.monotonic(), request.pclass.value,
+                                call.accepted_at - call.queued_at)
+        self._persist(self._store.update_call, call.call_id, teller=party.principal,
+                      state=call.state.value, answered_at=call.accepted_at)
+        log.info("accepted", call_id=call.call_id, wait_s=round(call.accepted_at - call.queued_at, 3))
+
+    def _on_offer_reject(self, party: Party, msg: m.OfferReject) -> None:
+        self._offered_call(party, msg.call_id)
+        self._offer_failed(party, "rejected", decline=True)
+        self.router.teller(party.principal).to(TellerState.AVAILABLE)
+        party.send(m.TellerState(state="available"))
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while (match := self.router.next_match(time.monotonic())) is not None:
+            request, status = match
+            teller = self.parties.get(f"staff:{status.username}")
+            if teller is None or teller.conn is None:
+                status.to(TellerState.OFFLINE)
+                continue
+            self._offer(self.calls[request.call_id], teller)
+
+    def _offer(self, call: Call, teller: Party) -> None:
+        """Offer a waiting request to an available teller and start the ring timer."""
+        status = self.router.teller(teller.principal)
+        self.router.hold(call.call_id)
+        call.to(CallState.OFFERED)
+        call.teller_key = teller.key
+        status.to(TellerState.OFFERED)
+        customer = self.parties[call.customer_key]
+        teller.send(m.TellerState(state="offered"))
+        teller.send(m.OfferIncoming(
+            call_id=call.call_id, customer=customer.info(), business_type=call.business_type,
+            ring_timeout_s=self._settings.ring_timeout_s))
+        self._ring[call.call_id] = asyncio.create_task(self._ring_timeout(call.call_id, teller))
+        self._event(call, "system", "offered", teller=teller.principal)
+        customer.send(m.QueueStatus(call_id=call.call_id, state="offered",
+                                    green_channel=customer.elderly))
+        customer.last_status = None
+
+    def _push_queue_status(self, force: bool = False) -> None:
+        """Position and estimated wait to every waiting customer (only when changed).
+
+        EWT = position x recent average handle time / staffed eligible tellers, where
+        staffed means available, offered, busy or in wrap-up (not on break or offline).
+        """
+        now = time.monotonic()
+        aht = self.stats.aht()
+        self._metrics.waiting.set(self.router.waiting_count())
+        for call_id, position in self.router.positions(now).items():
+            call = self.calls[call_id]
+            customer = self.parties.get(call.customer_key)
+            request = self.router.request(call_id)
+            if customer is None or request is None:
+                continue
+            staffed = self.router.staffed_for(request, now)
+            servable = staffed > 0
+            ewt = round(position * aht / staffed) if servable else None
+            status = (position, ewt, servable)
+            if force or status != customer.last_status:
+                customer.last_status = status
+                customer.send(m.QueueStatus(
+                    call_id=call_id, state="queued", position=position, ewt_s=ewt,
+                    green_channel=request.pclass.value == "green", servable=servable))
+
+    def dashboard(self) -> m.Dashboard:
+        now = time.monotonic()
+        queue: dict[str, int] = {c: 0 for c in ("green", "priority", "vip", "standard")}
+        longest = 0.0
+        for request in self.router.waiting():
+            queue[request.pclass.value] += 1
+            longest = max(longest, now - request.enqueued_at)
+        tellers = []
+        for status in sorted(self.router.tellers(), key=lambda t: t.username):
+            party = self.parties.get(f"staff:{status.username}")
+            call = self._call_of(party) if party else None
+            customer = self.parties.get(call.customer_key) if call else None
+            tellers.append({
+                "username": status.username,
+                "display_name": party.display_name if party else status.username,
+                "state": status.state.value, "reason": status.reason,
+                "in_state_s": round(now - status.since),
+                "serving": customer.display_name if customer and call and call.state in IN_CALL
+                else None,
+            })
+        waiting = [{"call_id": r.call_id, "class": r.pclass.value,
+                    "waited_s": round(now - r.enqueued_at), "business_type": r.business_type,
+                    "language": r.language, "staffed": self.router.staffed_for(r, now)}
+                   for r in heapq.nsmallest(50, self.router.waiting(),
+                                            key=lambda r: r.enqueued_at)]
+        service = self.stats.summary(now)
+        return m.Dashboard(queue=queue, longest_wait_s=round(longest, 1), tellers=tellers,
+                           waiting=waiting, service=service)
+
+    def _push_dashboard(self) -> None:
+        supervisors = [p for p in self.parties.values() if p.role == "supervisor" and p.conn]
+        if supervisors:
+            board = self.dashboard()
+            for sup in supervisors:
+                sup.send(board)
+
+    async def _ring_timeout(self, call_id: str, teller: Party) -> None:
+        await asyncio.sleep(self._settings.ring_timeout_s)
+        self._ring.pop(call_id, None)
+        call = self.calls.get(call_id)
+        if call is None or call.state != CallState.OFFERED or call.teller_key != teller.key:
+            return
+        self._offer_failed(teller, "no_answer", decline=True)
+        status = self.router.teller(teller.principal)
+        status.to(TellerState.BREAK, "missed_offer")  # not ready until the teller says so
+        teller.send(m.TellerState(state="break", reason="missed_offer"))
+        self._dispatch()
+
+    def _cancel_ring(self, call_id: str) -> None:
+        task = self._ring.pop(call_id, None)
+        if task is not None:
+            task.cancel()
+
+    def _offer_failed(self, teller: Party, reason: str, decline: bool) -> None:
+        """Put the offered request back in its place; the teller leaves `offered`."""
+        for call in self.calls.values():
+            if call.state == CallState.OFFERED and call.teller_key == teller.key:
+                self._cancel_ring(call.call_id)
+                call.to(CallState.QUEUED)
+                call.teller_key = None
+                self.router.requeue(call.call_id, teller.principal if decline else None,
+                                    time.monotonic())
+                self._event(call, "teller", "offer.failed", teller=teller.principal,
+                            reason=reason)
+                teller.send(m.OfferRevoked(call_id=call.call_id, reason=reason))
+        status = self.router.teller(teller.principal)
+        if status.state == TellerState.OFFERED and not decline:
+            status.to(TellerState.AVAILABLE)
+
+    def _abandon(self, call: Call, reason: str) -> None:
+        if call.state == CallState.OFFERED and call.teller_key:
+            teller = self.parties.get(call.teller_key)
+            self._cancel_ring(call.call_id)
+            if teller is not None:
+                teller.send(m.OfferRevoked(call_id=call.call_id, reason="customer_left"))
+                self.router.teller(teller.principal).to(TellerState.AVAILABLE)
+                teller.send(m.TellerState(state="available"))
+        request = self.router.remove(call.call_id)
+        if request is not None:
+            self.stats.abandoned(time.monotonic(), request.pclass.value,
+                                 time.monotonic() - request.enqueued_at)
+        call.to(CallState.ABANDONED)
+        call.end_reason = reason
+        customer = self.parties.get(call.customer_key)
+        if customer is not None:
+            customer.call_id = None
+            customer.send(m.CallEnded(call_id=call.call_id, reason=reason))
+        self._finish(call)
+        self._dispatch()
+        self._push_queue_status(force=True)
