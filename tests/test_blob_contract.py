@@ -59,6 +59,13 @@ def test_write_flush_read_list_delete(blobs):
         blobs.open_read("sess-1/customer.video.webm.vtenc")
 
 
+def test_call_ids_may_start_with_a_dash(blobs):
+    """token_urlsafe call ids: 1 in 64 starts with '-'."""
+    with blobs.open_write("-p9yDe8IodM_bqcl/customer.audio.webm.vtenc") as fh:
+        fh.write(b"x")
+    assert blobs.list("-p9yDe8IodM_bqcl") == ["-p9yDe8IodM_bqcl/customer.audio.webm.vtenc"]
+
+
 @pytest.mark.parametrize("key", ["../x/y", "/abs", "s/a%00b", "s/\x00", "s/../../etc"])
 def test_bad_keys_are_refused(blobs, key):
     with pytest.raises(ValueError):

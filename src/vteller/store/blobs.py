@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+PART = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")  # call ids may start with -
 
 
 def check_key(key: str) -> tuple[str, str]:
