@@ -28,7 +28,7 @@ def req(call_id: str, at: float, *segs: str, bt: str = "general", lang: str = "e
 
 def teller(router: Router, name: str, since: float = 0.0, **profile: object) -> None:
     router.set_profile(name, TellerProfile(**profile))  # type: ignore[arg-type]
-    router.teller(name).to(TellerState.AVAILABLE, now=since)
+    router.set_state(name, TellerState.AVAILABLE, now=since)
 
 
 def test_classes_from_segments_and_birth_year():
@@ -141,7 +141,7 @@ def test_declined_request_goes_to_another_teller_and_keeps_place():
     assert r.position("first", 2.0) == 1
     assert r.next_match(2.0)[0].call_id == "second"  # t1 is not re-offered "first"
     teller(r, "t2", since=5.0)
-    r.teller("t1").to(TellerState.OFFLINE)
+    r.set_state("t1", TellerState.OFFLINE)
     assert r.next_match(6.0)[0].call_id == "first"
 
 

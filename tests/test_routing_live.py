@@ -14,12 +14,11 @@ from tests.helpers import SignalClient, insecure_ssl
 
 async def test_green_channel_ewt_and_position(server):
     await server.teller("teller1", available=False)  # staffed (not on break) but not free
-    t = server.manager.router.teller("teller1")
     from vteller.routing import TellerState
 
-    t.to(TellerState.AVAILABLE)
-    t.to(TellerState.OFFERED)
-    t.to(TellerState.BUSY)  # pretend busy: requests wait
+    router = server.manager.router
+    for state in (TellerState.AVAILABLE, TellerState.OFFERED, TellerState.BUSY):
+        router.set_state("teller1", state)  # pretend busy: requests wait
     young = await server.customer("c-young", birth_year=1990)
     old = await server.customer("c-old", name="Grandma", birth_year=1950)
     w = await young.request({"type": "queue.join"}, "queue.status", state="queued")

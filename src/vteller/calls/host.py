@@ -117,7 +117,7 @@ class HostFacet:
             customer.send(m.CallEnded(call_id=call.call_id, reason=reason))
         teller = self.parties.get(call.teller_key or "")
         if teller is not None:
-            self.router.teller(teller.principal).to(TellerState.WRAP_UP)
+            self.router.set_state(teller.principal, TellerState.WRAP_UP)
             teller.send(m.CallEnded(call_id=call.call_id, reason=reason))
             self._start_wrap_timer(teller, self.policy.wrap_up_s)
         self._persist(self._store.update_call, call.call_id, state=call.state.value, end_reason=reason,

@@ -95,11 +95,11 @@ class PartiesFacet:
             return  # superseded connection
         party.conn = None
         if party.role == "teller":
-            status = self.router.teller(party.principal)
-            if status.state == TellerState.OFFERED:
+            if self.router.teller(party.principal).state == TellerState.OFFERED:
                 self._offer_failed(party, "teller_disconnected", decline=False)
-            if status.state in (TellerState.AVAILABLE, TellerState.BREAK):
-                status.to(TellerState.OFFLINE)
+            if self.router.teller(party.principal).state in (TellerState.AVAILABLE,
+                                                             TellerState.BREAK):
+                self.router.set_state(party.principal, TellerState.OFFLINE)
         self._tell_peer(party, "reconnecting")
         party.grace = asyncio.create_task(self._grace(party), name=f"grace:{party.key}")
 

@@ -66,11 +66,11 @@ class QueueFacet:
         self._set_teller(party, target, msg.reason)
 
     def _set_teller(self, party: Party, target: TellerState, reason: str | None) -> None:
-        status = self.router.teller(party.principal)
         call = self._call_of(party)
-        status.to(target, reason)
+        self.router.set_state(party.principal, target, reason)
         if call is not None and call.state == CallState.WRAP_UP:
             self._close_wrap_up(party, call)
+        status = self.router.teller(party.principal)
         party.send(m.TellerState(state=status.state.value, reason=status.reason))
         self._dispatch()
 
@@ -128,8 +128,8 @@ class QueueFacet:
         if status.state == TellerState.OFFERED:
             self._offer_failed(teller, "supervisor", decline=False)
         target = TellerState(msg.status)
-        if status.state == target:
-            status.reason = msg.reason if target == TellerState.BREAK else None
+        if self.router.teller(teller.principal).state == target:
+            self.router.set_reason(teller.principal, msg.reason)
         else:
             self._set_teller(teller, target, msg.reason)
         log.info("supervisor_set_teller", status=msg.status)
@@ -150,7 +150,7 @@ class QueueFacet:
         call.accepted_at = time.time()
         if self._settings.record_calls and call.encoded_media:
             call.start_recording(self._blobs, call.data_key)
-        self.router.teller(party.principal).to(TellerState.BUSY)
+        self.router.set_state(party.principal, TellerState.BUSY)
         party.call_id = call.call_id
         customer = self.parties[call.customer_key]
         party.send(m.TellerState(state="busy"))
@@ -170,7 +170,7 @@ class QueueFacet:
     def _on_offer_reject(self, party: Party, msg: m.OfferReject) -> None:
         self._offered_call(party, msg.call_id)
         self._offer_failed(party, "rejected", decline=True)
-        self.router.teller(party.principal).to(TellerState.AVAILABLE)
+        self.router.set_state(party.principal, TellerState.AVAILABLE)
         party.send(m.TellerState(state="available"))
         self._dispatch()
 
@@ -179,17 +179,16 @@ class QueueFacet:
             request, status = match
             teller = self.parties.get(f"staff:{status.username}")
             if teller is None or teller.conn is None:
-                status.to(TellerState.OFFLINE)
+                self.router.set_state(status.username, TellerState.OFFLINE)
                 continue
             self._offer(self.calls[request.call_id], teller)
 
     def _offer(self, call: Call, teller: Party) -> None:
         """Offer a waiting request to an available teller and start the ring timer."""
-        status = self.router.teller(teller.principal)
         self.router.hold(call.call_id)
         call.to(CallState.OFFERED)
         call.teller_key = teller.key
-        status.to(TellerState.OFFERED)
+        self.router.set_state(teller.principal, TellerState.OFFERED)
         customer = self.parties[call.customer_key]
         teller.send(m.TellerState(state="offered"))
         teller.send(m.OfferIncoming(
@@ -269,8 +268,7 @@ class QueueFacet:
         if call is None or call.state != CallState.OFFERED or call.teller_key != teller.key:
             return
         self._offer_failed(teller, "no_answer", decline=True)
-        status = self.router.teller(teller.principal)
-        status.to(TellerState.BREAK, "missed_offer")  # not ready until the teller says so
+        self.router.set_state(teller.principal, TellerState.BREAK, "missed_offer")  # not ready until the teller says so
         teller.send(m.TellerState(state="break", reason="missed_offer"))
         self._dispatch()
 
@@ -291,9 +289,8 @@ class QueueFacet:
                 self._event(call, "teller", "offer.failed", teller=teller.principal,
                             reason=reason)
                 teller.send(m.OfferRevoked(call_id=call.call_id, reason=reason))
-        status = self.router.teller(teller.principal)
-        if status.state == TellerState.OFFERED and not decline:
-            status.to(TellerState.AVAILABLE)
+        if self.router.teller(teller.principal).state == TellerState.OFFERED and not decline:
+            self.router.set_state(teller.principal, TellerState.AVAILABLE)
 
     def _abandon(self, call: Call, reason: str) -> None:
         if call.state == CallState.OFFERED and call.teller_key:
@@ -301,7 +298,7 @@ class QueueFacet:
             self._cancel_ring(call.call_id)
             if teller is not None:
                 teller.send(m.OfferRevoked(call_id=call.call_id, reason="customer_left"))
-                self.router.teller(teller.principal).to(TellerState.AVAILABLE)
+                self.router.set_state(teller.principal, TellerState.AVAILABLE)
                 teller.send(m.TellerState(state="available"))
         request = self.router.remove(call.call_id)
         if request is not None:

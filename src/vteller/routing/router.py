@@ -15,6 +15,7 @@ import bisect
 import itertools
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 
 from vteller.routing.model import PriorityClass, Request, TellerProfile
 from vteller.routing.policy import RoutingPolicy
@@ -91,13 +92,28 @@ class Router:
 
     # tellers --------------------------------------------------------------
     def teller(self, username: str) -> TellerStatus:
-        return self._tellers.setdefault(username, TellerStatus(username))
+        """A snapshot (offline for a teller never seen)."""
+        return self._tellers.get(username) or TellerStatus(username)
+
+    def set_state(self, username: str, target: TellerState, reason: str | None = None,
+                  now: float | None = None) -> TellerStatus:
+        """Check the transition and store it, in one step; IllegalTransition if not
+        allowed from the current state."""
+        status = self.teller(username).moved(target, reason, now)
+        self._tellers[username] = status
+        return status
+
+    def set_reason(self, username: str, reason: str | None) -> None:
+        """A new break reason while on break (no transition)."""
+        status = self.teller(username)
+        if status.state == TellerState.BREAK:
+            self._tellers[username] = replace(status, reason=reason)
 
     def tellers(self) -> Iterator[TellerStatus]:
         return iter(self._tellers.values())
 
     def set_profile(self, username: str, profile: TellerProfile) -> None:
-        self.teller(username).profile = profile
+        self._tellers[username] = replace(self.teller(username), profile=profile)
 
     def forget_teller(self, username: str) -> None:
         self._tellers.pop(username, None)

@@ -79,7 +79,7 @@ def simulate(sc: Scenario, policy: RoutingPolicy) -> dict[str, object]:
     stats = ServiceStats(policy.service_level_threshold_s, sc.handle_mean_s, window_s=1e12)
     for name, profile in roster(sc.tellers, random.Random(sc.seed + 2)).items():
         router.set_profile(name, profile)
-        router.teller(name).to(TellerState.AVAILABLE, now=0.0)
+        router.set_state(name, TellerState.AVAILABLE, now=0.0)
     events: list[tuple[float, int, str, object]] = []
     seq = itertools.count()
 
@@ -101,7 +101,7 @@ def simulate(sc: Scenario, policy: RoutingPolicy) -> dict[str, object]:
                 return
             request, teller = match
             router.hold(request.call_id)
-            teller.to(TellerState.OFFERED, now=now)
+            router.set_state(teller.username, TellerState.OFFERED, now=now)
             offered_to[request.call_id] = teller.username
             at(now + sc.answer_s, "answer", request.call_id)
 
@@ -131,10 +131,9 @@ def simulate(sc: Scenario, policy: RoutingPolicy) -> dict[str, object]:
             dispatch(now)
         elif kind == "answer":
             call_id = str(data)
-            teller = router.teller(offered_to.pop(call_id))
+            teller = router.set_state(offered_to.pop(call_id), TellerState.BUSY, now=now)
             request = requests.pop(call_id)
             router.remove(call_id)
-            teller.to(TellerState.BUSY, now=now)
             wait = now - request.enqueued_at
             waits[request.pclass.value].append(wait)
             stats.answered(now, request.pclass.value, wait)
@@ -142,11 +141,11 @@ def simulate(sc: Scenario, policy: RoutingPolicy) -> dict[str, object]:
             at(now + handle, "hangup", (teller.username, handle))
         elif kind == "hangup":
             name, handle = data  # type: ignore[misc]
-            router.teller(name).to(TellerState.WRAP_UP, now=now)
+            router.set_state(name, TellerState.WRAP_UP, now=now)
             stats.handled(now, handle + sc.wrap_s)
             at(now + sc.wrap_s, "ready", name)
         elif kind == "ready":
-            router.teller(str(data)).to(TellerState.AVAILABLE, now=now)
+            router.set_state(str(data), TellerState.AVAILABLE, now=now)
             dispatch(now)
         elif kind == "abandon":
             call_id = str(data)
@@ -185,10 +184,10 @@ def decision_latency(waiting: int = 10_000, tellers: int = 500, decisions: int =
     names = list(roster(tellers, rng))
     for name, profile in roster(tellers, random.Random(seed)).items():
         router.set_profile(name, profile)
-        router.teller(name).to(TellerState.AVAILABLE, now=0)
-        router.teller(name).to(TellerState.OFFERED, now=0)
-        router.teller(name).to(TellerState.BUSY, now=0)
-        router.teller(name).to(TellerState.WRAP_UP, now=0)
+        router.set_state(name, TellerState.AVAILABLE, now=0)
+        router.set_state(name, TellerState.OFFERED, now=0)
+        router.set_state(name, TellerState.BUSY, now=0)
+        router.set_state(name, TellerState.WRAP_UP, now=0)
     for i in range(waiting):
         segs = frozenset(s for s, p in sc.segment_mix.items() if rng.random() < p)
         router.enqueue(Request(f"w{i}", _pick(rng, sc.business_mix), _pick(rng, sc.language_mix),
@@ -196,8 +195,8 @@ def decision_latency(waiting: int = 10_000, tellers: int = 500, decisions: int =
     samples = []
     now = 600.0
     for i in range(decisions):
-        teller = router.teller(rng.choice(names))
-        teller.to(TellerState.AVAILABLE, now=now)
+        name = rng.choice(names)
+        router.set_state(name, TellerState.AVAILABLE, now=now)
         t0 = time.perf_counter()
         match = router.next_match(now)
         if match is not None:
@@ -205,15 +204,15 @@ def decision_latency(waiting: int = 10_000, tellers: int = 500, decisions: int =
         samples.append(time.perf_counter() - t0)
         if match is not None:  # keep the queue at `waiting`
             router.requeue(match[0].call_id, None, now)
-        teller.to(TellerState.OFFERED if match else TellerState.OFFLINE, now=now)
+        router.set_state(name, TellerState.OFFERED if match else TellerState.OFFLINE, now=now)
         if match:
-            teller.to(TellerState.BUSY, now=now)
-            teller.to(TellerState.WRAP_UP, now=now)
+            router.set_state(name, TellerState.BUSY, now=now)
+            router.set_state(name, TellerState.WRAP_UP, now=now)
         else:
-            teller.to(TellerState.AVAILABLE, now=now)
-            teller.to(TellerState.OFFERED, now=now)
-            teller.to(TellerState.BUSY, now=now)
-            teller.to(TellerState.WRAP_UP, now=now)
+            router.set_state(name, TellerState.AVAILABLE, now=now)
+            router.set_state(name, TellerState.OFFERED, now=now)
+            router.set_state(name, TellerState.BUSY, now=now)
+            router.set_state(name, TellerState.WRAP_UP, now=now)
         now += 0.01
     samples.sort()
     return {"p50_us": 1e6 * samples[len(samples) // 2],

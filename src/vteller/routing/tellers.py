@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from vteller.routing.model import TellerProfile
@@ -36,9 +36,11 @@ class IllegalTransition(Exception):
         self.target = target
 
 
-@dataclass
+@dataclass(frozen=True)
 class TellerStatus:
-    """A teller's routing state. ``since`` orders available tellers (longest idle first)."""
+    """A teller's routing state, as a value: the router stores one per teller and
+    hands out these snapshots; a change is a new value (`moved`), stored by the router
+    in one step. ``since`` orders available tellers (longest idle first)."""
 
     username: str
     state: TellerState = TellerState.OFFLINE
@@ -46,10 +48,10 @@ class TellerStatus:
     since: float = field(default_factory=time.monotonic)
     profile: TellerProfile = field(default_factory=TellerProfile)
 
-    def to(self, target: TellerState, reason: str | None = None,
-           now: float | None = None) -> None:
+    def moved(self, target: TellerState, reason: str | None = None,
+              now: float | None = None) -> TellerStatus:
         if target not in TRANSITIONS[self.state]:
             raise IllegalTransition("teller", self.state, target)
-        self.state = target
-        self.reason = reason if target == TellerState.BREAK else None
-        self.since = time.monotonic() if now is None else now
+        return replace(self, state=target,
+                       reason=reason if target == TellerState.BREAK else None,
+                       since=time.monotonic() if now is None else now)
