@@ -94,23 +94,33 @@ class LagProbe:
                 "p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1e3}
 
 
+class VerdictListener:
+    """An IdentityListener that only hears verdicts."""
+
+    def __init__(self, on_verdict: Any) -> None:
+        self._on_verdict = on_verdict
+
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "identity.verdict":
+            self._on_verdict(data["verdict"])
+
+    def status(self, status: dict[str, Any]) -> None: ...
+    def evidence(self, evidence: str, data: dict[str, Any]) -> None: ...
+    def challenge(self, challenge: dict[str, Any]) -> None: ...
+    def snapshot(self, rgb: Any, frame_at: float, distance: float) -> None: ...
+
+
 async def verify_once(service: Any, source: FrameSource, reference: np.ndarray
                       ) -> tuple[float, float, str]:
     """(seconds from first face frame to verdict, analysis CPU s, verdict)."""
     decided = asyncio.get_running_loop().create_future()
 
-    class Listener:
-        def event(self, kind: str, data: dict[str, Any]) -> None:
-            if kind == "identity.verdict" and not decided.done():
-                decided.set_result((time.monotonic(), data["verdict"]))
-
-        def status(self, status: dict[str, Any]) -> None: ...
-        def evidence(self, evidence: str, data: dict[str, Any]) -> None: ...
-        def challenge(self, challenge: dict[str, Any]) -> None: ...
-        def snapshot(self, rgb: Any, frame_at: float, distance: float) -> None: ...
+    def on_verdict(verdict: str) -> None:
+        if not decided.done():
+            decided.set_result((time.monotonic(), verdict))
 
     source.start()
-    session = IdentitySession(service, source, reference, Listener())
+    session = IdentitySession(service, source, reference, VerdictListener(on_verdict))
     session.start_verification()
     at, verdict = await asyncio.wait_for(decided, 60)
     cpu = session.cpu_s
@@ -139,8 +149,7 @@ async def whole_call(naive: bool, seconds: float, workers: int = 2) -> dict[str,
     source = FrameSource(render(live_photo), blank)
     verdicts: list[str] = []
     source.start()
-    session = IdentitySession(analyzer, source, reference, lambda kind, data: verdicts.append(
-        data["verdict"]) if kind == "event" and data["kind"] == "identity.verdict" else None)
+    session = IdentitySession(analyzer, source, reference, VerdictListener(verdicts.append))
     cpu0 = time.process_time()
     session.start_verification()
     await asyncio.sleep(seconds)
