@@ -65,3 +65,13 @@ def test_call_transition(src, dst):
 
 def test_terminal_call_states_have_no_exit():
     assert not CALL_T[CallState.CLOSED] and not CALL_T[CallState.ABANDONED]
+
+
+def test_call_ids_never_start_with_a_dash():
+    """Call ids name folders and objects and are typed into `vteller audit verify ID`,
+    where a leading '-' reads as an option (1 in 64 token_urlsafe ids did)."""
+    from vteller.calls.session import new_call_id
+
+    ids = [new_call_id() for _ in range(5000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert len(set(ids)) == 5000 and all(len(i) == 16 for i in ids)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import secrets
 import time
 
 import structlog
 
 from vteller.audit import new_data_key
 from vteller.calls.party import Party
-from vteller.calls.session import IN_CALL, WAITING, Call, CallState
+from vteller.calls.session import IN_CALL, WAITING, Call, CallState, new_call_id
 from vteller.protocol import ErrorCode, ProtocolError
 from vteller.protocol import messages as m
 from vteller.routing import (
@@ -32,7 +31,7 @@ class QueueFacet:
     def _on_queue_join(self, party: Party, msg: m.QueueJoin) -> None:
         if self._call_of(party) is not None:
             raise ProtocolError(ErrorCode.WRONG_STATE, "already queued or in a call")
-        call = Call(secrets.token_urlsafe(12), party.key, msg.business_type, msg.language,
+        call = Call(new_call_id(), party.key, msg.business_type, msg.language,
                     encoded_media=self._settings.media_forwarding == "encoded")
         self.calls[call.call_id] = call
         party.call_id = call.call_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -40,6 +41,15 @@ TRANSITIONS: dict[CallState, frozenset[CallState]] = {
 }
 IN_CALL = frozenset({C.CONNECTING, C.ACTIVE})
 WAITING = frozenset({C.QUEUED, C.OFFERED})
+
+
+def new_call_id() -> str:
+    """A random call (and audit session) id: 16 URL-safe characters, never starting
+    with '-' (it names folders and objects, and is typed into `vteller audit ...`)."""
+    while True:
+        call_id = secrets.token_urlsafe(12)
+        if call_id[0] != "-":
+            return call_id
 
 
 class _EncryptedBlob:
