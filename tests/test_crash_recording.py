@@ -49,18 +49,19 @@ def recorded_losses(open_track, data_key: bytes, call: BenchCall,  # type: ignor
     return losses
 
 
-@pytest.mark.timeout(120)
-async def test_kill_9_mid_recording_leaves_decryptable_prefix(tmp_path):
+async def kill_9_mid_call(tmp_path, env: dict[str, str]) -> tuple[BenchCall, float]:  # type: ignore[no-untyped-def]
+    """A real `vteller serve` carrying one call of pre-encoded media, killed with
+    SIGKILL 5 s in (> 2 flush periods of recording). Returns the call and the moment."""
     store = SqliteStore(tmp_path / "var" / "vteller.sqlite3")
     store.add_user("bench0", "Bench", "teller", StaffAuth.hash_password(PASSWORD),
                    {"skills": {"general": 1.0}})
     store.close()
-    server = start_serve(tmp_path, "--dev", env={"VTELLER_RECORD_CALLS": "true"})
+    server = start_serve(tmp_path, "--dev", env=env)
     call = BenchCall()
     try:
         await call.start(server.url, server.url.replace("https", "wss") + "/ws", 0)
         call.go()
-        await asyncio.sleep(5.0)  # > 2 flush periods of recording
+        await asyncio.sleep(5.0)
         os.kill(server.proc.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         server.proc.wait(10)
@@ -68,6 +69,12 @@ async def test_kill_9_mid_recording_leaves_decryptable_prefix(tmp_path):
         await call.close()
         if server.proc.poll() is None:
             server.stop()
+    return call, killed_at
+
+
+@pytest.mark.timeout(120)
+async def test_kill_9_mid_recording_leaves_decryptable_prefix(tmp_path):
+    call, killed_at = await kill_9_mid_call(tmp_path, {"VTELLER_RECORD_CALLS": "true"})
     store = SqliteStore(tmp_path / "var" / "vteller.sqlite3")
     folders = list((tmp_path / "var" / "recordings").iterdir())
     assert len(folders) == 1

@@ -6,24 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.bench.media_relay import PASSWORD, BenchCall
 from tests.conftest import accept_call, make_settings, start_server
 from tests.helpers import Party
 from tests.s3_server import start_s3
 from tests.serve_process import start_serve
 from tests.tcp_proxy import TcpProxy
-from tests.test_crash_recording import recorded_losses
+from tests.test_crash_recording import kill_9_mid_call, recorded_losses
 from vteller.audit import LocalKeyring
 from vteller.audit.keys import unwrap_session_key
 from vteller.audit.verify import verify_session
-from vteller.auth import StaffAuth
 from vteller.store import SqliteStore
 from vteller.store.s3 import S3BlobStore, S3Settings
 
@@ -55,23 +52,7 @@ def _s3_env(s3, bucket: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
 async def test_kill_9_with_recordings_in_object_storage(tmp_path, s3):
     bucket = s3.new_bucket()
     env = {"VTELLER_RECORD_CALLS": "true", **_s3_env(s3, bucket)}
-    store = SqliteStore(tmp_path / "var" / "vteller.sqlite3")
-    store.add_user("bench0", "Bench", "teller", StaffAuth.hash_password(PASSWORD),
-                   {"skills": {"general": 1.0}})
-    store.close()
-    server = start_serve(tmp_path, "--dev", env=env)
-    call = BenchCall()
-    try:
-        await call.start(server.url, server.url.replace("https", "wss") + "/ws", 0)
-        call.go()
-        await asyncio.sleep(5.0)
-        os.kill(server.proc.pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        server.proc.wait(10)
-    finally:
-        await call.close()
-        if server.proc.poll() is None:
-            server.stop()
+    call, killed_at = await kill_9_mid_call(tmp_path, env)
     blobs = S3BlobStore(S3Settings(**s3.settings(bucket)))
     store = SqliteStore(tmp_path / "var" / "vteller.sqlite3")
     (call_id,) = [r[0] for r in store.run("SELECT call_id FROM calls")]

@@ -122,9 +122,10 @@ class PostgresDatabase:
     def __init__(self, url: str, min_size: int = 1, max_size: int = 8,
                  connect_timeout_s: float = 10.0) -> None:
         import psycopg
-        from psycopg_pool import ConnectionPool
+        from psycopg_pool import ConnectionPool, PoolTimeout
 
         self._psycopg = psycopg
+        self._pool_timeout = PoolTimeout
         self._local = threading.local()
         self._pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False,
                                     kwargs={"autocommit": True},
@@ -159,13 +160,8 @@ class PostgresDatabase:
         try:
             with self._pool.connection() as conn:
                 yield conn
-        except self._psycopg_pool_timeout() as exc:
+        except self._pool_timeout as exc:
             raise Unavailable(f"PostgreSQL: no connection ({type(exc).__name__})") from None
-
-    def _psycopg_pool_timeout(self) -> type[Exception]:
-        from psycopg_pool import PoolTimeout
-
-        return PoolTimeout
 
     def execute(self, sql: str, args: tuple[Any, ...] = ()) -> list[Row]:
         with self._conn() as conn:

@@ -191,6 +191,8 @@ class _SegmentWriter(io.RawIOBase):
         if len(self._buffer) + len(view) > self._store.max_buffer:
             self.failed = (f"object store unavailable and {self._store.max_buffer} bytes "
                            "buffered: recording stopped")
+            self._buffer = bytearray()  # what is stored stays; the rest is given up
+            self._spool.close()
             raise BlobUnavailable(self.failed)
         self._buffer += view
         self._spool.write(view)
