@@ -31,10 +31,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def faces_path() -> Path:
+    """Where the shared real face photos are (env VTELLER_TESTDATA overrides it)."""
+    return Path(os.environ.get("VTELLER_TESTDATA", REPO.parent / "shared" / "testdata")) / "faces"
+
+
 @pytest.fixture(scope="session")
 def faces_dir() -> Path:
-    """The shared real face photos (env VTELLER_TESTDATA overrides the location)."""
-    path = Path(os.environ.get("VTELLER_TESTDATA", REPO.parent / "shared" / "testdata")) / "faces"
+    """The shared real face photos, or the test is skipped."""
+    path = faces_path()
     if not (path / "obama.jpg").is_file():
         pytest.skip(f"test photos not found at {path} (set VTELLER_TESTDATA)")
     return path

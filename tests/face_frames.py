@@ -9,6 +9,7 @@ these as an aiortc video track and can be told what to do next.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -16,11 +17,11 @@ import numpy as np
 from aiortc.mediastreams import VideoStreamTrack
 from av import VideoFrame
 
-from vteller.identity import geometry
+from vteller.identity import landmarks as lm
 from vteller.identity.faces import FaceEngine
 
 WIDTH, HEIGHT = 640, 480
-_engine = FaceEngine()
+_engine = FaceEngine(landmarks="dlib68")  # renders poses; the judge uses its own model
 
 
 @functools.lru_cache(maxsize=16)
@@ -69,10 +70,54 @@ def turn(rgb: np.ndarray, pts: np.ndarray, degrees: float) -> np.ndarray:
     return cv2.remap(rgb, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def nod(rgb: np.ndarray, pts: np.ndarray, degrees: float) -> np.ndarray:
+    """Tilt the head about the horizontal axis (positive: looking up) by mapping the
+    face onto a horizontal cylinder: the nose moves more than the brow and chin."""
+    h, w = rgb.shape[:2]
+    top = pts[19, 1] - (pts[8, 1] - pts[19, 1]) * 0.35
+    cy = (top + pts[8, 1]) / 2
+    r = (pts[8, 1] - top) / 2 * 1.15
+    ys = np.arange(h, dtype=np.float32)
+    theta = np.arcsin(np.clip((ys - cy) / r, -1, 1)) + np.radians(degrees)
+    src = np.where(np.abs(theta) < np.pi / 2, cy + r * np.sin(theta), -1)
+    src = np.where(np.abs(ys - cy) < r, src, ys).astype(np.float32)
+    map_y = np.tile(src[:, None], (1, w))
+    left, right = int(pts[0, 0] - 10), int(pts[16, 0] + 10)
+    map_y[:, :max(0, left)] = ys[:, None]
+    map_y[:, right:] = ys[:, None]
+    map_x = np.tile(np.arange(w, dtype=np.float32), (h, 1))
+    return cv2.remap(rgb, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def smile(rgb: np.ndarray, pts: np.ndarray, amount: float = 0.25) -> np.ndarray:
+    """Widen the mouth and lift its corners (a broad smile)."""
+    h, w = rgb.shape[:2]
+    mouth = pts[48:68]
+    cx, cy = mouth[:, 0].mean(), mouth[:, 1].mean()
+    half_w = (pts[54, 0] - pts[48, 0]) / 2
+    half_h = (pts[57, 1] - pts[51, 1]) / 2 + half_w * 0.6
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = (xx - cx) / (half_w * 1.8), (yy - cy) / (half_h * 1.6)
+    weight = np.clip(1 - (u ** 2 + v ** 2), 0, 1) ** 1.5
+    map_x = xx - (xx - cx) * (amount / (1 + amount)) * weight
+    lift = half_w * amount * 0.5 * (np.abs(xx - cx) / half_w) ** 2
+    map_y = yy + lift * weight
+    return cv2.remap(rgb, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def tilt(rgb: np.ndarray, pts: np.ndarray, degrees: float) -> np.ndarray:
+    """Tilt the head in the image plane (positive: towards the person's left shoulder,
+    which a non-mirrored camera shows on the image's right)."""
+    centre = tuple(float(v) for v in pts[27:36].mean(0))  # the nose
+    m = cv2.getRotationMatrix2D(centre, -degrees, 1.0)
+    return cv2.warpAffine(rgb, m, (rgb.shape[1], rgb.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+
+
 def close_eyes(rgb: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """Paint both eyes over with the surrounding skin and draw the closed lid line."""
     out = rgb.copy()
-    for eye in (geometry.RIGHT_EYE, geometry.LEFT_EYE):
+    for eye in (list(lm.DLIB68.right_eye), list(lm.DLIB68.left_eye)):
         e = pts[eye]
         mask = np.zeros(rgb.shape[:2], np.uint8)
         cv2.fillConvexPoly(mask, cv2.convexHull(e.astype(np.int32)), 255)
@@ -117,7 +162,7 @@ class Actor:
 
     def __init__(self, photo: Path) -> None:
         self.neutral = selfie(photo)
-        pts = landmarks(self.neutral)
+        self.pts = pts = landmarks(self.neutral)
         self.poses = {
             None: self.neutral, "calibrate": self.neutral,
             "blink": close_eyes(self.neutral, pts),
@@ -137,6 +182,7 @@ class FaceCam(VideoStreamTrack):
         self.pose: str | None = None
         self.pose_until = 0.0
         self.still = still
+        self.scene: Callable[[float], np.ndarray] | None = None  # t (s) -> frame to show
         self._rng = np.random.default_rng(7)
         self._n = 0
         self._fps = fps
@@ -156,7 +202,12 @@ class FaceCam(VideoStreamTrack):
         await asyncio.sleep(1 / self._fps)
         if self._n >= self.pose_until:
             self.pose = None
-        base = self.image if self.image is not None else self.actor.poses[self.pose]  # type: ignore[union-attr]
+        if self.scene is not None:
+            base = self.scene(self._n / self._fps)
+        elif self.image is not None:
+            base = self.image
+        else:
+            base = self.actor.poses[self.pose]  # type: ignore[union-attr]
         rgb = base if self.still else live(base, self._rng, self._n / self._fps)
         frame = VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts, frame.time_base = self._n * (90000 // self._fps), fractions.Fraction(1, 90000)

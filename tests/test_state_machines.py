@@ -11,7 +11,6 @@ from vteller.calls.session import Call, CallState
 from vteller.routing import IllegalTransition, TellerState, TellerStatus
 from vteller.routing.tellers import TRANSITIONS as TELLER_T
 
-
 # The expected transitions, written out here (not read from the tables under test).
 T = TellerState
 TELLER_ALLOWED = {

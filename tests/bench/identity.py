@@ -20,18 +20,17 @@ import asyncio
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 
+from tests.conftest import faces_path
 from tests.face_frames import live, selfie
 from vteller.identity import FaceEngine, IdentityPolicy, analyse_reference
 from vteller.identity.session import Analyzer, IdentitySession
 
-FACES = Path(os.environ.get("VTELLER_TESTDATA", Path(__file__).resolve().parents[3] / "shared"
-                            / "testdata")) / "faces"
+FACES = faces_path()
 PAIRS = [("obama.jpg", "obama2.jpg"), ("obama.jpg", "obama3.jpg"), ("biden.jpg", "biden2.jpg"),
          ("kit_harington1.jpg", "kit_harington2.jpg"), ("rose_leslie1.jpg", "rose_leslie2.jpg")]
 FPS = 30
@@ -108,6 +107,7 @@ class VerdictListener:
     def evidence(self, evidence: str, data: dict[str, Any]) -> None: ...
     def challenge(self, challenge: dict[str, Any]) -> None: ...
     def snapshot(self, rgb: Any, frame_at: float, distance: float) -> None: ...
+    def hint(self, code: str) -> None: ...
 
 
 async def verify_once(service: Any, source: FrameSource, reference: np.ndarray

@@ -132,8 +132,23 @@ async function main() {
     $("challenge").dataset.state = m.state;
     $("challenge-step").textContent = m.step ? `Step ${m.step} of ${m.steps}` : (m.state === "running" ? "Identity check" : "");
     $("challenge-prompt").textContent = m.prompt;
-    say(m.prompt, state.elderly);
+    $("challenge-phrase").textContent = m.phrase || "";
+    show($("challenge-phrase"), !!m.phrase);
+    say(m.phrase ? `${m.prompt}: ${m.phrase}` : m.prompt, state.elderly);
     if (m.state !== "running") setTimeout(() => show($("challenge"), false), 4000);
+  });
+  const HINTS = {
+    come_closer: "Please move a little closer to the camera",
+    more_light: "Please move to a brighter place",
+    hold_still: "Please hold your phone still",
+    face_camera: "Please look straight at the camera",
+    alone_in_frame: "Please make sure only you are in the picture",
+  };
+  sig.addEventListener("identity.hint", (ev) => {
+    const text = HINTS[ev.detail.hint];
+    if (!text) return;
+    $("hint").textContent = text; show($("hint"), true); say(text, state.elderly);
+    clearTimeout(state.hintTimer); state.hintTimer = setTimeout(() => show($("hint"), false), 6000);
   });
   $("consent-allow").onclick = () => { show($("consent"), false); sig.send({ type: "assist.respond", allow: true }); startShare(sig); };
   $("consent-deny").onclick = () => { show($("consent"), false); sig.send({ type: "assist.respond", allow: false }); };

@@ -75,6 +75,15 @@ function renderIdentity(s) {
     li.textContent = `${st.prompt}: ${st.state}`; li.dataset.state = st.state; return li;
   }));
   $("id-liveness").disabled = !!(l && l.state === "running");
+  const sp = s.spoken;
+  $("spoken-state").textContent = sp ? sp.state : "not started";
+  show($("spoken-run"), !!(sp && sp.state === "running"));
+  if (sp) {
+    $("spoken-phrase").textContent = sp.phrase;
+    $("spoken-questions").replaceChildren(...sp.questions.map((q) => {
+      const li = document.createElement("li"); li.textContent = q; return li;
+    }));
+  }
 }
 
 function connect() {
@@ -139,6 +148,14 @@ function connect() {
     if (notes.length < 3) { $("error").textContent = "Write what you compared before judging."; return; }
     sig.send({ type: "identity.judge", accept, notes });
   };
+  $("spoken-start").onclick = () => sig.send({ type: "identity.spoken_check", reason: $("spoken-reason").value, notes: $("spoken-notes").value.trim() });
+  const attest = (passed) => {
+    const notes = $("spoken-attest-notes").value.trim();
+    if (notes.length < 3) { $("error").textContent = "Write what you heard and saw before attesting."; return; }
+    sig.send({ type: "identity.attest", passed, notes });
+  };
+  $("spoken-pass").onclick = () => attest(true);
+  $("spoken-fail").onclick = () => attest(false);
   $("id-accept").onclick = () => judge(true);
   $("id-reject").onclick = () => judge(false);
   $("assist-request").onclick = () => sig.send({ type: "assist.request", purpose: $("assist-purpose").value || "guide you in the app" });

@@ -18,7 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from vteller.auth.errors import AuthError
 from vteller.auth.roles import STAFF_ROLES
-from vteller.store import Store, StaffUser
+from vteller.store import StaffUser, Store
 
 USERNAME_PATTERN = r"^[a-z0-9_.-]{2,64}$"
 MIN_PASSWORD = 12

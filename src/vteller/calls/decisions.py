@@ -15,7 +15,6 @@ from vteller.calls.party import Party
 from vteller.calls.session import IN_CALL, Call, CallState
 from vteller.protocol import ErrorCode, ProtocolError
 from vteller.protocol import messages as m
-from vteller.review import missing_evidence
 
 
 class ReviewFacet:
@@ -25,7 +24,9 @@ class ReviewFacet:
         return m.CallContext(
             call_id=call.call_id,
             business_type={"id": call.business_type, "title": bt.title if bt else call.business_type,
-                           "required_evidence": sorted(bt.required_evidence) if bt else []},
+                           "required_evidence": sorted(bt.required_evidence) if bt else [],
+                           "alternatives": {k: sorted(v) for k, v in bt.alternatives.items()}
+                           if bt else {}},
             evidence=sorted(call.evidence),
             destinations=[{"id": d.id, "title": d.title} for d in self._settings.assist.destinations],
             reason_codes=review.reason_codes)
@@ -49,8 +50,7 @@ class ReviewFacet:
         review = self._settings.review
         bt = review.business_type(call.business_type)
         if msg.decision == "approve":
-            missing = missing_evidence(bt.required_evidence if bt else frozenset(),
-                                       call.evidence)
+            missing = bt.missing(call.evidence) if bt else []
             if missing:
                 self._event(call, "teller", "review.refused", missing=missing)
                 raise ProtocolError(ErrorCode.EVIDENCE_MISSING,

@@ -63,6 +63,11 @@ class IdentityBridge:
         if self._live() and customer is not None:
             customer.send(m.IdentityChallenge(**challenge))
 
+    def hint(self, code: str) -> None:
+        customer = self._m.parties.get(self._call.customer_key)
+        if self._live() and customer is not None:
+            customer.send(m.IdentityHint(hint=code))  # type: ignore[arg-type]
+
     def snapshot(self, rgb: Any, frame_at: float, distance: float) -> None:
         call = self._call
         if not self._live() or not call.data_key:
@@ -113,7 +118,28 @@ class IdentityFacet:
                                 "face; no reference photo is enrolled for this customer")
         if session.liveness is not None and not session.liveness.done:
             raise ProtocolError(ErrorCode.WRONG_STATE, "a liveness check is running")
+        if session.spoken is not None and not session.spoken.done:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "a spoken check is running")
         session.start_liveness()
+
+    async def _on_identity_spoken_check(self, party: Party, msg: m.IdentitySpokenCheck) -> None:
+        session = await self._identity_session(self._live_call(party))
+        if msg.reason not in session.policy.alternative_reasons:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "reason must be one of: " +
+                                ", ".join(session.policy.alternative_reasons))
+        if msg.reason == "other" and len(msg.notes.strip()) < 3:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "reason 'other' needs notes")
+        if session.spoken is not None and not session.spoken.done:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "a spoken check is running")
+        if session.liveness is not None and not session.liveness.done:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "a liveness check is running")
+        session.start_spoken(msg.reason, msg.notes)
+
+    def _on_identity_attest(self, party: Party, msg: m.IdentityAttest) -> None:
+        session = self._live_call(party).identity
+        if session is None or session.spoken is None or session.spoken.done:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no spoken check is running")
+        session.attest_spoken(msg.passed, msg.notes)
 
     def _on_identity_judge(self, party: Party, msg: m.IdentityJudge) -> None:
         call = self._live_call(party)

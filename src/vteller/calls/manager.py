@@ -93,6 +93,8 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
             "identity.verify": self._on_identity_verify,
             "identity.liveness": self._on_identity_liveness,
             "identity.judge": self._on_identity_judge,
+            "identity.spoken_check": self._on_identity_spoken_check,
+            "identity.attest": self._on_identity_attest,
         }
 
     def start(self) -> None:

@@ -1,4 +1,4 @@
-"""Face analysis on one image: detect, measure quality, 68 landmarks, 128-d encoding.
+"""Face analysis on one image: detect, measure quality, landmarks, 128-d encoding.
 
 dlib does the work. Its face encoder holds the GIL for its whole forward pass, so the
 server runs this in worker processes (`identity.worker`), never on the event loop.
@@ -7,8 +7,9 @@ uses an engine loads its own copy (``threading.local``).
 
 Models (see README "Models and licences"): dlib's HOG frontal face detector (built
 in), the 5-point landmark model and the ResNet face encoder from
-`face-recognition-models` (public domain), and a configurable 68-point landmark
-model (default dlib's, trained on iBUG 300-W: non-commercial use only).
+`face-recognition-models` (public domain), and the landmark model liveness reads
+(`identity.landmarks`: MediaPipe Face Mesh by default, Apache-2.0; or dlib's 68-point
+model, trained on iBUG 300-W: non-commercial use only).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from pathlib import Path
 import cv2
 import dlib
 import numpy as np
+
+from vteller.identity import landmarks as lm
+from vteller.identity.landmarks import FaceMeasures
 
 with __import__("warnings").catch_warnings():
     __import__("warnings").simplefilter("ignore")  # pkg_resources deprecation notice
@@ -74,7 +78,8 @@ class Observation:
     faces: int
     box: Box | None = None
     quality: Quality | None = None
-    landmarks: np.ndarray | None = None  # (68, 2) float, full resolution
+    landmarks: np.ndarray | None = None  # (N, 2) float, full resolution
+    measures: FaceMeasures | None = None  # what liveness reads from the landmarks
     encoding: np.ndarray | None = None  # (128,) float
     image_size: tuple[int, int] = (0, 0)  # width, height
     cpu_s: float = 0.0
@@ -89,9 +94,12 @@ class FaceEngine:
     """Stateless face analysis; safe to call from many threads at once."""
 
     def __init__(self, landmark_model: Path | None = None, detect_width: int = 320,
-                 upsample: int = 0) -> None:
+                 upsample: int = 0, landmarks: str = "mediapipe") -> None:
+        if landmarks not in lm.MODELS:
+            raise ValueError(f"unknown landmark model {landmarks!r}")
+        self.landmark_kind = landmarks
         self.landmark_model = Path(landmark_model or default_landmark_model())
-        if not self.landmark_model.is_file():
+        if landmarks == "dlib68" and not self.landmark_model.is_file():
             raise FileNotFoundError(f"landmark model not found: {self.landmark_model}")
         self.detect_width = detect_width
         self.upsample = upsample
@@ -101,7 +109,7 @@ class FaceEngine:
         m = self._local
         if not hasattr(m, "detector"):
             m.detector = dlib.get_frontal_face_detector()
-            m.shape68 = dlib.shape_predictor(str(self.landmark_model))
+            m.marks = lm.load(self.landmark_kind, self.landmark_model)
             m.shape5 = dlib.shape_predictor(_models.pose_predictor_five_point_model_location())
             m.encoder = dlib.face_recognition_model_v1(_models.face_recognition_model_location())
         return m
@@ -144,9 +152,12 @@ class FaceEngine:
         return Quality(box.height, float(grey.mean()),
                        float(cv2.Laplacian(grey128, cv2.CV_64F).var()))
 
-    def landmarks(self, rgb: np.ndarray, box: Box) -> np.ndarray:
-        shape = self._m().shape68(rgb, box.rect())
-        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+    @property
+    def scheme(self) -> lm.Scheme:
+        return lm.MEDIAPIPE if self.landmark_kind == "mediapipe" else lm.DLIB68
+
+    def landmarks(self, rgb: np.ndarray, box: Box) -> np.ndarray | None:
+        return self._m().marks.points(rgb, (box.left, box.top, box.right, box.bottom))
 
     def encode(self, rgb: np.ndarray, box: Box) -> np.ndarray:
         m = self._m()
@@ -165,13 +176,16 @@ class FaceEngine:
 
     def analyze(self, rgb: np.ndarray, *, encode: bool = True, landmarks: bool = False,
                 detect_width: int | None = None, upsample: int | None = None,
-                hint: Box | None = None, fallback: bool = True) -> Observation:
+                hint: Box | None = None, fallback: bool = True,
+                max_yaw: float | None = None) -> Observation:
         """Detect, then measure the largest face (encode and landmarks on request).
 
         With a ``hint`` (the last face box) only its neighbourhood is searched; callers
         still scan the whole frame regularly to notice other faces. Without one, the
         downscaled frame is scanned, then (no face found, ``fallback``) the
-        full-resolution one, for faces too small for the copy."""
+        full-resolution one, for faces too small for the copy. With landmarks and
+        ``max_yaw``, a face turned further from frontal is not encoded (its encoding
+        would be a poor sample); ``extra["turned"]`` says so."""
         started = time.thread_time()
         rgb = np.ascontiguousarray(rgb)
         obs_extra: dict[str, float] = {}
@@ -192,6 +206,11 @@ class FaceEngine:
             obs.quality = self.quality(rgb, box)
             if landmarks:
                 obs.landmarks = self.landmarks(rgb, box)
+                if obs.landmarks is not None:
+                    obs.measures = lm.measure(obs.landmarks, self.scheme, obs.image_size)
+                    if max_yaw is not None and abs(obs.measures.yaw) > max_yaw:
+                        obs_extra["turned"] = 1.0
+                        encode = False
             if encode:
                 obs.encoding = self.encode(rgb, box)
         obs.cpu_s = time.thread_time() - started

@@ -10,6 +10,7 @@ stays in charge of what is sent and recorded:
   challenge  the liveness prompt for the customer
   snapshot   the best-matching frame (RGB array; the caller encodes and stores it
              encrypted, off the event loop)
+  hint       what would help the customer be verified (come closer, more light, ...)
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ import structlog
 from vteller.identity import worker
 from vteller.identity.faces import Observation, distance
 from vteller.identity.liveness import (
-    PROMPTS,
     LivenessCheck,
     LivenessState,
+    Prompt,
     Sample,
     choose_challenges,
 )
 from vteller.identity.policy import IdentityPolicy
+from vteller.identity.spoken import SpokenCheck, SpokenState
 from vteller.identity.verify import (
     FINAL,
     PresenceMonitor,
@@ -54,6 +56,13 @@ class IdentityListener(Protocol):
     def evidence(self, evidence: str, data: dict[str, Any]) -> None: ...  # for review
     def challenge(self, challenge: dict[str, Any]) -> None: ...  # the customer's prompt
     def snapshot(self, rgb: Any, frame_at: float, distance: float) -> None: ...  # best frame
+    def hint(self, code: str) -> None: ...  # to the customer: come_closer, more_light, ...
+
+
+# A verification condition -> what the customer is asked to do about it.
+HINTS = {"face_too_small": "come_closer", "poorly_lit": "more_light",
+         "too_blurry": "hold_still", "turned_away": "face_camera", "no_face": "face_camera",
+         "several_faces": "alone_in_frame"}
 
 
 log = structlog.get_logger("vteller.identity")
@@ -73,7 +82,8 @@ class Analyzer:
         return ProcessPoolExecutor(
             self.policy.workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=worker.init,
-            initargs=(self.policy.landmark_model, self.policy.detect_width, self._upsample))
+            initargs=(self.policy.landmark_model, self.policy.detect_width, self._upsample,
+                      self.policy.landmarks))
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -100,6 +110,12 @@ class Analyzer:
 TREND = 20  # distances shown to the teller
 
 
+def _media_time(frame: Any) -> float | None:
+    """The frame's own timestamp in seconds (RTP time through aiortc), if it has one."""
+    pts, base = getattr(frame, "pts", None), getattr(frame, "time_base", None)
+    return float(pts * base) if pts is not None and base is not None else None
+
+
 def _wall(monotonic_at: float) -> float:
     return round(time.time() - (time.monotonic() - monotonic_at), 3)
 
@@ -117,6 +133,7 @@ class IdentitySession:
         self.window: VerificationWindow | None = None
         self.presence: PresenceMonitor | None = None
         self.liveness: LivenessCheck | None = None
+        self.spoken: SpokenCheck | None = None
         self.trend: deque[float] = deque(maxlen=TREND)
         self.verdict_s: float | None = None
         self.judged: str | None = None
@@ -129,7 +146,8 @@ class IdentitySession:
         self._last_fallback = -1e9
         self._small_faces = False
         self._last_box: Any = None
-        self._last_prompt: tuple[str, int] | None = None
+        self._last_prompt: Prompt | None = None
+        self._last_hint: str | None = None
         self._reported: set[tuple[str, str]] = set()  # liveness steps already recorded
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="identity")
@@ -164,6 +182,41 @@ class IdentitySession:
         self._wake.set()
         return actions
 
+    def start_spoken(self, reason: str, notes: str) -> SpokenCheck:
+        """The accessible alternative to gestures (`identity.spoken`): a random phrase
+        for the customer to read aloud and questions for the teller to ask."""
+        if reason not in self.policy.alternative_reasons:
+            raise ValueError("reason")
+        self.spoken = SpokenCheck.start(self.policy, reason, notes, time.monotonic())
+        self._event("identity.spoken_started", reason=reason, notes=notes,
+                    phrase=self.spoken.phrase, questions=self.spoken.questions)
+        self._listener.challenge({
+            "state": "running", "action": "speak_phrase", "phase": "do",
+            "prompt": "Please read these numbers aloud", "phrase": self.spoken.phrase,
+            "step": 1, "steps": 1, "timeout_s": self.policy.spoken_timeout_s})
+        self._status()
+        return self.spoken
+
+    def attest_spoken(self, passed: bool, notes: str) -> SpokenState:
+        """The teller's attestation; a late one is recorded as expired."""
+        check = self.spoken
+        assert check is not None and not check.done
+        now = time.monotonic()
+        elapsed = now - check.started_at
+        state = SpokenState.EXPIRED if elapsed > self.policy.spoken_timeout_s else \
+            SpokenState.PASSED if passed else SpokenState.FAILED
+        check.move(state, now)
+        self._event("identity.spoken_result", state=state.value, attested=passed, notes=notes,
+                    reason=check.reason, phrase=check.phrase, elapsed_s=round(elapsed, 1))
+        if state == SpokenState.PASSED:
+            self._listener.evidence("liveness_attested", {"basis": "teller_attestation",
+                                                          "reason": check.reason})
+        self._listener.challenge({"state": "passed" if state == SpokenState.PASSED else
+                                  "failed", "action": None, "prompt": "Thank you",
+                                  "step": 0, "steps": 1})
+        self._status()
+        return state
+
     def judge(self, accept: bool) -> None:
         """The teller's judgement of a borderline result (recorded by the caller)."""
         self.judged = "accepted" if accept else "rejected"
@@ -184,6 +237,7 @@ class IdentitySession:
             "presence": self.presence.alert.value if self.presence and self.presence.alert
             else None,
             "liveness": self.liveness.summary() if self.liveness else None,
+            "spoken": self.spoken.public() if self.spoken else None,
         }
 
     async def close(self) -> None:
@@ -232,9 +286,11 @@ class IdentitySession:
         rgb = await asyncio.to_thread(frame.to_ndarray, format="rgb24")  # off the loop
         scan = at - self._last_scan >= self.policy.full_scan_every_s
         fallback = at - self._last_fallback >= self.policy.full_scan_every_s
-        obs, grey, diff = await self._analyzer.run(
-            worker.analyse, rgb, encode, live, 0 if self._small_faces else self.policy.detect_width,
-            self._last_grey if live else None, None if scan else self._last_box, fallback)
+        obs, grey, diff, thumb = await self._analyzer.run(
+            worker.analyse, rgb, encode, live or verifying,
+            0 if self._small_faces else self.policy.detect_width,
+            self._last_grey if live else None, None if scan else self._last_box, fallback,
+            self.policy.max_verify_yaw, live)
         if "tracked" not in obs.extra:
             self._last_scan = at
             # faces only found at full resolution: keep looking there while they stay
@@ -263,8 +319,8 @@ class IdentitySession:
         if live and self.liveness is not None:
             if encode and obs.faces == 1:
                 self._last_bind = at
-            sample = Sample(at, obs.faces, obs.landmarks, obs.image_size,
-                            dist if obs.faces == 1 else None, diff)
+            sample = Sample(at, obs.faces, obs.measures, dist if obs.faces == 1 else None,
+                            diff, thumb, _media_time(frame))
             if self.liveness.observe(sample):
                 self._liveness_changed(at)
 
@@ -282,8 +338,15 @@ class IdentitySession:
                 w.condition != Verdict.VERIFYING:
             self.detail = w.detail
             self._status(condition=w.condition.value)
+            self._hint(HINTS.get(w.detail or w.condition.value))
         else:
             self._status()
+
+    def _hint(self, code: str | None) -> None:
+        """Tell the customer what would help (once per change)."""
+        if code is not None and code != self._last_hint:
+            self._last_hint = code
+            self._listener.hint(code)
 
     def _decided(self, verdict: Verdict, w: VerificationWindow, at: float,
                  obs: Observation) -> None:
@@ -345,11 +408,11 @@ class IdentitySession:
         if prompt is None or prompt == self._last_prompt:
             return
         self._last_prompt = prompt
-        action, index = prompt
         self._listener.challenge({
-            "state": "running", "action": action, "prompt": PROMPTS[action],
-            "step": index, "steps": len(check.steps),  # type: ignore[union-attr]
-            "timeout_s": self.policy.challenge_timeout_s})
+            "state": "running", "action": prompt.action, "phase": prompt.phase,
+            "prompt": prompt.text, "step": prompt.step,
+            "steps": len(check.steps),  # type: ignore[union-attr]
+            "timeout_s": self.policy.reaction_max_s})
 
     # ------------------------------------------------------------ output
     def _event(self, kind: str, **data: Any) -> None:

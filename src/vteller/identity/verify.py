@@ -39,11 +39,13 @@ def quality_problem(obs: Observation, policy: IdentityPolicy) -> str | None:
 class VerificationWindow:
     """Aggregates distances to the reference over the last ``window`` usable samples.
 
-    A verdict needs ``min_samples`` usable samples (one face of usable quality), or
-    only ``early_samples`` when every one is ``clear_margin`` beyond a threshold; the
-    median decides: below ``match_threshold`` verified, at or above
-    ``mismatch_threshold`` mismatch, in between needs the teller's review. Until then
-    the current condition (no face, several faces, poor quality) is reported, and
+    A verdict needs ``min_samples`` usable samples (one frontal face of usable
+    quality), or only ``early_samples`` when every one is ``clear_margin`` beyond a
+    threshold; the median decides: below ``match_threshold`` verified, at or above
+    ``mismatch_threshold`` mismatch, in between needs the teller's review. A median
+    within ``straddle_margin`` of a threshold is not decided yet: the window grows to
+    ``window_max`` samples (or the time limit) first. Until then the current
+    condition (no face, several faces, poor quality, turned away) is reported, and
     becomes the verdict if the time limit passes without enough samples.
     """
 
@@ -53,6 +55,7 @@ class VerificationWindow:
     condition: Verdict = Verdict.VERIFYING
     detail: str | None = None
     first_face_at: float | None = None
+    _grown: bool = False
 
     def add(self, obs: Observation, at: float, distance: float | None) -> Verdict:
         """One sample; returns the verdict (VERIFYING while undecided)."""
@@ -62,26 +65,46 @@ class VerificationWindow:
             self.condition, self.detail = Verdict.SEVERAL_FACES, None
         elif (problem := quality_problem(obs, self.policy)) is not None:
             self.condition, self.detail = Verdict.POOR_QUALITY, problem
+        elif "turned" in obs.extra:
+            self.condition, self.detail = Verdict.POOR_QUALITY, "turned_away"
         elif distance is not None:
             if self.first_face_at is None:
                 self.first_face_at = at
             self.condition, self.detail = Verdict.VERIFYING, None
             self.distances.append(distance)
-            while len(self.distances) > self.policy.window:
+            while len(self.distances) > self.policy.window_max:
                 self.distances.popleft()
+        timed_out = at - self.started_at >= self.policy.verify_timeout_s
         if len(self.distances) >= self.policy.min_samples:
+            if self._straddles() and len(self.distances) < self.policy.window_max and \
+                    not timed_out:
+                return Verdict.VERIFYING  # near a threshold: look at more frames first
             return self.decide()
         if len(self.distances) >= self.policy.early_samples and (clear := self._clear()):
             return clear
-        if at - self.started_at >= self.policy.verify_timeout_s:
+        if timed_out:
             if self.distances:
                 return Verdict.NEEDS_REVIEW  # some good samples, too few to decide
             return self.condition if self.condition != Verdict.VERIFYING else Verdict.NO_FACE
         return Verdict.VERIFYING
 
     @property
+    def recent(self) -> list[float]:
+        """The samples the verdict is taken on: the last ``window``, or all (up to
+        ``window_max``) once the window was grown near a threshold."""
+        d = list(self.distances)
+        return d if len(d) > self.policy.window and self._grown else d[-self.policy.window:]
+
+    @property
     def median(self) -> float | None:
-        return statistics.median(self.distances) if self.distances else None
+        return statistics.median(self.recent) if self.distances else None
+
+    def _straddles(self) -> bool:
+        p = self.policy
+        m = statistics.median(list(self.distances)[-p.window:])
+        near = min(abs(m - p.match_threshold), abs(m - p.mismatch_threshold)) < p.straddle_margin
+        self._grown = self._grown or near
+        return near
 
     def _clear(self) -> Verdict | None:
         """Sequential decision: every sample far beyond a threshold decides early."""
@@ -95,7 +118,7 @@ class VerificationWindow:
     def decide(self) -> Verdict:
         m = self.median
         assert m is not None
-        if m < self.policy.match_threshold and max(self.distances) < self.policy.mismatch_threshold:
+        if m < self.policy.match_threshold and max(self.recent) < self.policy.mismatch_threshold:
             return Verdict.VERIFIED
         if m >= self.policy.mismatch_threshold:
             return Verdict.MISMATCH

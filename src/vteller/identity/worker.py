@@ -22,6 +22,7 @@ from vteller.identity.reference import ReferenceFace, analyse_reference
 
 _engine: FaceEngine | None = None
 GREY_WIDTH = 320
+THUMB_SIZE = (32, 24)  # whole-frame thumbnail for scene cuts and loops
 
 
 def _exit_with_parent() -> None:
@@ -35,10 +36,11 @@ def _exit_with_parent() -> None:
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def init(landmark_model: Path | None, detect_width: int, upsample: int) -> None:
+def init(landmark_model: Path | None, detect_width: int, upsample: int,
+         landmarks: str = "mediapipe") -> None:
     global _engine
     _exit_with_parent()
-    _engine = FaceEngine(landmark_model, detect_width, upsample)
+    _engine = FaceEngine(landmark_model, detect_width, upsample, landmarks)
     _engine.warm_up()
 
 
@@ -47,17 +49,19 @@ def ready() -> bool:
 
 
 def analyse(rgb: np.ndarray, encode: bool, landmarks: bool, detect_width: int,
-            prev_grey: np.ndarray | None, hint: Box | None = None, fallback: bool = True
-            ) -> tuple[Observation, np.ndarray | None, float | None]:
-    """Analyse one frame. With landmarks (liveness) also return a small grey copy of
-    the frame and the mean absolute difference of the face region between it and
-    ``prev_grey`` (the same region in both frames: frozen-video detection)."""
+            prev_grey: np.ndarray | None, hint: Box | None = None, fallback: bool = True,
+            max_yaw: float | None = None, liveness: bool | None = None
+            ) -> tuple[Observation, np.ndarray | None, float | None, np.ndarray | None]:
+    """Analyse one frame. For liveness (default: with landmarks) also return a small grey copy of
+    the frame, the mean absolute difference of the face region between it and
+    ``prev_grey`` (the same region in both frames: frozen-video detection) and a
+    32x24 thumbnail of the whole frame with its mean removed (cuts and loops)."""
     assert _engine is not None, "worker not initialised"
     started = time.thread_time()
     obs = _engine.analyze(rgb, encode=encode, landmarks=landmarks, detect_width=detect_width,
-                          hint=hint, fallback=fallback)
-    grey, diff = None, None
-    if landmarks:
+                          hint=hint, fallback=fallback, max_yaw=max_yaw)
+    grey, diff, thumb = None, None, None
+    if landmarks if liveness is None else liveness:
         scale = GREY_WIDTH / rgb.shape[1]
         grey = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY),
                           (GREY_WIDTH, round(rgb.shape[0] * scale)),
@@ -67,8 +71,10 @@ def analyse(rgb: np.ndarray, encode: bool, landmarks: bool, detect_width: int,
             y0, y1 = int(b.top * scale), max(int(b.bottom * scale), int(b.top * scale) + 1)
             x0, x1 = int(b.left * scale), max(int(b.right * scale), int(b.left * scale) + 1)
             diff = float(np.abs(grey[y0:y1, x0:x1] - prev_grey[y0:y1, x0:x1]).mean())
+        thumb = cv2.resize(grey.astype(np.float32), THUMB_SIZE, interpolation=cv2.INTER_AREA)
+        thumb -= thumb.mean()
     obs.cpu_s = time.thread_time() - started
-    return obs, grey, diff
+    return obs, grey, diff, thumb
 
 
 def reference(photo: bytes, policy: IdentityPolicy) -> ReferenceFace:

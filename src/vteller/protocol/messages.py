@@ -166,7 +166,7 @@ class IdentityVerify(_ClientMsg):
 
 
 class IdentityLiveness(_ClientMsg):
-    """Teller starts a liveness check (the server picks 2-3 random challenges)."""
+    """Teller starts a liveness check (the server picks 3-4 random challenges)."""
 
     type: Literal["identity.liveness"]
 
@@ -179,8 +179,26 @@ class IdentityJudge(_ClientMsg):
     notes: Annotated[str, Field(min_length=3, max_length=500)]
 
 
+class IdentitySpokenCheck(_ClientMsg):
+    """Teller starts the spoken alternative to gesture liveness, with the reason (from
+    `identity.alternative_reasons`; `other` needs notes)."""
+
+    type: Literal["identity.spoken_check"]
+    reason: Annotated[str, Field(min_length=1, max_length=64)]
+    notes: Annotated[str, Field(max_length=500)] = ""
+
+
+class IdentityAttest(_ClientMsg):
+    """Teller attests the spoken check: did the customer say the phrase and answer the
+    questions live, on camera?"""
+
+    type: Literal["identity.attest"]
+    passed: bool
+    notes: Annotated[str, Field(min_length=3, max_length=500)]
+
+
 ClientMessage = Annotated[
-    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge,
+    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
@@ -188,7 +206,8 @@ CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
     for m in (Hello, Ping, QueueJoin, QueueLeave, TellerStatus, OfferAccept, OfferReject,
               WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller, SupervisorAssign, AssistRequest,
               AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide,
-              IdentityVerify, IdentityLiveness, IdentityJudge)
+              IdentityVerify, IdentityLiveness, IdentityJudge, IdentitySpokenCheck,
+              IdentityAttest)
 }
 _client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
@@ -217,6 +236,8 @@ ROLES_FOR: dict[str, frozenset[str]] = {
     "identity.verify": frozenset({"teller"}),
     "identity.liveness": frozenset({"teller"}),
     "identity.judge": frozenset({"teller"}),
+    "identity.spoken_check": frozenset({"teller"}),
+    "identity.attest": frozenset({"teller"}),
 }
 
 
@@ -353,7 +374,8 @@ class IdentityStatus(_Msg):
     verdict: Literal["idle", "verifying", "verified", "mismatch", "needs_review", "no_face",
                      "several_faces", "poor_quality", "no_reference"]
     condition: str | None = Field(None, description="while verifying: what the last frame showed")
-    detail: str | None = Field(None, description="poor_quality: face_too_small|poorly_lit|too_blurry")
+    detail: str | None = Field(
+        None, description="poor_quality: face_too_small|poorly_lit|too_blurry|turned_away")
     distance: float | None = Field(None, description="median distance over the window")
     trend: list[float] = Field(description="recent distances, oldest first")
     samples: int
@@ -365,6 +387,8 @@ class IdentityStatus(_Msg):
     presence: str | None = Field(None, description="left_frame|several_faces|different_person")
     liveness: dict[str, Any] | None = Field(
         None, description="{state, reason, phase, steps: [{action, state, prompt, detail}]}")
+    spoken: dict[str, Any] | None = Field(
+        None, description="the spoken alternative: {state, reason, phrase, questions}")
 
 
 class IdentityChallenge(_Msg):
@@ -372,11 +396,23 @@ class IdentityChallenge(_Msg):
 
     type: Literal["identity.challenge"] = "identity.challenge"
     state: Literal["running", "passed", "failed", "timed_out"]
-    action: Literal["calibrate", "blink", "turn_left", "turn_right", "open_mouth"] | None
+    action: Literal["calibrate", "rest", "blink_twice", "blink_three_times", "turn_left",
+                    "turn_right", "tilt_left", "tilt_right", "open_mouth", "smile",
+                    "speak_phrase"] | None
+    phase: Literal["do", "release"] = Field(
+        "do", description="release: the cue to let go of a held action, back to rest")
     prompt: str
     step: int = Field(description="1-based challenge number; 0 while calibrating or done")
     steps: int
     timeout_s: float | None = None
+    phrase: str | None = Field(None, description="speak_phrase: the digits to read aloud")
+
+
+class IdentityHint(_Msg):
+    """To the customer while their face is being verified: what would help."""
+
+    type: Literal["identity.hint"] = "identity.hint"
+    hint: Literal["come_closer", "more_light", "hold_still", "face_camera", "alone_in_frame"]
 
 
 class Dashboard(_Msg):
@@ -404,5 +440,6 @@ SERVER_MESSAGES: dict[str, type[_Msg]] = {
     m.model_fields["type"].default: m
     for m in (Welcome, Pong, QueueStatus, TellerState, OfferIncoming, OfferRevoked,
               CallStarted, WebrtcAnswer, PeerState, CallEnded, Dashboard, AssistStateMsg,
-              NavPrompt, CallContext, ReviewRecorded, IdentityStatus, IdentityChallenge, Error)
+              NavPrompt, CallContext, ReviewRecorded, IdentityStatus, IdentityChallenge,
+              IdentityHint, Error)
 }

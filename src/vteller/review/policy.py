@@ -1,9 +1,12 @@
 """Business types and the evidence an approval needs (`[review]`).
 
-Evidence names are what other capabilities record on a call: `face_verified` and
-`liveness_passed` come from identity. An approve is refused while any
-required evidence of this call is missing; reject (with a configured reason code)
-and incomplete are always possible.
+Evidence names are what other capabilities record on a call: `face_verified`,
+`liveness_passed` and `liveness_attested` (the teller-attested spoken check) come
+from identity. An approve is refused while any required evidence of this call is
+missing; a business type's `alternatives` name what may stand in for a requirement
+(`liveness_attested` for `liveness_passed` unless the type forbids it: video
+identification keeps gesture liveness). Reject (with a configured reason code) and
+incomplete are always possible.
 """
 
 from __future__ import annotations
@@ -17,6 +20,14 @@ class BusinessType(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
     title: str
     required_evidence: frozenset[str] = frozenset()
+    alternatives: dict[str, frozenset[str]] = Field(
+        default_factory=lambda: {"liveness_passed": frozenset({"liveness_attested"})},
+        description="evidence that may stand in for a required one")
+
+    def missing(self, have: set[str]) -> list[str]:
+        """Required evidence neither present nor replaced by an accepted alternative."""
+        return sorted(r for r in self.required_evidence
+                      if r not in have and not self.alternatives.get(r, frozenset()) & have)
 
 
 class ReviewPolicy(BaseModel):
@@ -31,7 +42,8 @@ class ReviewPolicy(BaseModel):
         BusinessType(id="info_change", title="Personal information change",
                      required_evidence=frozenset({"face_verified"})),
         BusinessType(id="video_ident", title="Video identification",
-                     required_evidence=frozenset({"face_verified", "liveness_passed"})),
+                     required_evidence=frozenset({"face_verified", "liveness_passed"}),
+                     alternatives={}),
     ])
     reason_codes: list[str] = Field(default_factory=lambda: [
         "identity_not_confirmed", "documents_missing", "customer_declined",
@@ -40,6 +52,3 @@ class ReviewPolicy(BaseModel):
     def business_type(self, type_id: str) -> BusinessType | None:
         return next((b for b in self.business_types if b.id == type_id), None)
 
-
-def missing_evidence(required: frozenset[str], have: set[str]) -> list[str]:
-    return sorted(required - have)
