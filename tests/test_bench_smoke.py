@@ -38,3 +38,26 @@ def test_storage_bench_runs(capsys):
     main(["--closes", "20", "--log-size", "100", "--track-mb", "4"])
     out = capsys.readouterr().out
     assert "PostgreSQL / SQLite" in out and "S3/filesystem" in out
+
+
+@pytest.mark.faces
+@pytest.mark.nodb
+@pytest.mark.timeout(300)
+def test_liveness_bench_runs(capsys, faces_dir):
+    from tests.bench.liveness import main
+
+    main(["--coop", "3", "--clips", "3", "--sim", "20"])
+    out = capsys.readouterr().out
+    assert "3 challenges: p50" in out and "mediapipe / dlib68" in out
+    assert "passed 0/3" in out
+
+
+@pytest.mark.faces
+@pytest.mark.nodb
+@pytest.mark.timeout(300)
+def test_video_verify_bench_runs(capsys, faces_dir):
+    from tests.bench.video_verify import main
+
+    main(["--frames", "6", "--sizes", "80"])
+    out = capsys.readouterr().out
+    assert "face  80 px genuine" in out and "face  80 px impostor" in out

@@ -243,7 +243,21 @@ async def test_identity_panel_and_liveness_prompts_in_chromium(browser, tmp_path
         await teller.wait_for_selector(
             "#id-liveness-state[data-state=failed], #id-liveness-state[data-state=timed_out]",
             timeout=20000)
-        assert await teller.locator("#id-steps li").count() >= 2
+        assert await teller.locator("#id-steps li").count() >= 3
+
+        # the gestures failed: the teller uses the spoken check instead, with a reason
+        await teller.click("#spoken summary")
+        await teller.select_option("#spoken-reason", "gesture_check_failed")
+        await teller.click("#spoken-start")
+        await customer.wait_for_selector("#challenge-phrase:not([hidden])")
+        phrase = (await customer.text_content("#challenge-phrase")).strip()
+        assert len(phrase.replace(" ", "")) == 6 and phrase.replace(" ", "").isdigit()
+        await teller.wait_for_selector("#spoken-run:not([hidden])")
+        assert (await teller.text_content("#spoken-phrase")).strip() == phrase
+        assert await teller.locator("#spoken-questions li").count() == 2
+        await teller.fill("#spoken-attest-notes", "read the digits and answered both")
+        await teller.click("#spoken-pass")
+        await teller.wait_for_selector("#spoken-state:text('passed')")
         await teller.screenshot(path=str(tmp_path / "teller-identity.png"), full_page=True)
         artefacts = Path("/tmp/vteller-browser")
         artefacts.mkdir(exist_ok=True)

@@ -1,4 +1,5 @@
-"""Every teller and call transition: the legal ones work, the illegal ones are refused."""
+"""Every teller, call, liveness-step and spoken-check transition: the legal ones work,
+the illegal ones are refused."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import pytest
 
 from vteller.calls.session import TRANSITIONS as CALL_T
 from vteller.calls.session import Call, CallState
+from vteller.identity.liveness import STEP_TRANSITIONS, Step, StepState
+from vteller.identity.spoken import TRANSITIONS as SPOKEN_T
+from vteller.identity.spoken import SpokenCheck, SpokenState
 from vteller.routing import IllegalTransition, TellerState, TellerStatus
 from vteller.routing.tellers import TRANSITIONS as TELLER_T
 
@@ -74,3 +78,46 @@ def test_call_ids_never_start_with_a_dash():
     ids = [new_call_id() for _ in range(5000)]
     assert not [i for i in ids if i.startswith("-")]
     assert len(set(ids)) == 5000 and all(len(i) == 16 for i in ids)
+
+
+# Liveness steps and the spoken check, written out here too.
+
+L = StepState
+STEP_ALLOWED = {
+    (L.PENDING, L.REST), (L.PENDING, L.SKIPPED),
+    (L.REST, L.PROMPTED), (L.REST, L.FAILED), (L.REST, L.TIMED_OUT),
+    (L.PROMPTED, L.ACTING), (L.PROMPTED, L.FAILED), (L.PROMPTED, L.TIMED_OUT),
+    (L.ACTING, L.HOLDING), (L.ACTING, L.PASSED), (L.ACTING, L.FAILED),
+    (L.ACTING, L.TIMED_OUT),
+    (L.HOLDING, L.RELEASING), (L.HOLDING, L.FAILED), (L.HOLDING, L.TIMED_OUT),
+    (L.RELEASING, L.PASSED), (L.RELEASING, L.FAILED), (L.RELEASING, L.TIMED_OUT),
+}
+SP = SpokenState
+SPOKEN_ALLOWED = {(SP.RUNNING, SP.PASSED), (SP.RUNNING, SP.FAILED), (SP.RUNNING, SP.EXPIRED)}
+
+
+@pytest.mark.parametrize("src,dst", list(itertools.product(StepState, StepState)))
+def test_liveness_step_transition(src, dst):
+    step = Step("smile", state=src)
+    if (src, dst) in STEP_ALLOWED:
+        step.move(dst)
+        assert step.state == dst
+    else:
+        with pytest.raises(ValueError):
+            step.move(dst)
+
+
+@pytest.mark.parametrize("src,dst", list(itertools.product(SpokenState, SpokenState)))
+def test_spoken_check_transition(src, dst):
+    check = SpokenCheck("disability", "", "123 456", [], 0.0, state=src)
+    if (src, dst) in SPOKEN_ALLOWED:
+        check.move(dst, 1.0)
+        assert check.state == dst and check.ended_at == 1.0
+    else:
+        with pytest.raises(ValueError):
+            check.move(dst, 1.0)
+
+
+def test_identity_tables_hold_exactly_the_expected_transitions():
+    assert {(a, b) for a, bs in STEP_TRANSITIONS.items() for b in bs} == STEP_ALLOWED
+    assert {(a, b) for a, bs in SPOKEN_T.items() for b in bs} == SPOKEN_ALLOWED

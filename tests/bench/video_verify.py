@@ -34,7 +34,8 @@ FACE_PX = (45, 60, 80, 105, 140)
 W, H = 640, 360
 
 
-def phone_frame(engine: FaceEngine, photo: np.ndarray, face_px: int) -> tuple[np.ndarray, np.ndarray]:
+def phone_frame(engine: FaceEngine, photo: np.ndarray,
+                face_px: int) -> tuple[np.ndarray, np.ndarray]:
     """The photo scaled so its face is `face_px` tall, in a 640x360 frame; and the
     frame's landmarks (to turn the head)."""
     box = engine.detect(photo, 0, 1)[0]
@@ -112,6 +113,7 @@ def spread(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--sizes", default=",".join(map(str, FACE_PX)), help="face heights, px")
     args = ap.parse_args(argv)
     faces = faces_path()
     engine = FaceEngine()
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(5)
     print("distances min/median/max; verdicts per clip "
           f"(match < {policy.match_threshold}, mismatch >= {policy.mismatch_threshold})")
-    for px in FACE_PX:
+    for px in (int(x) for x in args.sizes.split(",")):
         clips = {name: clip(engine, photo, px, args.frames, rng) for name, photo in lives.items()}
         rows = {"genuine": ([], [], {}), "impostor": ([], [], {})}
         for ref_name, live_name in product(PEOPLE, PEOPLE):

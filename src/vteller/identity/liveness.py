@@ -2,16 +2,16 @@
 frames the server received. Pure logic: samples in, step changes out.
 
 The check: ``calibrate`` (a steady rest pose is measured: eye and mouth openness,
-mouth width, yaw), then for each challenge a ``rest`` pause of random length (the face
-must stay at rest), the prompt, and the action. An action passes only when:
+mouth width, yaw, roll), then for each challenge a ``rest`` pause of random length
+(the face must stay at rest), the prompt, and the action. An action passes only when:
   * it starts (leaves the rest pose) between `reaction_min_s` and `reaction_max_s`
     after its prompt: not before it (a clip cannot anticipate), not long after;
-  * it has a human shape: a turn moves through intermediate angles at a bounded speed
-    and comes back; "blink twice" is two closures of human blink length with open
-    eyes before, between and after; an open mouth is held wide (speech does not hold
-    it); a smile widens the mouth and is held;
-  * it is the only action: a turn the other way, a mouth opened wide or a smile
-    where not asked fails the check (spontaneous single blinks are allowed);
+  * it has a human shape: a head turn or tilt moves through intermediate angles at a
+    bounded speed; held actions (turns, tilts, open mouth, smile) stay held until a
+    release cue at a random moment and are let go 0.25-`release_max_s` after it (speech
+    does not hold a mouth open); blinks are counted exactly, each of human length;
+  * it is the only action (`EXCLUDED`; spontaneous single blinks are allowed), and
+    all reaction times of the check (to prompts and cues) lie within a band;
   * the video is continuous: no scene cut, no face jumping in position or scale
     between samples, no looped frames, no media clock running backwards or skipping,
     no frozen picture, and every re-encoded face matches the reference.

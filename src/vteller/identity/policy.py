@@ -74,10 +74,10 @@ class IdentityPolicy(BaseModel):
                                        "waiting for the rest pose before a prompt")
     rest_min_s: float = Field(0.2, ge=0, le=10, description="random pause at rest before "
                               "each prompt: shortest")
-    rest_max_s: float = Field(0.8, ge=0, le=20, description="... and longest")
+    rest_max_s: float = Field(0.7, ge=0, le=20, description="... and longest")
     hold_min_s: float = Field(0.5, ge=0.2, le=10, description="held actions: the release "
                               "cue comes at random this long after the full level at least")
-    hold_max_s: float = Field(1.2, ge=0.2, le=20, description="... and at most")
+    hold_max_s: float = Field(1.0, ge=0.2, le=20, description="... and at most")
     action_within_s: float = Field(4.0, gt=0, le=30, description="from its start to its "
                                    "full level (all blinks)")
     reaction_min_s: float = Field(0.25, ge=0, le=2, description="an action starting sooner "
