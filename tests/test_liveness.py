@@ -256,7 +256,7 @@ def test_looped_frames_fail_but_motion_out_and_back_does_not():
 
 
 def test_cut_face_jump_and_media_clock_fail():
-    a, b = _moving_thumbs(1)[0], _moving_thumbs(1, phase=16)[0]
+    a = _moving_thumbs(1)[0]
     check = LivenessCheck(POLICY, ["smile"], 0.0)
     check.observe(Sample(0.0, 1, _measures(), 0.3, thumb=a))
     check.observe(Sample(0.1, 1, _measures(), None, thumb=-a * 3))
@@ -271,7 +271,6 @@ def test_cut_face_jump_and_media_clock_fail():
     for i, media in enumerate((10.0, 10.1, 10.2, 8.0)):
         check.observe(Sample(i * 0.1, 1, _measures(), 0.3, media_t=media))
     assert check.reason == "frame_timing", check.summary()
-    assert b is not None
 
 
 def test_still_photo_fails_as_frozen(bank, obama_ref):
