@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,15 @@ REPO = Path(__file__).resolve().parents[1]
 STAFF_PASSWORD = "correct horse battery staple"
 TEST_PROFILE = {"skills": {"general": 0.8, "card_issuance_review": 0.7}, "languages": ["en"],
                 "certifications": ["elderly_care"], "capability": 0.6}
+
+
+def stop_process(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    """SIGTERM, then SIGKILL if it has not ended within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def free_port() -> int:

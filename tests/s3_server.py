@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import requests
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 
 ACCESS_KEY = "testing-access-key"
 SECRET_KEY = "testing-secret-key-do-not-print"
@@ -43,11 +43,7 @@ class S3Server:
                 "access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 def start_s3(port: int | None = None) -> S3Server:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 
 
 @dataclass
@@ -22,11 +22,7 @@ class ServeProcess:
     passwords: dict[str, str]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None,

@@ -37,6 +37,24 @@ async def consent_round(teller, customer, timeout: float = 10):  # type: ignore[
     teller.inbox.clear()
 
 
+async def end_call_and_verify(server, teller_sig, cust_sig,  # type: ignore[no-untyped-def]
+                              call_id: str, timeout: float) -> None:
+    """Hang up, decide `incomplete`, end wrap-up so the session closes, then the session
+    must verify."""
+    await cust_sig.send({"type": "call.hangup"})
+    await teller_sig.recv("call.ended", timeout=timeout)
+    await teller_sig.send({"type": "review.decide", "decision": "incomplete"})
+    await teller_sig.recv("review.recorded", timeout=timeout)
+    await teller_sig.request({"type": "teller.status", "status": "available"},
+                             "teller.state", state="available")
+    await server.manager.shutdown_cleanups()
+    await server.manager.flush()
+    c = server.components
+    report = await asyncio.to_thread(verify_session, c.store, call_id, c.trail.public_key,
+                                     c.kek, c.blobs)
+    assert report.ok, report.problems
+
+
 @pytest.fixture(scope="module")
 def s3():  # type: ignore[no-untyped-def]
     server = start_s3()
@@ -153,18 +171,8 @@ async def test_postgres_restart_mid_call_loses_nothing_acknowledged(tmp_path):
             except (TimeoutError, AssertionError):
                 await asyncio.sleep(0.5)  # refused with a typed error while it was down
         assert answered
-        await cust_sig.send({"type": "call.hangup"})
-        await teller_sig.recv("call.ended", timeout=15)
-        await teller_sig.send({"type": "review.decide", "decision": "incomplete"})
-        await teller_sig.recv("review.recorded", timeout=15)
-        await teller_sig.request({"type": "teller.status", "status": "available"},
-                                 "teller.state", state="available")
-        await server.manager.shutdown_cleanups()
-        await server.manager.flush()
+        await end_call_and_verify(server, teller_sig, cust_sig, call_id, timeout=15)
         c = server.components
-        report = await asyncio.to_thread(verify_session, c.store, call_id, c.trail.public_key,
-                                         c.kek, c.blobs)
-        assert report.ok, report.problems
         consent = [e for e in c.trail.events(call_id) if e["kind"].startswith("consent.")]
         assert len(consent) >= acked + 2  # every acknowledged step, and the later round
         for sig in (cust_sig, teller_sig):
@@ -206,18 +214,7 @@ async def test_disk_full_under_sqlite_is_a_clear_error_and_the_trail_verifies(tm
             await teller_sig.recv("assist.state", timeout=10, state="stopped")
             cust_sig.inbox.clear()
             await consent_round(teller_sig, cust_sig)
-            await cust_sig.send({"type": "call.hangup"})
-            await teller_sig.recv("call.ended", timeout=10)
-            await teller_sig.send({"type": "review.decide", "decision": "incomplete"})
-            await teller_sig.recv("review.recorded", timeout=10)
-            await teller_sig.request({"type": "teller.status", "status": "available"},
-                                     "teller.state", state="available")
-            await server.manager.shutdown_cleanups()
-            await server.manager.flush()
-            c = server.components
-            report = await asyncio.to_thread(verify_session, c.store, call_id,
-                                             c.trail.public_key, c.kek, c.blobs)
-            assert report.ok, report.problems
+            await end_call_and_verify(server, teller_sig, cust_sig, call_id, timeout=10)
             for sig in (cust_sig, teller_sig):
                 await sig.close()
         finally:

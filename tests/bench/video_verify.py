@@ -24,7 +24,13 @@ import numpy as np
 
 from tests.conftest import faces_path
 from tests.face_frames import live, turn
-from vteller.identity import FaceEngine, IdentityPolicy, analyse_reference, distance
+from vteller.identity import (
+    FaceEngine,
+    IdentityPolicy,
+    Observation,
+    analyse_reference,
+    distance,
+)
 from vteller.identity.verify import Verdict, VerificationWindow, quality_problem
 
 PEOPLE = {"obama": ("obama.jpg", "obama2.jpg"), "biden": ("biden.jpg", "biden2.jpg"),
@@ -83,8 +89,9 @@ def measure(engine: FaceEngine, policy: IdentityPolicy, frames: list[np.ndarray]
     every, preferred = [], []
     window = VerificationWindow(policy, 0.0)
     verdict = Verdict.VERIFYING
+    last = Observation(faces=0)
     for i, rgb in enumerate(frames):
-        obs = engine.analyze(rgb, encode=True, landmarks=True, detect_width=0)
+        obs = last = engine.analyze(rgb, encode=True, landmarks=True, detect_width=0)
         if obs.faces != 1 or obs.encoding is None:
             continue
         d = distance(obs.encoding, reference)
@@ -93,12 +100,11 @@ def measure(engine: FaceEngine, policy: IdentityPolicy, frames: list[np.ndarray]
         if frontal and quality_problem(obs, policy) is None:
             preferred.append(d)
         if verdict == Verdict.VERIFYING:
-            obs_for_window = obs
             if not frontal:
-                obs_for_window.extra["turned"] = 1.0
-            verdict = window.add(obs_for_window, i / 5, d if frontal else None)
-    if verdict == Verdict.VERIFYING:
-        verdict = window.add(obs, policy.verify_timeout_s, None)  # type: ignore[possibly-undefined]
+                obs.extra["turned"] = 1.0  # as the server's engine marks it
+            verdict = window.add(obs, i / 5, d if frontal else None)
+    if verdict == Verdict.VERIFYING:  # the clip ended undecided: the time limit decides
+        verdict = window.add(last, policy.verify_timeout_s, None)
     detail = f":{window.detail}" if verdict == Verdict.POOR_QUALITY and window.detail else ""
     return every, preferred, verdict.value + detail
 

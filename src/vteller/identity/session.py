@@ -184,9 +184,8 @@ class IdentitySession:
 
     def start_spoken(self, reason: str, notes: str) -> SpokenCheck:
         """The accessible alternative to gestures (`identity.spoken`): a random phrase
-        for the customer to read aloud and questions for the teller to ask."""
-        if reason not in self.policy.alternative_reasons:
-            raise ValueError("reason")
+        for the customer to read aloud and questions for the teller to ask (the caller
+        has checked `reason` against `alternative_reasons`)."""
         self.spoken = SpokenCheck.start(self.policy, reason, notes, time.monotonic())
         self._event("identity.spoken_started", reason=reason, notes=notes,
                     phrase=self.spoken.phrase, questions=self.spoken.questions)
