@@ -45,7 +45,8 @@ class PoseBank:
     def __init__(self, photos: list[Path], engine: FaceEngine) -> None:
         self.actors = [ff.Actor(p) for p in photos]
         self.engine = engine
-        self._cache: dict[tuple[Any, ...], tuple[np.ndarray, Any, np.ndarray]] = {}
+        self._images: dict[tuple[Any, ...], np.ndarray] = {}
+        self._cache: dict[tuple[Any, ...], tuple[Any, np.ndarray]] = {}  # measured
 
     def key(self, pose: Pose) -> tuple[Any, ...]:
         if pose.action is None or pose.amount == 0:
@@ -57,28 +58,43 @@ class PoseBank:
 
     def image(self, pose: Pose) -> np.ndarray:
         photo, action, q = k = self.key(pose)
-        if k not in self._cache:
+        if k not in self._images:
             actor = self.actors[photo]
             base, pts = actor.neutral, actor.pts
             amount = q / LEVELS
-            img = {None: lambda: base,
-                   "blink": lambda: actor.poses["blink"],
-                   "turn": lambda: ff.turn(base, pts, TURN_MAX * amount),
-                   "tilt": lambda: ff.tilt(base, pts, TILT_MAX * amount),
-                   "open_mouth": lambda: ff.open_mouth(base, pts, 0.45 * amount),
-                   "smile": lambda: ff.smile(base, pts, 0.4 * amount)}[action]()
+            self._images[k] = {
+                None: lambda: base,
+                "blink": lambda: actor.poses["blink"],
+                "turn": lambda: ff.turn(base, pts, TURN_MAX * amount),
+                "tilt": lambda: ff.tilt(base, pts, TILT_MAX * amount),
+                "open_mouth": lambda: ff.open_mouth(base, pts, 0.45 * amount),
+                "smile": lambda: ff.smile(base, pts, 0.4 * amount)}[action]()
+        return self._images[k]
+
+    def render_all(self) -> None:
+        """Render every pose now (a camera showing them must not stall on a render)."""
+        for photo in range(len(self.actors)):
+            self.image(Pose("blink", 1, photo))
+            for action in ("turn", "tilt", "open_mouth", "smile"):
+                low = -LEVELS if action in ("turn", "tilt") else 1
+                for q in range(low, LEVELS + 1):
+                    self.image(Pose(action, q / LEVELS, photo))
+
+    def _measured(self, pose: Pose) -> tuple[Any, np.ndarray]:
+        k = self.key(pose)
+        if k not in self._cache:
+            img = self.image(pose)
             obs = self.engine.analyze(img, encode=False, landmarks=True)
             grey = cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), worker.THUMB_SIZE,
                               interpolation=cv2.INTER_AREA).astype(np.float32)
-            self._cache[k] = (img, obs, grey - grey.mean())
-        return self._cache[k][0]
+            self._cache[k] = (obs, grey - grey.mean())
+        return self._cache[k]
 
     def sample(self, pose: Pose, at: float, distance: float, rng: np.random.Generator,
                frame_no: int) -> Sample:
         """The sample the server would make of this pose (measured once, cached); the
         camera's sensor noise shows as a frame difference and thumbnail jitter."""
-        self.image(pose)
-        _, obs, thumb = self._cache[self.key(pose)]
+        obs, thumb = self._measured(pose)
         m = obs.measures
         if m is not None:  # landmark jitter of a live camera
             j = rng.normal(0, 1, 6)

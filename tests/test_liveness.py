@@ -210,6 +210,28 @@ def test_action_before_the_prompt_fails():
     assert check.reason == "unprompted_action", check.summary()
 
 
+def test_reaction_counts_from_the_prompts_sending_not_from_a_late_analysed_frame():
+    """The frame that led to the prompt arrived at t, but its analysis (and the prompt)
+    finished 0.8 s later: a smile 0.5 s after the prompt went out is a reaction (0.5 s),
+    and the same smile in a frame received before the prompt went out is not."""
+    check = LivenessCheck(POLICY, ["smile"], 0.0, rng=random.Random(1))
+    t = 0.0
+    while check.prompt().action != "smile":
+        check.observe(Sample(t, 1, _measures()), now=t + 0.8)
+        t = round(t + 0.1, 3)
+    sent = t - 0.1 + 0.8
+    assert check.steps[0].prompted_at == pytest.approx(sent)
+    _feed(check, [{"smile": 1.05}] * 3, start=sent + 0.5)
+    assert check.steps[0].detail["reaction_s"] == pytest.approx(0.5), check.summary()
+    check = LivenessCheck(POLICY, ["smile"], 0.0, rng=random.Random(1))
+    t = 0.0
+    while check.prompt().action != "smile":
+        check.observe(Sample(t, 1, _measures()), now=t + 0.8)
+        t = round(t + 0.1, 3)
+    _feed(check, [{"smile": 1.05}] * 3, start=t + 0.3)  # received before it was sent
+    assert check.reason == "anticipated", check.summary()
+
+
 def test_another_action_during_a_challenge_fails():
     check, t = _prompted("blink_twice")
     _feed(check, [{}] * 4 + [{"yaw": y} for y in (5, 10, 16, 20)], start=t)

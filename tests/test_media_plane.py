@@ -7,6 +7,7 @@ import asyncio
 import fractions
 import hashlib
 import io
+import itertools
 import threading
 import time
 
@@ -161,6 +162,29 @@ async def test_analysis_tap_decodes_latest_frame_at_consumer_rate(encoded_call):
     assert 6 <= len(got) <= 12, len(got)  # ~5 per second, never more
     assert (got[-1].width, got[-1].height) == (640, 480)
     assert tap.decoded > len(got)  # decoded every frame, handed over only the newest
+
+
+async def test_analysis_tap_keeps_a_grid_for_a_consumer_that_fell_behind(encoded_call):
+    """Liveness must not skip the frames that arrived while one analysis took long (a
+    blink lasts 0.1-0.4 s): the tap keeps the first frame of every 0.1 s for 1 s."""
+    _, _, call, *_ = encoded_call
+    tap = LatestFrameTap(call.feeds["customer.video"])
+    call.feeds["customer.video"].add_tap(tap)
+    tap.keep_grid(0.1, 1.0)
+    await asyncio.sleep(2.5)  # a consumer busy for 2.5 s
+    got, at = [], -1.0
+    while (item := tap.next_after(at)) is not None:
+        got.append(item[1])
+        at = item[1]
+    latest = tap.latest
+    tap.keep_grid(0.1, 0.0)  # back to the newest frame only
+    newest = tap.next_after(-1.0)
+    await asyncio.to_thread(tap.close)
+    assert 7 <= len(got) <= 11, got  # the last second, in order, one per 0.1 s interval
+    assert all(b // 0.1 > a // 0.1 for a, b in itertools.pairwise(got)), got
+    assert got[-1] - got[0] <= 1.0
+    assert latest is not None and latest[1] // 0.1 == got[-1] // 0.1  # up to the newest
+    assert newest is not None and newest[1] >= latest[1]
 
 
 def decrypt_recordings(server, call_id: str, folder) -> dict[str, bytes]:  # type: ignore[no-untyped-def]

@@ -216,6 +216,7 @@ class LivenessCheck:
     _thumbs: list[tuple[float, np.ndarray]] = field(default_factory=list)
     _loop_lags: list[float] = field(default_factory=list)
     _media: tuple[float, float] | None = None  # (receive time, media time) of the last frame
+    _now: float = 0.0  # when a prompt changed by the sample being judged goes out
 
     def __post_init__(self) -> None:
         self.steps = [Step(a) for a in self.actions]
@@ -251,16 +252,18 @@ class LivenessCheck:
                 "steps": [s.public() for s in self.steps], "bound_samples": self.bound}
 
     # -------------------------------------------------------------- input
-    def observe(self, s: Sample) -> bool:
-        """Judge one sample. Returns True when the prompt or state changed."""
+    def observe(self, s: Sample, now: float | None = None) -> bool:
+        """Judge one sample. Returns True when the prompt or state changed.
+
+        `now` is when a changed prompt goes out (default: the sample's time). A sample
+        analysed late is older than that, and reactions count from the prompt's sending,
+        not from the frame that led to it."""
         if self.done:
             return False
+        self._now = s.at if now is None else max(now, s.at)
         self.samples += 1
-        if s.distance is not None:
-            if s.distance >= self.policy.mismatch_threshold:
-                return self._end(LivenessState.FAILED, "different_face", s.at,
-                                 distance=round(s.distance, 3))
-            self.bound += 1
+        if s.distance is not None and self.bind(s.at, s.distance):
+            return True
         if s.frame_diff is not None and self._frozen(s.at, s.frame_diff):
             return self._end(LivenessState.FAILED, "frozen_video", s.at,
                              median_change=round(statistics.median(d for _, d in self._diffs), 3))
@@ -285,6 +288,18 @@ class LivenessCheck:
             return self._end(LivenessState.FAILED, "interrupted", s.at,
                              gap_s=round(s.at - last[0], 3))
         return self._judge(step, s.at, m, last) or self._check_timeout(s.at)
+
+    def bind(self, at: float, distance: float) -> bool:
+        """The face at `at` measured `distance` from the reference (encoded apart from
+        the samples, so a slow encoding never leaves a gap in them). True if it ended
+        the check: another person's face."""
+        if self.done:
+            return False
+        if distance >= self.policy.mismatch_threshold:
+            return self._end(LivenessState.FAILED, "different_face", at,
+                             distance=round(distance, 3))
+        self.bound += 1
+        return False
 
     def tick(self, at: float) -> bool:
         """Time passes without samples (no frames at all): enforce timeouts."""
@@ -361,7 +376,7 @@ class LivenessCheck:
                 step.prompt_due = at + self.rng.uniform(p.rest_min_s, p.rest_max_s)
             if at >= step.prompt_due:
                 step.move(StepState.PROMPTED)
-                step.prompted_at = at
+                step.prompted_at = self._now
                 return True
             return False
         wrong = [a for a in EXCLUDED[step.action] if showing[a]]
@@ -444,7 +459,7 @@ class LivenessCheck:
                                   held_s=round(step.dropped_at - d["reached_at"], 3))
             if at >= (step.release_due or at):
                 step.move(StepState.RELEASING)
-                step.release_at = at
+                step.release_at = self._now
                 d["held_s"] = round(at - d["reached_at"], 3)
                 return True
             return False

@@ -108,6 +108,7 @@ class Analyzer:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 TREND = 20  # distances shown to the teller
+GRID_KEEP_S = 1.5  # liveness: frames kept for an analysis that fell behind (one per 1/rate)
 
 
 def _media_time(frame: Any) -> float | None:
@@ -142,6 +143,7 @@ class IdentitySession:
         self._best: tuple[float, np.ndarray, float] | None = None
         self._last_grey: np.ndarray | None = None
         self._last_bind = -1e9
+        self._bind_task: asyncio.Task[None] | None = None
         self._last_scan = -1e9
         self._last_fallback = -1e9
         self._small_faces = False
@@ -240,9 +242,11 @@ class IdentitySession:
         }
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        for task in (self._task, self._bind_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # ------------------------------------------------------------ loop
     def _rate(self) -> float:
@@ -263,26 +267,36 @@ class IdentitySession:
                 await self._wake.wait()
                 continue
             started = time.monotonic()
-            latest = self._tap.latest
-            if latest is not None and latest[1] != last_at:
-                last_at = latest[1]
+            live = self.liveness is not None and not self.liveness.done
+            # liveness judges short events (blinks): every 1/rate interval's frame is kept
+            # and judged in order, even when one analysis took longer than the interval
+            self._tap.keep_grid(1.0 / rate, GRID_KEEP_S if live else 0.0)
+            frame = self._tap.next_after(last_at)
+            if frame is not None:
+                last_at = frame[1]
                 try:
-                    await self._sample(*latest)
+                    await self._sample(*frame)
                 except Exception:  # noqa: BLE001 - one bad frame must not end the checks
                     log.exception("identity_sample_failed")
             elif self.liveness is not None and self.liveness.tick(time.monotonic()):
                 self._liveness_changed(time.monotonic())
             self._wake.clear()
-            delay = max(0.0, 1.0 / rate - (time.monotonic() - started))
+            behind = live and self._tap.next_after(last_at) is not None
+            delay = 0.0 if behind else max(0.0, 1.0 / rate - (time.monotonic() - started))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
     async def _sample(self, frame: Any, at: float) -> None:
         live = self.liveness is not None and not self.liveness.done
         verifying = self.verdict == Verdict.VERIFYING
-        encode = verifying or (self.presence is not None and not live) or (
-            live and at - self._last_bind >= self.policy.bind_every_s)
+        encode = verifying or (self.presence is not None and not live)
         rgb = await asyncio.to_thread(frame.to_ndarray, format="rgb24")  # off the loop
+        if live and at - self._last_bind >= self.policy.bind_every_s and \
+                self._reference is not None and self._bind_task is None:
+            # the face is encoded beside the samples (on another worker), so the ~150 ms
+            # encoding never opens a gap in which a blink goes unseen
+            self._last_bind = at
+            self._bind_task = asyncio.create_task(self._bind(rgb, at), name="identity-bind")
         scan = at - self._last_scan >= self.policy.full_scan_every_s
         fallback = at - self._last_fallback >= self.policy.full_scan_every_s
         obs, grey, diff, thumb = await self._analyzer.run(
@@ -316,12 +330,31 @@ class IdentitySession:
                             faces=obs.faces)
                 self._status()
         if live and self.liveness is not None:
-            if encode and obs.faces == 1:
-                self._last_bind = at
-            sample = Sample(at, obs.faces, obs.measures, dist if obs.faces == 1 else None,
-                            diff, thumb, _media_time(frame))
-            if self.liveness.observe(sample):
+            sample = Sample(at, obs.faces, obs.measures, None, diff, thumb, _media_time(frame))
+            if self.liveness.observe(sample, time.monotonic()):
                 self._liveness_changed(at)
+
+    async def _bind(self, rgb: np.ndarray, at: float) -> None:
+        """Encode the liveness face at `at` and compare it with the reference: the
+        check is bound to the enrolled person, not only to a live one."""
+        check, reference = self.liveness, self._reference
+        try:
+            # with landmarks, so that a face turned past max_verify_yaw is not encoded
+            obs, *_ = await self._analyzer.run(
+                worker.analyse, rgb, True, True, 0 if self._small_faces else
+                self.policy.detect_width, None, self._last_box, True,
+                self.policy.max_verify_yaw, False)
+            if obs.encoding is None or obs.faces != 1 or check is None or reference is None:
+                return
+            self.cpu_s += obs.cpu_s
+            dist = distance(obs.encoding, reference)
+            self.trend.append(dist)
+            if check.bind(at, dist):
+                self._liveness_changed(time.monotonic())
+        except Exception:  # a failed encoding only skips one binding
+            log.exception("identity_bind_failed")
+        finally:
+            self._bind_task = None
 
     # ------------------------------------------------------------ verification
     def _verify_step(self, obs: Observation, at: float, dist: float | None,

@@ -245,7 +245,13 @@ class TrackRecorder(_Worker):
 
 class LatestFrameTap(_Worker):
     """Decodes one feed (only the customer camera is ever analysed) and keeps the newest
-    frame. Consumers pull at their own rate; nothing queues up behind them."""
+    frame. Consumers pull at their own rate; nothing queues up behind them.
+
+    A consumer that must not miss short events (a blink lasts 0.1-0.4 s) calls
+    `keep_grid`: the tap then also keeps the first frame of every `spacing_s` interval
+    for up to `keep_s`,
+    and `next_after` hands them over in order, so a consumer slowed down for a moment
+    catches up instead of skipping what happened meanwhile."""
 
     poll_s = 0.03
 
@@ -253,17 +259,44 @@ class LatestFrameTap(_Worker):
         self._decoder: Any = None
         self.latest: tuple[av.VideoFrame, float] | None = None
         self.decoded = 0
+        self._grid: deque[tuple[av.VideoFrame, float]] = deque()
+        self._spacing_s = 0.0
+        self._keep_s = 0.0
         super().__init__(feed, backlog, f"analysis:{feed.name}")
+
+    def keep_grid(self, spacing_s: float, keep_s: float) -> None:
+        """Keep one frame per `spacing_s` interval for `keep_s` (0: only the newest)."""
+        self._spacing_s, self._keep_s = spacing_s, keep_s
+        if keep_s <= 0:
+            self._grid = deque()
 
     def handle(self, item: MediaItem) -> None:
         if not self.feed.encoded:  # transcode mode: already a frame
-            self.latest = (item.payload, item.received_at)
+            self._store(item.payload, item.received_at)
             return
         if self._decoder is None:
             self._decoder = av.CodecContext.create(self.feed.codec or "vp8", "r")
         for frame in self._decoder.decode(av.Packet(bytes(item.payload))):
             self.decoded += 1
-            self.latest = (frame, item.received_at)
+            self._store(frame, item.received_at)
+
+    def _store(self, frame: av.VideoFrame, at: float) -> None:
+        self.latest = (frame, at)
+        if self._keep_s <= 0:
+            return
+        grid = self._grid  # replaced, never cleared, by keep_grid: no lock needed
+        if not grid or at // self._spacing_s > grid[-1][1] // self._spacing_s:
+            grid.append((frame, at))
+            while at - grid[0][1] > self._keep_s:
+                grid.popleft()
+
+    def next_after(self, at: float) -> tuple[av.VideoFrame, float] | None:
+        """The oldest kept frame received after `at` (keeping a grid), else the newest
+        frame if it is newer than `at`, else None."""
+        if self._keep_s > 0:
+            return next((item for item in list(self._grid) if item[1] > at), None)
+        latest = self.latest
+        return latest if latest is not None and latest[1] > at else None
 
     async def frames(self, rate_hz: float) -> AsyncIterator[tuple[av.VideoFrame, float]]:
         """The newest frame at most ``rate_hz`` times a second (never the same twice)."""
