@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
@@ -65,6 +66,24 @@ class SignalClient:
                 await asyncio.wait_for(self._new.wait(), remaining)
             except TimeoutError:
                 pass
+
+    async def recv_any(self, *wanted: tuple[str, dict[str, Any]], timeout: float = 10.0
+                       ) -> dict[str, Any]:
+        """The first buffered or future message matching any (type, fields) of `wanted`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, msg in enumerate(self.inbox):
+                if any(msg.get("type") == t and all(msg.get(k) == v for k, v in f.items())
+                       for t, f in wanted):
+                    return self.inbox.pop(i)
+            if self.closed.is_set():
+                raise ConnectionError(f"closed while waiting for {wanted}; inbox={self.inbox}")
+            self._new.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"none of {wanted}; inbox={self.inbox}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new.wait(), remaining)
 
     async def error(self, code: str, timeout: float = 5.0) -> dict[str, Any]:
         return await self.recv("error", timeout, code=code)

@@ -61,3 +61,14 @@ def test_video_verify_bench_runs(capsys, faces_dir):
     main(["--frames", "6", "--sizes", "80"])
     out = capsys.readouterr().out
     assert "face  80 px genuine" in out and "face  80 px impostor" in out
+
+
+@pytest.mark.timeout(120)
+def test_routing_redis_bench_runs(capsys):
+    from tests.bench.routing_redis import main
+    from tests.test_routing_contract import redis_client
+
+    redis_client()  # skips without a Redis (not in CI, which requires one)
+    result = main(waiting=300, tellers=20, decisions=50)
+    assert 0 < result["redis_p50_us"] <= result["redis_p99_us"]
+    assert "Redis / memory" in capsys.readouterr().out

@@ -57,6 +57,19 @@ async def test_language_mismatch_not_offered(server):
     await teller.close()
 
 
+async def test_chinese_speaking_customer_reaches_a_chinese_speaking_teller(server):
+    server.add_staff("zh1", profile={"skills": {"general": 0.8}, "languages": ["zh"]})
+    english = await server.teller("teller1")
+    chinese = await server.teller("zh1")
+    c = await server.customer("c-zh")
+    await c.send({"type": "queue.join", "language": "zh"})
+    offer = await chinese.recv("offer.incoming")
+    assert offer["language"] == "zh"  # the teller sees whom to greet in Chinese
+    assert not [m for m in english.inbox if m["type"] == "offer.incoming"]
+    for s in (c, english, chinese):
+        await s.close()
+
+
 @pytest.mark.settings(routing={"wrap_up_s": 0.5})
 async def test_wrap_up_timer_and_extension(server):
     teller = await server.teller("teller1")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import socket
 import sys
 from dataclasses import dataclass
 
@@ -28,6 +30,8 @@ from vteller.gateway.audit_api import AuditApi
 from vteller.gateway.ws import SignalingEndpoint
 from vteller.identity import IdentityService
 from vteller.observability import Metrics
+from vteller.routing.redis_store import PrefixTaken, RoutingUnavailable
+from vteller.routing.store import RoutingStore, make_router
 from vteller.store import (
     BlobStore,
     FileBlobStore,
@@ -44,7 +48,7 @@ DEV_PROFILES: dict[str, dict[str, object]] = {"auditlead1": {"permissions": ["re
 DEV_TELLER_PROFILE = {
     "skills": {"general": 0.8, "card_issuance_review": 0.8, "password_reset": 0.8,
                "info_change": 0.7, "video_ident": 0.7},
-    "languages": ["en"], "certifications": ["elderly_care"], "capability": 0.7}
+    "languages": ["en", "zh"], "certifications": ["elderly_care"], "capability": 0.7}
 DEV_CREDENTIALS = "dev-credentials.txt"
 DEV_BACKEND = "dev-backend"
 APP_KEY = web.AppKey("vteller", object)
@@ -64,6 +68,7 @@ class Components:
     blobs: BlobStore
     identity: IdentityService
     access: AccessLog
+    router: RoutingStore
     manager: CallManager | None = None
 
 
@@ -192,6 +197,17 @@ def build(settings: Settings, serving: bool = True) -> Components:
         identity = IdentityService(settings.identity, store, kek, trail)
     except FileNotFoundError as exc:
         raise SettingsError(f"VTELLER_IDENTITY__LANDMARK_MODEL: {exc}") from None
+    try:
+        router = make_router(settings.routing, settings.redis_url, settings.redis_prefix,
+                             node=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+                             if serving else None)
+    except RoutingUnavailable as exc:
+        raise SettingsError(f"VTELLER_REDIS_URL: {exc}") from None
+    except PrefixTaken as exc:
+        raise SettingsError(f"VTELLER_REDIS_PREFIX: {exc}; one node per prefix until the "
+                            "cluster is built") from None
+    except ValueError as exc:  # a malformed URL
+        raise SettingsError(f"VTELLER_REDIS_URL: {exc}") from None
     return Components(
         settings=settings,
         store=store,
@@ -206,6 +222,7 @@ def build(settings: Settings, serving: bool = True) -> Components:
         blobs=blobs,
         identity=identity,
         access=AccessLog(store, signer),
+        router=router,
     )
 
 
@@ -228,7 +245,7 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
         if sealed:
             log.warning("sealed_incomplete_sessions", count=len(sealed))
         c.manager = CallManager(settings, c.store, c.metrics, c.kek, c.trail, c.blobs,
-                                c.identity)
+                                c.identity, c.router)
         c.manager.start()
         endpoint._manager = c.manager
         c.metrics.service.source = c.manager.dashboard
@@ -236,6 +253,7 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
         yield
         c.metrics.loop_lag.stop()
         await c.manager.shutdown()
+        c.router.close()  # gives up this node's hold on a Redis prefix
         c.identity.close()
         await c.store.purge_sessions()
 

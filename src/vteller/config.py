@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="postgresql://user[:password]@host[:port]/db for PostgreSQL "
         "(several processes/nodes); unset: the embedded SQLite file under data_dir")
+    redis_url: str | None = Field(
+        None, description="redis://[:password@]host[:port][/db] for the shared routing "
+        "store (queue and teller states of several processes); unset: in this process")
+    redis_prefix: str = Field("{vteller}:", min_length=1, max_length=64,
+                              description="key prefix in Redis (one per deployment)")
     certs_dir: Path = Path("certs")
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

@@ -63,6 +63,13 @@ class FrameSource:
             n += 1
             await asyncio.sleep(max(0.0, started + n / FPS - time.monotonic()))
 
+    def keep_grid(self, spacing_s: float, keep_s: float) -> None:
+        """Frames come from memory at FPS: nothing is ever missed, nothing to keep."""
+
+    def next_after(self, at: float) -> tuple[av.VideoFrame, float] | None:
+        latest = self.latest
+        return latest if latest is not None and latest[1] > at else None
+
     def stop(self) -> None:
         if self._task:
             self._task.cancel()

@@ -36,6 +36,7 @@ from vteller.observability import Metrics
 from vteller.protocol import ErrorCode, ProtocolError
 from vteller.protocol import messages as m
 from vteller.routing import IllegalTransition, Router, ServiceStats
+from vteller.routing.redis_store import RoutingUnavailable
 from vteller.routing.store import RoutingStore
 from vteller.store import BlobStore, Store
 
@@ -50,7 +51,8 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
                   HostFacet):
     def __init__(self, settings: Settings, store: Store, metrics: Metrics,
                  kek: KekProvider, trail: AuditTrail, blobs: BlobStore,
-                 identity: IdentityService | None = None) -> None:
+                 identity: IdentityService | None = None,
+                 router: RoutingStore | None = None) -> None:
         self._settings = settings
         self._blocked_ice = settings.blocked_ice_networks()
         self._identity = identity
@@ -60,7 +62,7 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
         self._store = store
         self._metrics = metrics
         self.policy = settings.routing
-        self.router: RoutingStore = Router(self.policy)
+        self.router: RoutingStore = router or Router(self.policy)
         self.stats = ServiceStats(self.policy.service_level_threshold_s,
                                   self.policy.default_handle_time_s)
         self._wrap_timers: dict[str, asyncio.Task[None]] = {}
@@ -68,6 +70,7 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
         self.calls: dict[str, Call] = {}
         self._by_resume: dict[str, str] = {}
         self._ring: dict[str, asyncio.Task[None]] = {}
+        self._unsure: set[str] = set()  # enqueued while the routing store timed out
         self._cleanups: set[asyncio.Future[Any]] = set()
         self._journal = Journal()
         self._ticker: asyncio.Task[None] | None = None
@@ -161,12 +164,15 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
         while True:
             await asyncio.sleep(TICK_S)
             try:
-                self._dispatch()
-                self._push_queue_status()
-                self._push_dashboard()
                 for call in list(self.calls.values()):
                     if call.state in IN_CALL:
                         self._check_assist(call)
+                self._undo_unsure()
+                self._dispatch()
+                self._push_queue_status()
+                self._push_dashboard()
+            except RoutingUnavailable:
+                log.warning("tick_skipped", reason="routing store unreachable")
             except Exception:
                 log.exception("tick_failed")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import time
 from typing import Any
 
 import structlog
@@ -22,7 +21,9 @@ from vteller.protocol import messages as m
 from vteller.routing import (
     TellerProfile,
     TellerState,
+    clock,
 )
+from vteller.routing.redis_store import RoutingUnavailable
 
 log = structlog.get_logger("vteller.calls")
 
@@ -95,11 +96,14 @@ class PartiesFacet:
             return  # superseded connection
         party.conn = None
         if party.role == "teller":
-            if self.router.teller(party.principal).state == TellerState.OFFERED:
-                self._offer_failed(party, "teller_disconnected", decline=False)
-            if self.router.teller(party.principal).state in (TellerState.AVAILABLE,
-                                                             TellerState.BREAK):
-                self.router.set_state(party.principal, TellerState.OFFLINE)
+            try:
+                if self.router.teller(party.principal).state == TellerState.OFFERED:
+                    self._offer_failed(party, "teller_disconnected", decline=False)
+                if self.router.teller(party.principal).state in (TellerState.AVAILABLE,
+                                                                 TellerState.BREAK):
+                    self.router.set_state(party.principal, TellerState.OFFLINE)
+            except RoutingUnavailable:  # the grace period still runs; dispatch checks again
+                log.warning("teller_disconnect_not_routed")
         self._tell_peer(party, "reconnecting")
         party.grace = asyncio.create_task(self._grace(party), name=f"grace:{party.key}")
 
@@ -138,7 +142,7 @@ class PartiesFacet:
             state["call"] = {
                 "call_id": call.call_id,
                 "state": call.state.value,
-                "position": self.router.position(call.call_id, time.monotonic()),
+                "position": self.router.position(call.call_id, clock.now()),
                 "peer": other.info().model_dump() if other else None,
             }
         return state

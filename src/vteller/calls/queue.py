@@ -22,7 +22,10 @@ from vteller.protocol import messages as m
 from vteller.routing import (
     Request,
     TellerState,
+    clock,
+    decide,
 )
+from vteller.routing.redis_store import RoutingUnavailable
 
 log = structlog.get_logger("vteller.calls")
 
@@ -33,11 +36,15 @@ class QueueFacet:
             raise ProtocolError(ErrorCode.WRONG_STATE, "already queued or in a call")
         call = Call(new_call_id(), party.key, msg.business_type, msg.language,
                     encoded_media=self._settings.media_forwarding == "encoded")
+        request = Request(call.call_id, msg.business_type, msg.language, party.segments,
+                          enqueued_at=clock.now())
+        try:
+            self.router.enqueue(request)  # first: a routing store that is down changes nothing
+        except RoutingUnavailable:
+            self._unsure.add(call.call_id)  # a write that timed out may still land: undo it
+            raise
         self.calls[call.call_id] = call
         party.call_id = call.call_id
-        request = Request(call.call_id, msg.business_type, msg.language, party.segments,
-                          enqueued_at=time.monotonic())
-        self.router.enqueue(request)
         call.data_key = new_data_key()  # one per session: events and recordings
         self._audit(self._trail.open_session, call.call_id, call.data_key,
                     self._kek.wrap(call.data_key, call.call_id))
@@ -113,9 +120,10 @@ class QueueFacet:
             raise ProtocolError(ErrorCode.WRONG_STATE, "no such teller logged in")
         if self.router.teller(teller.principal).state != TellerState.AVAILABLE:
             raise ProtocolError(ErrorCode.WRONG_STATE, "the teller is not available")
+        if not self._offer(call, teller):
+            raise ProtocolError(ErrorCode.WRONG_STATE, "taken meanwhile")
         self._event(call, "supervisor", "supervisor.assigned", supervisor=party.principal,
                     teller=teller.principal)
-        self._offer(call, teller)
 
     def _on_supervisor_set_teller(self, party: Party, msg: m.SupervisorSetTeller) -> None:
         teller = self.parties.get(f"staff:{msg.username}")
@@ -173,31 +181,45 @@ class QueueFacet:
         party.send(m.TellerState(state="available"))
         self._dispatch()
 
+    def _undo_unsure(self) -> None:
+        """Remove requests whose enqueue timed out (the customer was told to try again)."""
+        for call_id in list(self._unsure):
+            self.router.remove(call_id)
+            self._unsure.discard(call_id)
+
     def _dispatch(self) -> None:
-        while (match := self.router.next_match(time.monotonic())) is not None:
+        while (match := self.router.next_match(clock.now())) is not None:
             request, status = match
             teller = self.parties.get(f"staff:{status.username}")
             if teller is None or teller.conn is None:
                 self.router.set_state(status.username, TellerState.OFFLINE)
                 continue
-            self._offer(self.calls[request.call_id], teller)
+            call = self.calls.get(request.call_id)
+            if call is None or call.state != CallState.QUEUED:
+                # left while the shared store was unreachable: not waiting any more
+                self.router.remove(request.call_id)
+                log.warning("stale_request_removed", call_id=request.call_id)
+                continue
+            self._offer(call, teller)
 
-    def _offer(self, call: Call, teller: Party) -> None:
-        """Offer a waiting request to an available teller and start the ring timer."""
-        self.router.hold(call.call_id)
+    def _offer(self, call: Call, teller: Party) -> bool:
+        """Offer a waiting request to an available teller and start the ring timer;
+        False if another decision took the request or the teller first."""
+        if self.router.offer(call.call_id, teller.principal) is None:
+            return False
         call.to(CallState.OFFERED)
         call.teller_key = teller.key
-        self.router.set_state(teller.principal, TellerState.OFFERED)
         customer = self.parties[call.customer_key]
         teller.send(m.TellerState(state="offered"))
         teller.send(m.OfferIncoming(
             call_id=call.call_id, customer=customer.info(), business_type=call.business_type,
-            ring_timeout_s=self._settings.ring_timeout_s))
+            language=call.language, ring_timeout_s=self._settings.ring_timeout_s))
         self._ring[call.call_id] = asyncio.create_task(self._ring_timeout(call.call_id, teller))
         self._event(call, "system", "offered", teller=teller.principal)
         customer.send(m.QueueStatus(call_id=call.call_id, state="offered",
                                     green_channel=customer.elderly))
         customer.last_status = None
+        return True
 
     def _push_queue_status(self, force: bool = False) -> None:
         """Position and estimated wait to every waiting customer (only when changed).
@@ -205,16 +227,26 @@ class QueueFacet:
         EWT = position x recent average handle time / staffed eligible tellers, where
         staffed means available, offered, busy or in wrap-up (not on break or offline).
         """
-        now = time.monotonic()
+        now = clock.now()
         aht = self.stats.aht()
-        self._metrics.waiting.set(self.router.waiting_count())
-        for call_id, position in self.router.positions(now).items():
-            call = self.calls[call_id]
-            customer = self.parties.get(call.customer_key)
-            request = self.router.request(call_id)
-            if customer is None or request is None:
-                continue
-            staffed = self.router.staffed_for(request, now)
+        # one read of the queue and the tellers (each a round trip to a shared store)
+        requests = {r.call_id: r for r in self.router.waiting()}
+        tellers = list(self.router.tellers())
+        self._metrics.waiting.set(len(requests))
+        staffed_in: dict[tuple[str, str], int] = {}
+        for call_id, position in decide.positions(self.policy, requests.values(), now).items():
+            call = self.calls.get(call_id)
+            customer = self.parties.get(call.customer_key) if call else None
+            request = requests[call_id]
+            if customer is None:
+                continue  # not this process's customer (or left meanwhile)
+            pool = (request.business_type, request.language)
+            if request.declined_by:
+                staffed = decide.staffed_for(self.policy, tellers, request, now)
+            else:
+                if pool not in staffed_in:
+                    staffed_in[pool] = decide.staffed_for(self.policy, tellers, request, now)
+                staffed = staffed_in[pool]
             servable = staffed > 0
             ewt = round(position * aht / staffed) if servable else None
             status = (position, ewt, servable)
@@ -225,14 +257,16 @@ class QueueFacet:
                     green_channel=request.pclass.value == "green", servable=servable))
 
     def dashboard(self) -> m.Dashboard:
-        now = time.monotonic()
+        now = clock.now()
         queue: dict[str, int] = {c: 0 for c in ("green", "priority", "vip", "standard")}
         longest = 0.0
-        for request in self.router.waiting():
+        requests = list(self.router.waiting())  # one read each of a shared store
+        statuses = sorted(self.router.tellers(), key=lambda t: t.username)
+        for request in requests:
             queue[request.pclass.value] += 1
             longest = max(longest, now - request.enqueued_at)
         tellers = []
-        for status in sorted(self.router.tellers(), key=lambda t: t.username):
+        for status in statuses:
             party = self.parties.get(f"staff:{status.username}")
             call = self._call_of(party) if party else None
             customer = self.parties.get(call.customer_key) if call else None
@@ -246,10 +280,10 @@ class QueueFacet:
             })
         waiting = [{"call_id": r.call_id, "class": r.pclass.value,
                     "waited_s": round(now - r.enqueued_at), "business_type": r.business_type,
-                    "language": r.language, "staffed": self.router.staffed_for(r, now)}
-                   for r in heapq.nsmallest(50, self.router.waiting(),
-                                            key=lambda r: r.enqueued_at)]
-        service = self.stats.summary(now)
+                    "language": r.language,
+                    "staffed": decide.staffed_for(self.policy, statuses, r, now)}
+                   for r in heapq.nsmallest(50, requests, key=lambda r: r.enqueued_at)]
+        service = self.stats.summary(time.monotonic())  # statistics keep process time
         return m.Dashboard(queue=queue, longest_wait_s=round(longest, 1), tellers=tellers,
                            waiting=waiting, service=service)
 
@@ -284,7 +318,7 @@ class QueueFacet:
                 call.to(CallState.QUEUED)
                 call.teller_key = None
                 self.router.requeue(call.call_id, teller.principal if decline else None,
-                                    time.monotonic())
+                                    clock.now())
                 self._event(call, "teller", "offer.failed", teller=teller.principal,
                             reason=reason)
                 teller.send(m.OfferRevoked(call_id=call.call_id, reason=reason))
@@ -302,7 +336,7 @@ class QueueFacet:
         request = self.router.remove(call.call_id)
         if request is not None:
             self.stats.abandoned(time.monotonic(), request.pclass.value,
-                                 time.monotonic() - request.enqueued_at)
+                                 clock.now() - request.enqueued_at)
         call.to(CallState.ABANDONED)
         call.end_reason = reason
         customer = self.parties.get(call.customer_key)

@@ -22,6 +22,7 @@ from vteller.observability import Metrics
 from vteller.protocol import CLIENT_MESSAGES, ErrorCode, ProtocolError, parse_client_message
 from vteller.protocol import messages as m
 from vteller.routing import segments_for
+from vteller.routing.redis_store import RoutingUnavailable
 
 log = structlog.get_logger("vteller.gateway")
 MSG_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # the protocol's MsgId: safe to echo
@@ -203,6 +204,10 @@ class _Session:
             self.error(exc.code, exc.message, re)
         except AuthError as exc:
             self.error(ErrorCode(exc.code), exc.message, re, fatal=True)
+        except RoutingUnavailable:
+            log.warning("routing_unavailable", type=mtype)
+            self.error(ErrorCode.SERVICE_UNAVAILABLE, "the queue cannot be reached just now; "
+                       "please try again in a moment", re)
         except Exception:
             log.exception("handler_failed", type=mtype)
             self.error(ErrorCode.INTERNAL, "internal error; the request was not applied", re)

@@ -48,6 +48,15 @@ from vteller.identity.verify import (
 )
 
 
+class FrameTap(Protocol):
+    """Where the session takes the customer's frames from (`media.LatestFrameTap`)."""
+
+    latest: tuple[Any, float] | None
+
+    def keep_grid(self, spacing_s: float, keep_s: float) -> None: ...
+    def next_after(self, at: float) -> tuple[Any, float] | None: ...
+
+
 class IdentityListener(Protocol):
     """What a session reports to the call (one method per kind of report)."""
 
@@ -122,7 +131,7 @@ def _wall(monotonic_at: float) -> float:
 
 
 class IdentitySession:
-    def __init__(self, analyzer: Analyzer, tap: Any, reference: np.ndarray | None,
+    def __init__(self, analyzer: Analyzer, tap: FrameTap, reference: np.ndarray | None,
                  listener: IdentityListener) -> None:
         self._analyzer = analyzer
         self.policy = analyzer.policy

@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     EVIDENCE_MISSING = "evidence_missing"
     NO_REFERENCE = "no_reference"
     STORAGE_UNAVAILABLE = "storage_unavailable"
+    SERVICE_UNAVAILABLE = "service_unavailable"  # the shared routing store is unreachable
     INTERNAL = "internal"
 
 

@@ -294,6 +294,7 @@ class OfferIncoming(_Msg):
     call_id: str
     customer: PartyInfo
     business_type: str
+    language: str = "en"  # the customer's language (queue.join): greet them in it
     ring_timeout_s: float
 
 

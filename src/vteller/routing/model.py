@@ -46,7 +46,7 @@ class Request:
     channel: str = "video"
     pclass: PriorityClass = PriorityClass.STANDARD
     seq: int = 0
-    declined_by: dict[str, float] = field(default_factory=dict)  # teller -> when (monotonic)
+    declined_by: dict[str, float] = field(default_factory=dict)  # teller -> when (clock.now)
 
     def __post_init__(self) -> None:
         self.pclass = classify(self.segments)

@@ -1,12 +1,9 @@
-"""The router: waiting requests, teller states, and the matching decision.
+"""The in-memory routing store: waiting requests and teller states of one process.
 
 Waiting requests are kept in groups by (class, business type, language), each
-ordered by enqueue time. Within a group the oldest request has the highest
-priority (same base, more aging), so a decision only compares group heads: cost
-grows with the number of groups and available tellers, not with the queue length.
-
-All methods are synchronous and complete before returning, so on one event loop
-each is atomic. A Redis implementation keeps the same operations as Lua scripts.
+ordered by enqueue time; the decision over them is `decide.next_match`, shared with
+the Redis store. All methods are synchronous and complete before returning, so on one
+event loop each is atomic.
 """
 
 from __future__ import annotations
@@ -17,13 +14,11 @@ import random
 from collections.abc import Iterator
 from dataclasses import replace
 
-from vteller.routing.model import PriorityClass, Request, TellerProfile
+from vteller.routing import decide
+from vteller.routing.decide import GroupKey
+from vteller.routing.model import Request, TellerProfile
 from vteller.routing.policy import RoutingPolicy
 from vteller.routing.tellers import TellerState, TellerStatus
-
-GroupKey = tuple[PriorityClass, str, str]
-STAFFED = frozenset({TellerState.AVAILABLE, TellerState.OFFERED, TellerState.BUSY,
-                     TellerState.WRAP_UP})
 
 
 class Router:
@@ -59,6 +54,17 @@ class Router:
                 del self._groups[key]
         return request
 
+    def offer(self, call_id: str, username: str, now: float | None = None
+              ) -> TellerStatus | None:
+        """Offer a waiting request to an available teller, both in one step: the
+        request leaves the line (keeping its enqueue time) and the teller becomes
+        offered. None, and nothing changed, if either has moved on meanwhile."""
+        if call_id not in self._waiting or \
+                self.teller(username).state != TellerState.AVAILABLE:
+            return None
+        self.hold(call_id)
+        return self.set_state(username, TellerState.OFFERED, now=now)
+
     def hold(self, call_id: str) -> None:
         """Out of the waiting line while offered (keeps its enqueue time)."""
         request = self._take(call_id)
@@ -75,8 +81,7 @@ class Router:
         self._insert(request)
 
     def declined(self, request: Request, username: str, now: float) -> bool:
-        at = request.declined_by.get(username)
-        return at is not None and now - at < self.policy.decline_memory_s
+        return decide.declined(self.policy, request, username, now)
 
     def remove(self, call_id: str) -> Request | None:
         return self._take(call_id) or self._offered.pop(call_id, None)
@@ -119,70 +124,23 @@ class Router:
         self._tellers.pop(username, None)
 
     # decisions ------------------------------------------------------------
-    def _eligible(self, teller: TellerStatus, request: Request, now: float) -> bool:
-        profile = teller.profile
-        if not profile.can_serve(request.business_type, request.language):
-            return False
-        if self.declined(request, teller.username, now):
-            return False
-        if (request.elderly and now - request.enqueued_at < self.policy.elderly_widen_after_s
-                and self.policy.elderly_certification not in profile.certifications):
-            return False
-        return True
-
-    def _score(self, teller: TellerStatus, request: Request) -> float:
-        p = self.policy
-        profile = teller.profile
-        score = (p.w_proficiency * profile.skills.get(request.business_type, 0.0)
-                 + p.w_capability * profile.capability)
-        if request.elderly and p.elderly_certification in profile.certifications:
-            score += p.certified_bonus
-        return score
-
-    def choose_teller(self, request: Request, candidates: list[TellerStatus]) -> TellerStatus:
-        if request.business_type in self.policy.random_business_types:
-            return self._rng.choice(candidates)
-        return max(candidates, key=lambda t: (self._score(t, request), -t.since, t.username))
-
     def next_match(self, now: float) -> tuple[Request, TellerStatus] | None:
-        """The next (request, teller) to offer: highest-priority request that has an
-        eligible available teller, and its best (or random) teller."""
-        available = [t for t in self._tellers.values() if t.state == TellerState.AVAILABLE]
-        if not available or not self._waiting:
+        """The next (request, teller) to offer (`decide.next_match`)."""
+        if not self._waiting:
             return None
-        heads = sorted(
-            ((self.policy.priority(key[0], now - group[0].enqueued_at), group)
-             for key, group in self._groups.items()),
-            key=lambda h: -h[0])
-        for _, group in heads:
-            for request in group[:4]:  # past the head only when it was declined
-                candidates = [t for t in available if self._eligible(t, request, now)]
-                if candidates:
-                    return request, self.choose_teller(request, candidates)
-                if not request.declined_by:
-                    break
-        return None
+        available = [t for t in self._tellers.values() if t.state == TellerState.AVAILABLE]
+        return decide.next_match(self.policy, (g[:decide.HEADS] for g in self._groups.values()),
+                                 available, now, self._rng)
 
     # customer feedback ------------------------------------------------------
     def positions(self, now: float) -> dict[str, int]:
-        """Position of every waiting request within its pool (business type, language),
-        by current priority: one sort per pool, O(n log n) overall."""
-        pools: dict[tuple[str, str], list[Request]] = {}
-        for request in self._waiting.values():
-            pools.setdefault((request.business_type, request.language), []).append(request)
-        out: dict[str, int] = {}
-        for requests in pools.values():
-            requests.sort(key=lambda r: (-self.policy.priority(r.pclass, now - r.enqueued_at),
-                                         r.key))
-            out.update((r.call_id, i) for i, r in enumerate(requests, 1))
-        return out
+        return decide.positions(self.policy, self._waiting.values(), now)
 
     def staffed_for(self, request: Request, now: float) -> int:
-        """Staffed tellers who could take this request now (not one who just declined)."""
-        return sum(1 for t in self._tellers.values()
-                   if t.state in STAFFED
-                   and t.profile.can_serve(request.business_type, request.language)
-                   and not self.declined(request, t.username, now))
+        return decide.staffed_for(self.policy, self._tellers.values(), request, now)
+
+    def close(self) -> None:
+        """Nothing to release in memory."""
 
     def position(self, call_id: str, now: float) -> int | None:
         """1 + waiting requests for the same business type and language that rank higher."""

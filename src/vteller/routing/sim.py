@@ -20,6 +20,7 @@ from vteller.routing.model import PriorityClass, Request, TellerProfile
 from vteller.routing.policy import RoutingPolicy
 from vteller.routing.router import Router
 from vteller.routing.stats import ServiceStats
+from vteller.routing.store import RoutingStore
 from vteller.routing.tellers import TellerState
 
 
@@ -100,8 +101,7 @@ def simulate(sc: Scenario, policy: RoutingPolicy) -> dict[str, object]:
             if match is None:
                 return
             request, teller = match
-            router.hold(request.call_id)
-            router.set_state(teller.username, TellerState.OFFERED, now=now)
+            router.offer(request.call_id, teller.username, now=now)
             offered_to[request.call_id] = teller.username
             at(now + sc.answer_s, "answer", request.call_id)
 
@@ -176,10 +176,11 @@ def simulate(sc: Scenario, policy: RoutingPolicy) -> dict[str, object]:
 
 
 def decision_latency(waiting: int = 10_000, tellers: int = 500, decisions: int = 2000,
-                     seed: int = 3) -> dict[str, float]:
-    """Time next_match()+hold with `waiting` requests queued and one teller freeing up."""
+                     seed: int = 3, router: RoutingStore | None = None) -> dict[str, float]:
+    """Time next_match()+offer with `waiting` requests queued and one teller freeing up
+    (in `router`, empty at the start; default: a new in-memory one)."""
     rng = random.Random(seed)
-    router = Router(RoutingPolicy(), rng=random.Random(seed))
+    router = router or Router(RoutingPolicy(), rng=random.Random(seed))
     sc = Scenario()
     names = list(roster(tellers, rng))
     for name, profile in roster(tellers, random.Random(seed)).items():
@@ -200,11 +201,12 @@ def decision_latency(waiting: int = 10_000, tellers: int = 500, decisions: int =
         t0 = time.perf_counter()
         match = router.next_match(now)
         if match is not None:
-            router.hold(match[0].call_id)
+            router.offer(match[0].call_id, match[1].username, now=now)
         samples.append(time.perf_counter() - t0)
         if match is not None:  # keep the queue at `waiting`
             router.requeue(match[0].call_id, None, now)
-        router.set_state(name, TellerState.OFFERED if match else TellerState.OFFLINE, now=now)
+        else:
+            router.set_state(name, TellerState.OFFLINE, now=now)
         if match:
             router.set_state(name, TellerState.BUSY, now=now)
             router.set_state(name, TellerState.WRAP_UP, now=now)

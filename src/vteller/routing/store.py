@@ -1,10 +1,11 @@
-"""The routing store seam. `Router` is the in-memory implementation (one process).
+"""The routing store seam: `Router` keeps the state in one process's memory,
+`RedisRouter` in Redis for several processes; `make_router` chooses.
 
 Every operation is a single atomic step: in memory because it runs to completion on
-the event loop; in the Redis implementation (for several processes) each maps to
-one Lua script over a sorted set per group (score = enqueue time), a hash of
-offered requests and a hash of teller states, so offer / accept / abandon races
-resolve the same way: exactly one of them wins and the others see the new state.
+the event loop; in Redis because each change is one Lua script, so offer / accept /
+abandon races resolve the same way in both: exactly one wins and the others see the
+new state. Both decide with the same functions (`decide`) over a snapshot; the Redis
+store then commits the decision with `offer`, which fails if the snapshot went stale.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from vteller.routing.model import Request, TellerProfile
+from vteller.routing.policy import RoutingPolicy
 from vteller.routing.tellers import TellerState, TellerStatus
 
 
 class RoutingStore(Protocol):
     def enqueue(self, request: Request) -> None: ...
-    def hold(self, call_id: str) -> None: ...  # waiting -> offered (atomic; KeyError if gone)
+    # a waiting request and an available teller, both offered in one step; None if not
+    def offer(self, call_id: str, username: str, now: float | None = None
+              ) -> TellerStatus | None: ...
     def requeue(self, call_id: str, declined_by: str | None, now: float) -> None: ...
     def remove(self, call_id: str) -> Request | None: ...  # accept or abandon: one wins
     def request(self, call_id: str) -> Request | None: ...
@@ -35,3 +39,26 @@ class RoutingStore(Protocol):
     def positions(self, now: float) -> dict[str, int]: ...
     def position(self, call_id: str, now: float) -> int | None: ...
     def staffed_for(self, request: Request, now: float) -> int: ...
+    def close(self) -> None: ...
+
+
+def make_router(policy: RoutingPolicy, redis_url: str | None = None,
+                prefix: str = "{vteller}:", node: str | None = None) -> RoutingStore:
+    """The in-memory store, or the Redis one when a URL is given (checked now: a
+    `RoutingUnavailable` if Redis cannot be reached; with `node`, the prefix is claimed
+    for it: `PrefixTaken` if another live node holds it)."""
+    if not redis_url:
+        from vteller.routing.router import Router
+
+        return Router(policy)
+    from vteller.routing.redis_store import RedisRouter
+
+    router = RedisRouter.from_url(policy, redis_url, prefix)
+    try:
+        router.check()
+        if node is not None:
+            router.claim(node)
+    except Exception:
+        router.close()
+        raise
+    return router

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from vteller.routing import clock
 from vteller.routing.model import TellerProfile
 
 
@@ -45,7 +45,7 @@ class TellerStatus:
     username: str
     state: TellerState = TellerState.OFFLINE
     reason: str | None = None
-    since: float = field(default_factory=time.monotonic)
+    since: float = field(default_factory=clock.now)
     profile: TellerProfile = field(default_factory=TellerProfile)
 
     def moved(self, target: TellerState, reason: str | None = None,
@@ -54,4 +54,4 @@ class TellerStatus:
             raise IllegalTransition("teller", self.state, target)
         return replace(self, state=target,
                        reason=reason if target == TellerState.BREAK else None,
-                       since=time.monotonic() if now is None else now)
+                       since=clock.now() if now is None else now)
