@@ -344,3 +344,62 @@ async def test_auditor_verifies_replays_and_seeks_in_chromium(browser, tmp_path)
             shutil.copy(tmp_path / f, artefacts / f)
     finally:
         server.stop()
+
+
+async def test_customer_page_in_chinese_reaches_a_chinese_speaking_teller(browser, tmp_path):
+    """A phone set to Chinese gets the page in Chinese and joins with language zh, so a
+    teller who speaks Chinese is offered the call; in elderly mode Hang up stays on
+    screen; after the call the camera and microphone are off; English on request."""
+    server = start_serve(tmp_path / "srv", "--dev")  # the dev teller speaks en and zh
+    try:
+        teller = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        ctx = await browser.new_context(ignore_https_errors=True, locale="zh-CN",
+                                        viewport={"width": 390, "height": 844}, is_mobile=True)
+        customer = await ctx.new_page()
+        sent: list[str] = []
+        customer.on("websocket", lambda ws: ws.on("framesent", lambda data: sent.append(data)))
+        await staff_login(teller, server, "/teller", "teller1")
+        await teller.wait_for_selector("#teller-state[data-state=offline]")
+        await teller.click("#available")
+        await teller.wait_for_selector("#teller-state[data-state=available]")
+
+        await customer.goto(f"{server.url}/customer")
+        assert await customer.text_content("#start") == "联系柜员"
+        assert await customer.evaluate("document.documentElement.lang") == "zh-CN"
+        assert await customer.input_value("#lang") == "zh"
+        await customer.fill("#name", "王奶奶")
+        await customer.fill("#birth-year", "1950")
+        await customer.click("#start")
+        await teller.wait_for_selector("#offer:not([hidden])")
+        joins = [f for f in sent if '"queue.join"' in f]
+        assert joins and '"language": "zh"' in joins[0].replace('":"', '": "'), joins
+        assert await teller.text_content("#offer-name") == "王奶奶"
+        assert await teller.text_content("#offer-language") == "Chinese (中文)"
+        await teller.click("#accept")
+        await wait_frames(customer, 10)
+        status = await customer.text_content("#status")
+        assert any(w in status for w in ("正在为您接通柜员", "已接通")), status
+        assert await customer.text_content("#hangup") == "挂断"
+        assert await customer.evaluate("document.body.classList.contains('elderly')")
+        box = await customer.locator("#hangup").bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 844, box  # on screen, no scrolling
+        await customer.screenshot(path=str(tmp_path / "customer-zh.png"))
+
+        await customer.evaluate("window.__tracks = window.vteller.local.getTracks()")
+        assert await customer.evaluate("window.__tracks.every((t) => t.readyState === 'live')")
+        await customer.click("#hangup")
+        await customer.wait_for_selector("#start-panel:not([hidden])")
+        assert await customer.text_content("#status") == "通话已结束，谢谢您。"
+        assert await customer.evaluate(
+            "window.__tracks.length === 2 && window.__tracks.every((t) => t.readyState === 'ended')"
+            " && window.vteller.local === null")  # the camera light goes out
+
+        await customer.select_option("#lang", "en")
+        assert await customer.text_content("#start") == "Talk to a teller"
+        await customer.reload()  # the choice is kept
+        assert await customer.text_content("#start") == "Talk to a teller"
+        artefacts = Path("/tmp/vteller-browser")
+        artefacts.mkdir(exist_ok=True)
+        shutil.copy(tmp_path / "customer-zh.png", artefacts / "customer-zh.png")
+    finally:
+        server.stop()

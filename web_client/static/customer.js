@@ -1,4 +1,5 @@
 import { Signaling, sendOffer, show, say } from "./signaling.js";
+import { apply, fill, has, i18n, setLang, speechLang, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { pc: null, local: null, token: null, elderly: false, callId: null, screen: null, screenSender: null };
@@ -12,13 +13,25 @@ async function getToken() {
     body: JSON.stringify({ name: $("name").value || "Demo Customer",
                            birth_year: Number($("birth-year").value) || 1958 }),
   });
-  if (!r.ok) throw new Error("Please open this page from your banking app.");
+  if (!r.ok) throw new Error(t("open_from_app"));
   const demo = await r.json();
   $("dev-id").textContent = `Demo customer id (dev mode): ${demo.customer_id}`;
   return demo.token;
 }
 
-function status(text, speak = true) { $("status").textContent = text; say(text, speak && state.elderly); }
+function status(text, aloud = true) { $("status").textContent = text; say(text, aloud && state.elderly, speechLang()); }
+function speak(text) { say(text, state.elderly, speechLang()); }
+
+// The liveness prompt in the customer's language (the server's English text if unknown).
+function promptText(m) {
+  if (m.action === "speak_phrase") return t("speak_phrase");
+  if (!m.action) return m.state === "passed" ? t("thank_you") : t("check_finished");
+  if (m.phase === "release") {
+    const key = "release_" + m.action.replace(/_(left|right)$/, "");
+    return has(key) ? t(key) : m.prompt;
+  }
+  return has(m.action) ? t(m.action) : m.prompt;
+}
 
 async function startMedia() {
   if (!state.local) {
@@ -63,14 +76,24 @@ async function stopShare() {
   state.screen = null;
 }
 
+function stopMedia() {  // camera and microphone off once the call is over
+  state.local?.getTracks().forEach((track) => track.stop());
+  state.local = null;
+  $("self").srcObject = null;
+}
+
 function endCall(text) {
   stopShare(); show($("consent"), false); show($("challenge"), false); show($("share-bar"), false); show($("nav"), false);
   state.pc?.close(); state.pc = null; state.callId = null;
+  stopMedia();
   show($("in-call"), false); show($("start-panel"), true);
   status(text);
 }
 
+const tr = t;  // inside handlers where `t` names a media track
+
 async function main() {
+  apply();
   state.business = new URLSearchParams(location.hash.slice(1)).get("business");  // set by the banking app
   // a customer token opens one connection (single use); reconnects resume with the secret
   const sig = new Signaling(() => { const token = state.token; state.token = null; return { token }; });
@@ -89,14 +112,14 @@ async function main() {
     const m = ev.detail;
     state.callId = m.call_id;
     $("green").hidden = !m.green_channel;
-    if (m.state === "queued" && !m.servable) status("No teller for this service is available right now. You can keep waiting or leave.");
+    if (m.state === "queued" && !m.servable) status(t("no_teller"));
     else if (m.state === "queued") {
-      const wait = m.ewt_s === null ? "" : m.ewt_s < 60 ? " Expected wait: under a minute." : ` Expected wait: about ${Math.round(m.ewt_s / 60)} minutes.`;
-      status((m.position === 1 ? "You are next." : `You are number ${m.position} in line.`) + wait);
+      const wait = m.ewt_s === null ? "" : m.ewt_s < 60 ? t("wait_under_minute") : t("wait_minutes", { n: Math.round(m.ewt_s / 60) });
+      status((m.position === 1 ? t("you_are_next") : t("number_in_line", { n: m.position })) + wait);
     }
-    else if (m.state === "offered") status("A teller is about to answer.");
-    else if (m.state === "connecting") status("Connecting you to your teller...");
-    else if (m.state === "active") status("You are connected.", false);
+    else if (m.state === "offered") status(t("about_to_answer"));
+    else if (m.state === "connecting") status(t("connecting"));
+    else if (m.state === "active") status(t("connected"), false);
   });
   sig.addEventListener("call.started", async (ev) => {
     $("peer-name").textContent = ev.detail.peer.display_name;
@@ -105,49 +128,63 @@ async function main() {
   });
   sig.addEventListener("webrtc.answer", (ev) => state.pc?.setRemoteDescription({ type: "answer", sdp: ev.detail.sdp }));
   sig.addEventListener("call.peer", (ev) => {
-    $("peer-status").textContent = ev.detail.connection === "reconnecting" ? "Your teller's connection dropped; please wait." : "";
+    $("peer-status").textContent = ev.detail.connection === "reconnecting" ? t("peer_reconnecting") : "";
   });
-  sig.addEventListener("call.ended", (ev) => { show($("waiting"), false); endCall(ev.detail.reason.startsWith("hangup") ? "The call has ended. Thank you." : `The call ended (${ev.detail.reason}).`); });
-  sig.addEventListener("error", (ev) => { $("error").textContent = ev.detail.message; });
+  sig.addEventListener("call.ended", (ev) => { show($("waiting"), false); endCall(ev.detail.reason.startsWith("hangup") ? t("ended_thanks") : t("ended_reason", { reason: ev.detail.reason })); });
+  sig.addEventListener("error", (ev) => {
+    const m = ev.detail;
+    if (m.code === "service_unavailable" && m.re === "queue.join") {  // the queue is briefly unreachable
+      show($("waiting"), false); show($("start-panel"), true);
+      $("error").textContent = t("busy_try_again");
+      return;
+    }
+    $("error").textContent = m.message;
+  });
+  // the signaling connection dropped (the call itself may go on): say so until it is back
+  sig.addEventListener("disconnected", () => { if (state.callId) status(t("reconnecting")); });
+  sig.addEventListener("welcome", () => { if (state.callId && $("status").textContent === t("reconnecting")) status(t("connected"), false); });
   sig.addEventListener("assist.state", (ev) => {
     const m = ev.detail;
     show($("consent"), m.state === "requested");
     show($("share-bar"), m.state === "active");
     if (m.state === "requested") {
-      $("consent-teller").textContent = m.teller; $("consent-purpose").textContent = m.purpose;
-      say(`${m.teller} asks to see your screen to ${m.purpose}. Press Allow or Deny.`, state.elderly);
+      const who = document.createElement("span"); who.id = "consent-teller"; who.textContent = m.teller;
+      fill($("consent-title"), "consent_title", { teller: who });
+      $("consent-purpose").textContent = m.purpose;
+      speak(t("asks_screen", { teller: m.teller, purpose: m.purpose }));
     }
-    if (m.state === "active") { $("share-teller").textContent = m.teller; say(`Your screen is now shared with ${m.teller}.`, state.elderly); }
+    if (m.state === "active") {
+      const who = document.createElement("strong"); who.id = "share-teller"; who.textContent = m.teller;
+      fill($("share-text"), "shared_with", { teller: who });
+      speak(t("now_shared", { teller: m.teller }));
+    }
     if (["stopped", "revoked", "expired", "denied"].includes(m.state)) stopShare();
   });
   sig.addEventListener("nav.prompt", (ev) => {
     const m = ev.detail;
-    $("nav-title").textContent = m.title; $("nav-open").href = m.link; $("nav-open").dataset.id = m.id;
-    show($("nav"), true); say(`Your teller suggests: ${m.title}.`, state.elderly);
+    const title = document.createElement("strong"); title.id = "nav-title"; title.textContent = m.title;
+    fill($("nav-text"), "suggests", { title });
+    $("nav-open").href = m.link; $("nav-open").dataset.id = m.id;
+    show($("nav"), true); speak(t("suggests", { title: m.title }));
   });
   sig.addEventListener("identity.challenge", (ev) => {
     const m = ev.detail;
     show($("challenge"), true);
     $("challenge").dataset.action = m.action || "";
     $("challenge").dataset.state = m.state;
-    $("challenge-step").textContent = m.step ? `Step ${m.step} of ${m.steps}` : (m.state === "running" ? "Identity check" : "");
-    $("challenge-prompt").textContent = m.prompt;
+    $("challenge-step").textContent = m.step ? t("step_of", { step: m.step, steps: m.steps }) : (m.state === "running" ? t("identity_check") : "");
+    const prompt = promptText(m);
+    $("challenge-prompt").textContent = prompt;
     $("challenge-phrase").textContent = m.phrase || "";
     show($("challenge-phrase"), !!m.phrase);
-    say(m.phrase ? `${m.prompt}: ${m.phrase}` : m.prompt, state.elderly);
+    speak(m.phrase ? `${prompt}: ${m.phrase}` : prompt);
+    document.body.classList.toggle("challenging", m.state === "running");
     if (m.state !== "running") setTimeout(() => show($("challenge"), false), 4000);
   });
-  const HINTS = {
-    come_closer: "Please move a little closer to the camera",
-    more_light: "Please move to a brighter place",
-    hold_still: "Please hold your phone still",
-    face_camera: "Please look straight at the camera",
-    alone_in_frame: "Please make sure only you are in the picture",
-  };
   sig.addEventListener("identity.hint", (ev) => {
-    const text = HINTS[ev.detail.hint];
-    if (!text) return;
-    $("hint").textContent = text; show($("hint"), true); say(text, state.elderly);
+    if (!has("hint_" + ev.detail.hint)) return;
+    const text = t("hint_" + ev.detail.hint);
+    $("hint").textContent = text; show($("hint"), true); speak(text);
     clearTimeout(state.hintTimer); state.hintTimer = setTimeout(() => show($("hint"), false), 6000);
   });
   $("consent-allow").onclick = () => { show($("consent"), false); sig.send({ type: "assist.respond", allow: true }); startShare(sig); };
@@ -162,23 +199,25 @@ async function main() {
       state.token = state.token || await getToken();
       await startMedia();
       if (!sig.ws) { sig.connect(); await new Promise((r) => sig.addEventListener("welcome", r, { once: true })); }
-      sig.send({ type: "queue.join", business_type: state.business || $("business-type").value, language: "en" });
+      sig.send({ type: "queue.join", business_type: state.business || $("business-type").value, language: i18n.lang });
       show($("start-panel"), false); show($("waiting"), true);
     } catch (e) { $("error").textContent = e.message; }
   };
-  $("leave").onclick = () => { sig.send({ type: "queue.leave" }); show($("waiting"), false); show($("start-panel"), true); status(""); };
+  $("leave").onclick = () => { sig.send({ type: "queue.leave" }); show($("waiting"), false); show($("start-panel"), true); status(""); stopMedia(); };
   $("hangup").onclick = () => sig.send({ type: "call.hangup" });
   $("mute").onclick = () => {
     const t = state.local.getAudioTracks()[0]; t.enabled = !t.enabled;
-    $("mute").textContent = t.enabled ? "Mute" : "Unmute";
+    $("mute").textContent = t.enabled ? tr("mute") : tr("unmute");
     sig.send({ type: "call.media_state", audio: t.enabled, video: state.local.getVideoTracks()[0].enabled });
   };
   $("camera").onclick = () => {
     const t = state.local.getVideoTracks()[0]; t.enabled = !t.enabled;
-    $("camera").textContent = t.enabled ? "Camera off" : "Camera on";
+    $("camera").textContent = t.enabled ? tr("camera_off") : tr("camera_on");
     sig.send({ type: "call.media_state", audio: state.local.getAudioTracks()[0].enabled, video: t.enabled });
   };
   $("elderly-toggle").onclick = () => { state.elderly = !state.elderly; document.body.classList.toggle("elderly", state.elderly); };
+  $("lang").value = i18n.lang;
+  $("lang").onchange = () => setLang($("lang").value);
   if (sessionStorage.getItem("vteller.resume")) sig.connect();  // page reload during a call
 }
 main();

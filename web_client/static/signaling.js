@@ -62,10 +62,12 @@ export async function sendOffer(pc, sig) {
 
 export function show(el, visible) { el.hidden = !visible; }
 
-export function say(text, enabled) {
+export function say(text, enabled, lang) {
   if (!enabled || !("speechSynthesis" in window)) return;
   speechSynthesis.cancel();
-  speechSynthesis.speak(new SpeechSynthesisUtterance(text));
+  const utterance = new SpeechSynthesisUtterance(text);
+  if (lang) utterance.lang = lang;  // a Chinese voice for Chinese text
+  speechSynthesis.speak(utterance);
 }
 
 // Staff pages: log in with the form (ids login-form, username, password, login-error)

@@ -99,10 +99,12 @@ function connect() {
     }
   });
   sig.addEventListener("teller.state", (ev) => setTellerState(ev.detail.state, ev.detail.reason, ev.detail.wrap_up_s));
+  const LANGUAGE_NAMES = { en: "English", zh: "Chinese (中文)" };
   sig.addEventListener("offer.incoming", (ev) => {
     state.offer = ev.detail;
     $("offer-name").textContent = ev.detail.customer.display_name;
     $("offer-business").textContent = ev.detail.business_type;
+    $("offer-language").textContent = LANGUAGE_NAMES[ev.detail.language] || ev.detail.language;
     show($("offer"), true);
   });
   sig.addEventListener("offer.revoked", () => { state.offer = null; show($("offer"), false); });
