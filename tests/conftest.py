@@ -55,6 +55,29 @@ def faces_dir() -> Path:
     return path
 
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's; playwright never downloads a browser here
+
+
+@pytest.fixture
+async def browser(tmp_path, faces_dir):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Debian chromium not installed at {CHROMIUM} (apt-get install chromium)")
+    playwright_api = pytest.importorskip("playwright.async_api")
+    from tests.face_frames import write_y4m
+
+    clip = write_y4m(faces_dir / "obama.jpg", tmp_path / "camera.y4m")
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}",
+            "--autoplay-policy=no-user-gesture-required",
+            "--auto-select-desktop-capture-source=Entire screen"]
+    async with playwright_api.async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        yield b
+        await b.close()
+
+
 # The whole suite runs on PostgreSQL when this names a server (a fresh schema per test):
 #   VTELLER_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres uv run pytest
 PG_URL = os.environ.get("VTELLER_TEST_DATABASE_URL", "")

@@ -228,3 +228,21 @@ class FaceCam(VideoStreamTrack):
         frame.pts, frame.time_base = round(t * 90000), fractions.Fraction(1, 90000)
         self._n += 1
         return frame
+
+
+def write_y4m(photo: Path, out: Path, frames: int = 60, size: tuple[int, int] = (640, 480)) -> Path:
+    """A fake camera clip from a still photo (slight zoom drift so frames differ)."""
+    img = cv2.imread(str(photo))
+    w, h = size
+    scale = min(w / img.shape[1], h / img.shape[0])
+    img = cv2.resize(img, (int(img.shape[1] * scale) // 2 * 2, int(img.shape[0] * scale) // 2 * 2))
+    canvas = np.zeros((h, w, 3), np.uint8)
+    y0, x0 = (h - img.shape[0]) // 2, (w - img.shape[1]) // 2
+    canvas[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img
+    with out.open("wb") as fh:
+        fh.write(f"YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(frames):
+            m = cv2.getRotationMatrix2D((w / 2, h / 2), 0, 1 + 0.002 * i)
+            frame = cv2.warpAffine(canvas, m, (w, h))
+            fh.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return out

@@ -7,50 +7,11 @@ import shutil
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from tests.serve_process import start_serve
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
-
-
-def write_y4m(photo: Path, out: Path, frames: int = 60, size: tuple[int, int] = (640, 480)) -> Path:
-    """A fake camera clip from a still photo (slight zoom drift so frames differ)."""
-    img = cv2.imread(str(photo))
-    w, h = size
-    scale = min(w / img.shape[1], h / img.shape[0])
-    img = cv2.resize(img, (int(img.shape[1] * scale) // 2 * 2, int(img.shape[0] * scale) // 2 * 2))
-    canvas = np.zeros((h, w, 3), np.uint8)
-    y0, x0 = (h - img.shape[0]) // 2, (w - img.shape[1]) // 2
-    canvas[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img
-    with out.open("wb") as fh:
-        fh.write(f"YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\n".encode())
-        for i in range(frames):
-            m = cv2.getRotationMatrix2D((w / 2, h / 2), 0, 1 + 0.002 * i)
-            frame = cv2.warpAffine(canvas, m, (w, h))
-            fh.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
-    return out
-
-
-@pytest.fixture
-async def browser(tmp_path, faces_dir):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"Debian chromium not installed at {CHROMIUM} (apt-get install chromium)")
-    playwright_api = pytest.importorskip("playwright.async_api")
-    clip = write_y4m(faces_dir / "obama.jpg", tmp_path / "camera.y4m")
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={clip}",
-            "--autoplay-policy=no-user-gesture-required",
-            "--auto-select-desktop-capture-source=Entire screen"]
-    async with playwright_api.async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
-        yield b
-        await b.close()
 
 
 FRAMES_DECODED = """async () => {

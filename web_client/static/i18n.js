@@ -7,7 +7,7 @@ export const LANGUAGES = { en: "English", zh: "中文" };
 const STRINGS = {
   en: {
     title: "Video teller",
-    larger_text: "Larger text",
+    larger_text: "A+ Larger text",
     green_badge: "Green channel: priority service for senior customers",
     your_name: "Your name",
     birth_year: "Birth year",
@@ -77,7 +77,7 @@ const STRINGS = {
   },
   zh: {
     title: "视频柜员",
-    larger_text: "大字模式",
+    larger_text: "A+ 大字模式",
     green_badge: "绿色通道：老年客户优先服务",
     your_name: "您的姓名",
     birth_year: "出生年份",
