@@ -51,21 +51,7 @@ class SignalClient:
 
     async def recv(self, mtype: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
         """The first buffered or future message of `mtype` whose fields match."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, msg in enumerate(self.inbox):
-                if msg.get("type") == mtype and all(msg.get(k) == v for k, v in match.items()):
-                    return self.inbox.pop(i)
-            if self.closed.is_set():
-                raise ConnectionError(f"closed while waiting for {mtype}; inbox={self.inbox}")
-            self._new.clear()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no {mtype} {match}; inbox={self.inbox}")
-            try:
-                await asyncio.wait_for(self._new.wait(), remaining)
-            except TimeoutError:
-                pass
+        return await self.recv_any((mtype, match), timeout=timeout)
 
     async def recv_any(self, *wanted: tuple[str, dict[str, Any]], timeout: float = 10.0
                        ) -> dict[str, Any]:
