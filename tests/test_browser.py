@@ -96,6 +96,9 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
         row = supervisor.locator("#tellers tr[data-username=teller1]")
         await row.filter(has_text="Barack Customer").wait_for(timeout=5000)
         assert "busy" in await row.inner_text()
+        assert await supervisor.text_content("#f-needed") == "1"  # Erlang C: 1 call so far
+        assert await supervisor.text_content("#f-staffed") == "1"
+        assert "default" in await supervisor.text_content("#s-aht")  # not measured yet
         await supervisor.screenshot(path=str(tmp_path / "supervisor.png"))
 
         # screen share: request -> allow -> the teller decodes screen frames -> stop

@@ -52,3 +52,23 @@ def test_simulation_meets_service_targets(occupancy):
         assert classes["standard"]["service_level"] >= 0.80
         fifo = simulate(Scenario(occupancy=occupancy, hours=8), FIFO)["classes"]
         assert classes["green"]["mean_wait_s"] < fifo["green"]["mean_wait_s"]
+
+
+def test_erlang_c_staffing_meets_the_textbook_check():
+    """The issue's check: 100 calls per 30 minutes, 180 s handle time, 80% answered in
+    20 s, 30% shrinkage: 14 tellers, 20 on the rota."""
+    from vteller.routing.staffing import erlang_c, service_level, tellers_needed
+
+    need = tellers_needed(100, 1800, 180, 0.8, 20, 0.3)
+    assert (need.traffic, need.tellers, need.scheduled) == (10.0, 14, 20)
+    assert need.service_level == pytest.approx(0.8884, abs=1e-4)
+    assert service_level(13, 10.0, 180, 20) == pytest.approx(0.7956, abs=1e-4)  # one short
+    # Erlang C values for A = 10 Erlangs (standard tables)
+    assert erlang_c(11, 10.0) == pytest.approx(0.6821, abs=1e-4)
+    assert erlang_c(15, 10.0) == pytest.approx(0.1020, abs=1e-4)
+    assert erlang_c(10, 10.0) == 1.0 and service_level(9, 10.0, 180, 20) == 0.0
+    big = tellers_needed(2000, 1800, 240, 0.8, 20, 0.0)  # ~267 Erlangs stays stable
+    assert 267 < big.tellers < 290 and big.scheduled == big.tellers
+    assert tellers_needed(0, 1800, 180, 0.8, 20, 0.3).tellers == 0
+    with pytest.raises(ValueError):
+        tellers_needed(10, 1800, 180, 1.0, 20, 0.3)

@@ -104,6 +104,10 @@ async def test_supervisor_dashboard_and_control(server):
             break
     assert row["state"] == "busy" and row["serving"] == "Ada Customer"
     assert board["service"]["answered"] == 1 and board["service"]["service_level"] == 1.0
+    assert board["service"]["aht_s"] == 180 and board["service"]["aht_measured"] is False
+    f = board["staffing"]  # one call in the last 30 min at the default 180 s: 0.1 Erlang
+    assert (f["offered"], f["traffic_erlangs"], f["tellers_needed"], f["scheduled_needed"],
+            f["staffed_now"]) == (1, 0.1, 1, 2, 1)
     await sup.send({"type": "supervisor.set_teller", "username": "teller1", "status": "break"})
     err = await sup.error("wrong_state")
     assert "in a call" in err["message"]

@@ -11,7 +11,17 @@ function render(board, sig) {
   $("q-longest").textContent = secs(board.longest_wait_s);
   const s = board.service;
   $("s-sl").textContent = pct(s.service_level); $("s-asa").textContent = secs(s.asa_s);
-  $("s-aht").textContent = secs(s.aht_s); $("s-abandon").textContent = pct(s.abandon_rate);
+  $("s-aht").textContent = secs(s.aht_s) + (s.aht_measured === false ? " (default, none measured yet)" : "");
+  $("s-abandon").textContent = pct(s.abandon_rate);
+  const f = board.staffing;
+  if (f && f.interval_s) {
+    $("staffing-basis").textContent = `Next ${Math.round(f.interval_s / 60)} minutes taken to be like the last: ` +
+      `${f.offered} calls offered, ${f.aht_s} s handle time${f.aht_measured ? "" : " (default)"}.`;
+    $("f-traffic").textContent = `${f.traffic_erlangs} Erlangs`;
+    $("f-needed").textContent = f.tellers_needed; $("f-scheduled").textContent = f.scheduled_needed;
+    $("f-sl").textContent = pct(f.expected_service_level); $("f-staffed").textContent = f.staffed_now;
+    $("staffing-row").dataset.short = f.staffed_now < f.tellers_needed ? "yes" : "no";
+  }
   $("s-answer").textContent = pct(s.answer_rate); $("s-count").textContent = s.answered;
   const available = board.tellers.filter((t) => t.state === "available");
   $("waiting").replaceChildren(...(board.waiting || []).map((w) => {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
+from typing import Any
 
 import structlog
 
@@ -22,8 +23,10 @@ from vteller.protocol import messages as m
 from vteller.routing import (
     Request,
     TellerState,
+    TellerStatus,
     clock,
     decide,
+    staffing,
 )
 from vteller.routing.redis_store import RoutingUnavailable
 
@@ -285,7 +288,22 @@ class QueueFacet:
                    for r in heapq.nsmallest(50, requests, key=lambda r: r.enqueued_at)]
         service = self.stats.summary(time.monotonic())  # statistics keep process time
         return m.Dashboard(queue=queue, longest_wait_s=round(longest, 1), tellers=tellers,
-                           waiting=waiting, service=service)
+                           waiting=waiting, service=service,
+                           staffing=self._staffing(statuses))
+
+    def _staffing(self, statuses: list[TellerStatus]) -> dict[str, Any]:
+        p = self.policy
+        offered = self.stats.offered(time.monotonic(), p.forecast_interval_s)
+        aht = self.stats.aht()
+        need = staffing.tellers_needed(offered, p.forecast_interval_s, aht,
+                                       p.service_level_target, p.service_level_threshold_s,
+                                       p.shrinkage)
+        return {"interval_s": p.forecast_interval_s, "offered": offered, "aht_s": round(aht),
+                "aht_measured": self.stats.aht_measured,
+                "traffic_erlangs": round(need.traffic, 2), "tellers_needed": need.tellers,
+                "scheduled_needed": need.scheduled,
+                "expected_service_level": round(need.service_level, 3),
+                "staffed_now": sum(1 for t in statuses if t.state in decide.STAFFED)}
 
     def _push_dashboard(self) -> None:
         supervisors = [p for p in self.parties.values() if p.role == "supervisor" and p.conn]

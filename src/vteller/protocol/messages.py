@@ -428,6 +428,11 @@ class Dashboard(_Msg):
         "call_id, class, waited_s, business_type, language, staffed (tellers able to take "
         "it now; 0 means nobody can serve it: assign one with supervisor.assign)")
     service: dict[str, Any] = Field(description="service level, ASA, AHT, rates (last hour)")
+    staffing: dict[str, Any] = Field(
+        default_factory=dict, description="Erlang C forecast for the next interval, taken "
+        "to be like the last: interval_s, offered, aht_s, aht_measured, traffic_erlangs, "
+        "tellers_needed, scheduled_needed (with shrinkage), expected_service_level, "
+        "staffed_now")
 
 
 class Error(_Msg):

@@ -40,6 +40,12 @@ class RoutingPolicy(BaseModel):
         60.0, ge=0, le=3600, description="a request a teller rejected or let ring out is "
         "not offered to that teller again for this long (then it may be)")
     service_level_threshold_s: float = Field(20.0, gt=0)
+    service_level_target: float = Field(0.8, gt=0, lt=1, description="share of calls to "
+                                        "answer within the threshold (staffing forecast)")
+    shrinkage: float = Field(0.3, ge=0, lt=1, description="share of rostered time not on "
+                             "calls (breaks, training, absence): scheduled = needed / (1 - it)")
+    forecast_interval_s: float = Field(1800.0, ge=60, le=86400, description="staffing "
+                                       "forecast interval: the next is taken to be like the last")
     default_handle_time_s: float = Field(180.0, gt=0)
 
     def priority(self, pclass: PriorityClass, waited_s: float) -> float:

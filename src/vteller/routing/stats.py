@@ -48,6 +48,15 @@ class ServiceStats:
         self._handles.append((now, handle_s))
         self._trim(now)
 
+    def offered(self, now: float, interval_s: float) -> int:
+        """Calls answered or abandoned in the last `interval_s` (at most the window)."""
+        return sum(1 for o in self._outcomes if o.at >= now - interval_s)
+
+    @property
+    def aht_measured(self) -> bool:
+        """False while `aht()` is the configured default (no call handled in the window)."""
+        return bool(self._handles)
+
     def aht(self) -> float:
         if not self._handles:
             return self._default_handle_s
@@ -71,4 +80,5 @@ class ServiceStats:
             "abandon_rate": len(abandoned) / total if total else None,
             "answer_rate": len(answered) / total if total else None,
             "aht_s": self.aht(),
+            "aht_measured": self.aht_measured,
         }
