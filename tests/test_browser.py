@@ -367,3 +367,33 @@ async def test_customer_page_in_chinese_reaches_a_chinese_speaking_teller(browse
         shutil.copy(tmp_path / "customer-zh.png", artefacts / "customer-zh.png")
     finally:
         server.stop()
+
+
+async def test_supervisor_confirms_force_actions_and_sees_unservable_customers(browser, tmp_path):
+    server = start_serve(tmp_path / "srv", "--dev")
+    try:
+        teller = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        supervisor = await (await browser.new_context(
+            ignore_https_errors=True, viewport={"width": 1440, "height": 900})).new_page()
+        customer = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        await staff_login(teller, server, "/teller", "teller1")
+        await teller.click("#available")
+        await teller.wait_for_selector("#teller-state[data-state=available]")
+        await staff_login(supervisor, server, "/supervisor", "supervisor1")
+        force = supervisor.locator("#tellers tr[data-username=teller1] button[data-status=break]")
+        await force.click()  # first click only asks
+        await supervisor.locator("#tellers tr[data-username=teller1] button",
+                                 has_text="Confirm: force break for Teller One?").wait_for()
+        await asyncio.sleep(1.5)  # the board redraws every second; the question stays
+        assert await teller.get_attribute("#teller-state", "data-state") == "available"
+        await force.click()
+        await teller.wait_for_selector("#teller-state[data-state=break]")
+
+        await customer.goto(f"{server.url}/customer")
+        await customer.click("#start")
+        banner = supervisor.locator("#unservable")
+        await banner.wait_for(state="visible")
+        assert (await banner.text_content()).startswith("1 customer is waiting with nobody")
+        assert await supervisor.locator("#waiting tr.alert").count() == 1
+    finally:
+        server.stop()

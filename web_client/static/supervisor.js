@@ -4,6 +4,7 @@ const $ = (id) => document.getElementById(id);
 const pct = (v) => (v === null || v === undefined ? "-" : `${Math.round(v * 100)}%`);
 const secs = (v) => (v === null || v === undefined ? "-" : `${Math.round(v)} s`);
 window.vteller = { board: null };
+const confirming = new Map();  // username -> the force action awaiting its second click
 
 function render(board, sig) {
   window.vteller.board = board;
@@ -23,6 +24,11 @@ function render(board, sig) {
     $("staffing-row").dataset.short = f.staffed_now < f.tellers_needed ? "yes" : "no";
   }
   $("s-answer").textContent = pct(s.answer_rate); $("s-count").textContent = s.answered;
+  const unservable = (board.waiting || []).filter((w) => !w.staffed);
+  show($("unservable"), unservable.length > 0);
+  $("unservable").textContent = unservable.length === 1
+    ? "1 customer is waiting with nobody logged in who can serve them: assign a teller below."
+    : `${unservable.length} customers are waiting with nobody logged in who can serve them: assign a teller below.`;
   const available = board.tellers.filter((t) => t.state === "available");
   $("waiting").replaceChildren(...(board.waiting || []).map((w) => {
     const tr = document.createElement("tr");
@@ -50,8 +56,17 @@ function render(board, sig) {
     const actions = document.createElement("td");
     for (const status of ["break", "offline"]) {
       const b = document.createElement("button");
-      b.className = "secondary small"; b.textContent = status === "break" ? "Force break" : "Force offline";
-      b.onclick = () => sig.send({ type: "supervisor.set_teller", username: t.username, status, reason: "supervisor" });
+      const label = status === "break" ? "Force break" : "Force offline";
+      b.className = "secondary small"; b.dataset.status = status;
+      // the board is redrawn every second: a pending confirmation is kept per teller
+      const pending = confirming.get(t.username) === status;
+      b.textContent = pending ? `Confirm: ${label.toLowerCase()} for ${t.display_name}?` : label;
+      if (pending) b.className = "danger small";
+      b.onclick = () => {
+        if (confirming.get(t.username) !== status) { confirming.set(t.username, status); render(board, sig); return; }
+        confirming.delete(t.username);
+        sig.send({ type: "supervisor.set_teller", username: t.username, status, reason: "supervisor" });
+      };
       actions.append(b);
     }
     tr.append(actions);
