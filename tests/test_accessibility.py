@@ -1,7 +1,7 @@
 """axe-core (from the npm registry, run in Debian Chromium) finds no accessibility
 violation, of any impact, on the pages people use: the customer page in Chinese and
-English (start, waiting in the queue, elderly mode) on a phone, and the teller,
-supervisor and auditor consoles after login."""
+English (start, waiting in the queue, elderly mode, in a call) on a phone, and the
+teller (offer, in a call), supervisor and auditor consoles."""
 
 from __future__ import annotations
 
@@ -63,6 +63,8 @@ async def test_pages_have_no_accessibility_violations(browser, tmp_path, axe_js)
             await page.wait_for_selector("#waiting:not([hidden])")
             await page.wait_for_function("document.body.classList.contains('elderly')")
             found[f"customer {lang} waiting, elderly"] = await violations(page, axe_js)
+            await page.click("#leave")
+            await page.wait_for_selector("#start-panel:not([hidden])")
             await ctx.close()
         for path, user, ready in (("/teller", "teller1", "#teller-state[data-state=offline]"),
                                   ("/supervisor", "supervisor1", "#board:not([hidden])"),
@@ -77,7 +79,38 @@ async def test_pages_have_no_accessibility_violations(browser, tmp_path, axe_js)
             await page.wait_for_selector(ready)
             found[f"{path} console"] = await violations(page, axe_js)
             await ctx.close()
+
+        # in a call: the teller's tools and the customer's controls
+        teller = await (await browser.new_context(ignore_https_errors=True, bypass_csp=True,
+                                                  viewport={"width": 1440, "height": 900})
+                        ).new_page()
+        await staff_login(teller, server, "/teller", "teller1")
+        await teller.wait_for_selector("#console:not([hidden])")
+        await teller.click("#available")
+        await teller.wait_for_selector("#teller-state[data-state=available]")
+        customer = await (await browser.new_context(
+            ignore_https_errors=True, bypass_csp=True, is_mobile=True,
+            viewport={"width": 390, "height": 844})).new_page()
+        await customer.goto(f"{server.url}/customer")
+        await customer.click("#start")
+        await teller.wait_for_selector("#offer:not([hidden])")
+        assert "s left" in await teller.text_content("#offer-countdown")  # the ring counts down
+        found["/teller offer"] = await violations(teller, axe_js)
+        await teller.click("#accept")
+        await teller.wait_for_selector("#call:not([hidden])")
+        await customer.wait_for_selector("#in-call:not([hidden])")
+        found["/teller in call"] = await violations(teller, axe_js)
+        found["customer in call"] = await violations(customer, axe_js)
+        # an error shows beside the tool that caused it, not in a box at the top
+        await teller.click("#id-verify")  # the demo customer has no reference photo
+        await teller.wait_for_function(
+            "document.getElementById('identity-error').textContent.length > 0")
+        assert await teller.text_content("#error") == ""
+        assert await teller.text_content("#call-timer") not in ("", None)
+        await teller.click("#id-verify")  # trying again clears it until the answer
+        await teller.wait_for_function(
+            "document.getElementById('identity-error').textContent.length > 0")
     finally:
         server.stop()
-    assert len(found) == 10
+    assert len(found) == 13
     assert {page: v for page, v in found.items() if v} == {}

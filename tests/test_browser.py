@@ -197,9 +197,16 @@ async def test_identity_panel_and_liveness_prompts_in_chromium(browser, tmp_path
 
         await teller.click("#id-liveness")
         await customer.wait_for_selector("#challenge:not([hidden])")
-        await customer.wait_for_selector(
-            "#challenge[data-action]:not([data-action=calibrate]):not([data-action=''])",
-            timeout=15000)
+        try:
+            await customer.wait_for_selector(
+                "#challenge[data-action]:not([data-action=calibrate]):not([data-action=''])",
+                timeout=15000)
+        except Exception as exc:  # say why the check ended before its first prompt
+            raise AssertionError(" | ".join([
+                await teller.inner_text("#id-liveness-state"),
+                await teller.inner_text("#id-liveness-reason"),
+                await teller.inner_text("#id-steps"),
+                await customer.inner_text("#challenge")])) from exc
         prompt = await customer.text_content("#challenge-prompt")
         assert prompt and "Step 1 of" in await customer.text_content("#challenge-step")
         assert prompt in await customer.evaluate("window.__spoken")  # elderly: spoken

@@ -331,3 +331,27 @@ def test_challenges_are_random_with_at_most_one_blink():
         "tilt_right", "open_mouth", "smile"}
 
 
+
+
+def test_a_lower_resolution_mid_call_is_not_a_face_jump(bank):
+    bank = bank["rose_leslie1.jpg"]
+    """WebRTC senders lower their resolution under load (640x480 -> 320x240): the same
+    face then measures the same, and liveness does not call it a jump."""
+    import cv2
+
+    from vteller.identity import landmarks as lm
+
+    face = bank.image(Pose())  # the neutral face, 640x480, measured by the real model
+    small = cv2.resize(face, (320, 240), interpolation=cv2.INTER_AREA)
+    big_m = bank.engine.analyze(face, encode=False, landmarks=True).measures
+    small_m = bank.engine.analyze(small, encode=False, landmarks=True).measures
+    assert big_m is not None and small_m is not None
+    assert small_m.iod == pytest.approx(big_m.iod, rel=0.1)
+    assert small_m.center == pytest.approx(big_m.center, abs=0.01)
+    check = LivenessCheck(POLICY, ["smile"], 0.0, rng=random.Random(1))
+    check.observe(Sample(0.0, 1, big_m))
+    check.observe(Sample(0.1, 1, small_m))
+    assert check.state == "running", check.summary()
+    points = np.random.default_rng(3).uniform(200, 400, (68, 2))
+    assert lm.measure(points / 2, lm.DLIB68, (320, 240)).center == pytest.approx(
+        lm.measure(points, lm.DLIB68, (640, 480)).center)

@@ -4,9 +4,46 @@ const $ = (id) => document.getElementById(id);
 const state = { pc: null, local: null, offer: null, tellerState: "offline" };
 window.vteller = state;
 
+// Words for the codes the server sends (unknown codes are shown with spaces).
+const LABELS = {
+  general: "General question", card_issuance_review: "Card issuance review",
+  password_reset: "Card password reset", info_change: "Change of personal details",
+  video_ident: "Video identification",
+  offline: "offline", available: "available", offered: "offered", busy: "in a call",
+  wrap_up: "wrap-up", break: "on break",
+  missed_offer: "missed an offer", personal: "personal", supervisor: "set by a supervisor",
+  hangup_teller: "you hung up", hangup_customer: "the customer hung up",
+  customer_disconnected: "the customer's connection was lost",
+  teller_disconnected: "your connection was lost", server_shutdown: "the server restarted",
+};
+const label = (code) => LABELS[code] || String(code).replaceAll("_", " ");
+
+// Each error appears beside the tools of the message that caused it, until the next
+// message of that area is sent.
+const ERROR_AREAS = [["offer.", "offer-error"], ["identity.", "identity-error"],
+  ["assist.", "assist-error"], ["nav.", "nav-error"], ["review.", "review-error"]];
+const areaOf = (type) => (ERROR_AREAS.find(([prefix]) => (type || "").startsWith(prefix)) || [null, "error"])[1];
+function showError(type, text) { $(areaOf(type)).textContent = text; }
+
+// Countdowns: the offer's ring, wrap-up, and the call's running time.
+const timers = { offerUntil: null, wrapUntil: null, callSince: null };
+function tick() {
+  const now = Date.now();
+  if (timers.offerUntil) $("offer-countdown").textContent = `${Math.max(0, Math.ceil((timers.offerUntil - now) / 1000))} s left`;
+  if (timers.wrapUntil && state.tellerState === "wrap_up") {
+    $("teller-state").textContent = `${label("wrap_up")} (available in ${Math.max(0, Math.ceil((timers.wrapUntil - now) / 1000))} s)`;
+  }
+  if (timers.callSince) {
+    const s = Math.floor((now - timers.callSince) / 1000);
+    $("call-timer").textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  }
+}
+setInterval(tick, 1000);
+
 function setTellerState(s, reason, wrapUpS) {
   state.tellerState = s;
-  $("teller-state").textContent = s + (reason ? ` (${reason})` : "") + (wrapUpS != null ? ` (available in ${wrapUpS} s)` : "");
+  timers.wrapUntil = s === "wrap_up" && wrapUpS != null ? Date.now() + wrapUpS * 1000 : null;
+  $("teller-state").textContent = label(s) + (reason ? ` (${label(reason)})` : "") + (wrapUpS != null ? ` (available in ${wrapUpS} s)` : "");
   show($("wrapup-extend"), s === "wrap_up");
   $("teller-state").dataset.state = s;
   show($("wrapup-done"), s === "wrap_up");
@@ -103,13 +140,17 @@ function connect() {
   sig.addEventListener("offer.incoming", (ev) => {
     state.offer = ev.detail;
     $("offer-name").textContent = ev.detail.customer.display_name;
-    $("offer-business").textContent = ev.detail.business_type;
+    $("offer-business").textContent = label(ev.detail.business_type);
+    timers.offerUntil = Date.now() + ev.detail.ring_timeout_s * 1000; tick();
+    $("offer-error").textContent = "";
     $("offer-language").textContent = LANGUAGE_NAMES[ev.detail.language] || ev.detail.language;
     show($("offer"), true);
   });
-  sig.addEventListener("offer.revoked", () => { state.offer = null; show($("offer"), false); });
+  sig.addEventListener("offer.revoked", () => { state.offer = null; timers.offerUntil = null; show($("offer"), false); });
   sig.addEventListener("call.started", async (ev) => {
-    show($("offer"), false);
+    show($("offer"), false); timers.offerUntil = null;
+    timers.callSince = Date.now(); tick();
+    for (const [, id] of ERROR_AREAS) $(id).textContent = "";
     $("customer-name").textContent = ev.detail.peer.display_name;
     show($("call"), true);
     await negotiate(sig);
@@ -119,10 +160,10 @@ function connect() {
     $("peer-status").textContent = ev.detail.connection === "reconnecting" ? "Customer connection dropped; waiting for them to return." : (ev.detail.audio ? "" : "Customer muted their microphone.");
   });
   sig.addEventListener("call.ended", (ev) => {
-    state.pc?.close(); state.pc = null; show($("call"), false);
-    $("last-call").textContent = `Last call ended: ${ev.detail.reason}`;
+    state.pc?.close(); state.pc = null; show($("call"), false); timers.callSince = null;
+    $("last-call").textContent = `Last call ended: ${label(ev.detail.reason)}`;
   });
-  sig.addEventListener("error", (ev) => { $("error").textContent = `${ev.detail.code}: ${ev.detail.message}`; });
+  sig.addEventListener("error", (ev) => showError(ev.detail.re, ev.detail.message));
   sig.addEventListener("assist.state", (ev) => {
     const s = ev.detail.state;
     $("assist-state").textContent = s; $("assist-state").dataset.state = s;
@@ -142,18 +183,20 @@ function connect() {
   sig.addEventListener("identity.status", (ev) => renderIdentity(ev.detail));
   sig.addEventListener("review.recorded", (ev) => { $("decision-result").textContent = `Recorded: ${ev.detail.decision}`; });
   sig.connect();
+  const send = sig.send.bind(sig);
+  sig.send = (msg) => { if (msg.type !== "ping") $(areaOf(msg.type)).textContent = ""; send(msg); };
 
   $("id-verify").onclick = () => sig.send({ type: "identity.verify" });
   $("id-liveness").onclick = () => sig.send({ type: "identity.liveness" });
   const judge = (accept) => {
     const notes = $("id-notes").value.trim();
-    if (notes.length < 3) { $("error").textContent = "Write what you compared before judging."; return; }
+    if (notes.length < 3) { showError("identity.judge", "Write what you compared before judging."); return; }
     sig.send({ type: "identity.judge", accept, notes });
   };
   $("spoken-start").onclick = () => sig.send({ type: "identity.spoken_check", reason: $("spoken-reason").value, notes: $("spoken-notes").value.trim() });
   const attest = (passed) => {
     const notes = $("spoken-attest-notes").value.trim();
-    if (notes.length < 3) { $("error").textContent = "Write what you heard and saw before attesting."; return; }
+    if (notes.length < 3) { showError("identity.attest", "Write what you heard and saw before attesting."); return; }
     sig.send({ type: "identity.attest", passed, notes });
   };
   $("spoken-pass").onclick = () => attest(true);

@@ -70,8 +70,8 @@ class FaceMeasures:
     yaw: float  # + the person turned to their own left
     pitch: float  # + the person looks up
     roll: float  # + the head tilted towards the person's left shoulder
-    iod: float  # inter-ocular distance in pixels (face scale)
-    center: tuple[float, float]  # mean of the pose points, pixels
+    iod: float  # inter-ocular distance in frame widths (face scale)
+    center: tuple[float, float]  # mean of the pose points, in frame widths
     shape: np.ndarray  # pose and eye points, centred and divided by `iod` (motion)
 
 
@@ -124,10 +124,13 @@ def measure(points: np.ndarray, scheme: Scheme, image_size: tuple[int, int]) -> 
     center = key.mean(0)
     (rx, ry), (lx, ly) = right.mean(0), left.mean(0)
     roll = math.degrees(math.atan2(ly - ry, lx - rx))  # the eye line's slope
+    frame_w = float(image_size[0]) or 1.0  # sizes in frame widths: a sender that lowers
+    # its resolution mid-call (as WebRTC does under load) does not look like a jump
     return FaceMeasures(ear=(_ear(right) + _ear(left)) / 2, mar=mar,
                         smile=_d(points[a], points[b]) / iod, yaw=yaw, pitch=pitch, roll=roll,
-                        iod=iod,
-                        center=(float(pose[:, 0].mean()), float(pose[:, 1].mean())),
+                        iod=iod / frame_w,
+                        center=(float(pose[:, 0].mean()) / frame_w,
+                                float(pose[:, 1].mean()) / frame_w),
                         shape=(key - center) / iod)
 
 
