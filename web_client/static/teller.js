@@ -183,39 +183,39 @@ function connect() {
   sig.addEventListener("identity.status", (ev) => renderIdentity(ev.detail));
   sig.addEventListener("review.recorded", (ev) => { $("decision-result").textContent = `Recorded: ${ev.detail.decision}`; });
   sig.connect();
-  const send = sig.send.bind(sig);
-  sig.send = (msg) => { if (msg.type !== "ping") $(areaOf(msg.type)).textContent = ""; send(msg); };
+  // what the teller does: clears the error shown beside that tool, then sends
+  const send = (msg) => { $(areaOf(msg.type)).textContent = ""; sig.send(msg); };
 
-  $("id-verify").onclick = () => sig.send({ type: "identity.verify" });
-  $("id-liveness").onclick = () => sig.send({ type: "identity.liveness" });
+  $("id-verify").onclick = () => send({ type: "identity.verify" });
+  $("id-liveness").onclick = () => send({ type: "identity.liveness" });
   const judge = (accept) => {
     const notes = $("id-notes").value.trim();
     if (notes.length < 3) { showError("identity.judge", "Write what you compared before judging."); return; }
-    sig.send({ type: "identity.judge", accept, notes });
+    send({ type: "identity.judge", accept, notes });
   };
-  $("spoken-start").onclick = () => sig.send({ type: "identity.spoken_check", reason: $("spoken-reason").value, notes: $("spoken-notes").value.trim() });
+  $("spoken-start").onclick = () => send({ type: "identity.spoken_check", reason: $("spoken-reason").value, notes: $("spoken-notes").value.trim() });
   const attest = (passed) => {
     const notes = $("spoken-attest-notes").value.trim();
     if (notes.length < 3) { showError("identity.attest", "Write what you heard and saw before attesting."); return; }
-    sig.send({ type: "identity.attest", passed, notes });
+    send({ type: "identity.attest", passed, notes });
   };
   $("spoken-pass").onclick = () => attest(true);
   $("spoken-fail").onclick = () => attest(false);
   $("id-accept").onclick = () => judge(true);
   $("id-reject").onclick = () => judge(false);
-  $("assist-request").onclick = () => sig.send({ type: "assist.request", purpose: $("assist-purpose").value || "guide you in the app" });
-  $("assist-stop").onclick = () => sig.send({ type: "assist.stop" });
-  $("nav-push").onclick = () => sig.send({ type: "nav.push", destination: $("nav-destination").value });
-  $("decide").onclick = () => sig.send({ type: "review.decide", decision: $("decision").value,
+  $("assist-request").onclick = () => send({ type: "assist.request", purpose: $("assist-purpose").value || "guide you in the app" });
+  $("assist-stop").onclick = () => send({ type: "assist.stop" });
+  $("nav-push").onclick = () => send({ type: "nav.push", destination: $("nav-destination").value });
+  $("decide").onclick = () => send({ type: "review.decide", decision: $("decision").value,
     reason_code: $("reason-code").value || null, notes: $("decision-notes").value });
 
-  $("available").onclick = () => sig.send({ type: "teller.status", status: "available" });
-  $("wrapup-done").onclick = () => sig.send({ type: "teller.status", status: "available" });
-  $("wrapup-extend").onclick = () => sig.send({ type: "teller.wrap_up_extend", seconds: 60 });
-  $("break").onclick = () => sig.send({ type: "teller.status", status: "break", reason: "personal" });
-  $("accept").onclick = () => state.offer && sig.send({ type: "offer.accept", call_id: state.offer.call_id });
-  $("reject").onclick = () => state.offer && sig.send({ type: "offer.reject", call_id: state.offer.call_id });
-  $("hangup").onclick = () => sig.send({ type: "call.hangup" });
+  $("available").onclick = () => send({ type: "teller.status", status: "available" });
+  $("wrapup-done").onclick = () => send({ type: "teller.status", status: "available" });
+  $("wrapup-extend").onclick = () => send({ type: "teller.wrap_up_extend", seconds: 60 });
+  $("break").onclick = () => send({ type: "teller.status", status: "break", reason: "personal" });
+  $("accept").onclick = () => state.offer && send({ type: "offer.accept", call_id: state.offer.call_id });
+  $("reject").onclick = () => state.offer && send({ type: "offer.reject", call_id: state.offer.call_id });
+  $("hangup").onclick = () => send({ type: "call.hangup" });
   $("logout").onclick = async () => { sig.close(); await fetch("/api/logout", { method: "POST" }); location.reload(); };
 }
 

@@ -266,6 +266,8 @@ class LatestFrameTap(_Worker):
 
     def keep_grid(self, spacing_s: float, keep_s: float) -> None:
         """Keep one frame per `spacing_s` interval for `keep_s` (0: only the newest)."""
+        if (spacing_s, keep_s) == (self._spacing_s, self._keep_s):
+            return  # called on every sampling round: nothing to do unless it changes
         self._spacing_s, self._keep_s = spacing_s, keep_s
         if keep_s <= 0:
             self._grid = deque()
