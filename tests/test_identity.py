@@ -211,7 +211,11 @@ async def test_live_verification_obama_verified_with_evidence(server, faces_dir)
         server, faces_dir / "obama2.jpg", "c-obama", business_type="card_issuance_review")
     status = await _verdict(teller_sig)  # the business type needs face_verified: auto start
     assert status["verdict"] == "verified", status
-    assert status["distance"] < 0.5 and status["samples"] >= 3 and status["verdict_s"] < 5
+    # 3 samples (min_samples), or 2 (early_samples) when both are clearly below the
+    # threshold: every distance < 0.5 - 0.1 (clear_margin)
+    clear = status["samples"] == 2 and max(status["trend"]) < 0.4
+    assert status["distance"] < 0.5 and (status["samples"] >= 3 or clear), status
+    assert status["verdict_s"] < 5
     ctx = await teller_sig.recv("call.context", evidence=["face_verified"])
     assert ctx["call_id"] == call_id
     await teller_sig.send({"type": "review.decide", "decision": "approve"})
@@ -227,7 +231,9 @@ async def test_live_verification_obama_verified_with_evidence(server, faces_dir)
     events = await asyncio.to_thread(server.components.trail.events, call_id)
     kinds = [e["kind"] for e in events]
     verdict = next(e for e in events if e["kind"] == "identity.verdict")
-    assert verdict["verdict"] == "verified" and len(verdict["distances"]) >= 3
+    assert verdict["verdict"] == "verified"
+    assert len(verdict["distances"]) >= 3 or (len(verdict["distances"]) == 2 and
+                                              max(verdict["distances"]) < 0.4), verdict
     assert verdict["best_frame_at"] <= verdict["decided_frame_at"]
     snap = next(e for e in events if e["kind"] == "identity.snapshot")
     assert kinds.index("identity.verdict") < kinds.index("review.refused")
