@@ -171,7 +171,10 @@ async def test_analysis_tap_keeps_a_grid_for_a_consumer_that_fell_behind(encoded
     tap = LatestFrameTap(call.feeds["customer.video"])
     call.feeds["customer.video"].add_tap(tap)
     tap.keep_grid(0.1, 1.0)
-    await asyncio.sleep(2.5)  # a consumer busy for 2.5 s
+    deadline = time.monotonic() + 10
+    while tap.decoded == 0 and time.monotonic() < deadline:  # media flowing (a loaded
+        await asyncio.sleep(0.05)  # machine may take a while for the first keyframe)
+    await asyncio.sleep(2.0)  # then a consumer busy for 2 s
     got, at = [], -1.0
     while (item := tap.next_after(at)) is not None:
         got.append(item[1])
