@@ -170,3 +170,8 @@ async def test_healthz_readyz_metrics(server):
         assert (await s.get(f"{server.url}/readyz")).status == 200
         metrics = await (await s.get(f"{server.url}/metrics")).text()
         assert "vteller_ws_connections" in metrics
+        node = str(server.components.node)  # every sample names its node
+        samples = [line for line in metrics.splitlines() if line and not line.startswith("#")]
+        assert samples and all(f'node="{node}"' in line for line in samples), samples[:3]
+        assert f'vteller_event_loop_lag_seconds{{node="{node}",quantile="0.99"}}' in metrics \
+            or f'vteller_event_loop_lag_seconds{{quantile="0.99",node="{node}"}}' in metrics

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
+import signal
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -19,11 +20,15 @@ from vteller.audit.trail import AuditTrail, load_or_create_signing_key
 from vteller.auth import (
     CustomerTokenVerifier,
     DevTokenIssuer,
-    LoginRateLimiter,
+    LocalLoginLimiter,
+    LoginLimiter,
     ServiceAuth,
+    SharedLoginLimiter,
     StaffAuth,
 )
+from vteller.auth.tokens import SharedUsedTokens
 from vteller.calls import CallManager
+from vteller.cluster import NodeId, NodeLease, SessionSweeper
 from vteller.config import Settings, SettingsError
 from vteller.gateway import openapi, setup_routes
 from vteller.gateway.audit_api import AuditApi
@@ -69,6 +74,7 @@ class Components:
     identity: IdentityService
     access: AccessLog
     router: RoutingStore
+    node: NodeId
     manager: CallManager | None = None
 
 
@@ -79,10 +85,15 @@ def prepare_data(settings: Settings) -> None:
     settings.keys_dir.chmod(0o700)
 
 
-def customer_verifier(settings: Settings, dev_issuer: DevTokenIssuer | None) -> CustomerTokenVerifier:
-    kw = dict(issuer=settings.customer_token_issuer, audience=settings.customer_token_audience,
-              max_ttl_s=settings.customer_token_max_ttl_s,
-              leeway_s=settings.customer_token_leeway_s)
+def customer_verifier(settings: Settings, dev_issuer: DevTokenIssuer | None,
+                      store: Store | None = None) -> CustomerTokenVerifier:
+    """The bank's key (or the dev issuer's). On PostgreSQL, used token ids are kept in
+    the database, so a token used on one node is refused by every node."""
+    kw: dict[str, Any] = dict(
+        issuer=settings.customer_token_issuer, audience=settings.customer_token_audience,
+        max_ttl_s=settings.customer_token_max_ttl_s, leeway_s=settings.customer_token_leeway_s,
+        used=SharedUsedTokens(store) if store is not None and store.dialect == "postgres"
+        else None)
     if settings.customer_token_key_file is not None:
         try:
             return CustomerTokenVerifier.from_key_file(
@@ -192,15 +203,15 @@ def build(settings: Settings, serving: bool = True) -> Components:
     )
     kek = kek_provider(settings)
     signer = load_or_create_signing_key(settings.kek_dir)
-    trail = AuditTrail(store, kek, signer)
+    node = NodeId.this_process()
+    trail = AuditTrail(store, kek, signer, owner=str(node) if serving else None)
     try:
         identity = IdentityService(settings.identity, store, kek, trail)
     except FileNotFoundError as exc:
         raise SettingsError(f"VTELLER_IDENTITY__LANDMARK_MODEL: {exc}") from None
     try:
         router = make_router(settings.routing, settings.redis_url, settings.redis_prefix,
-                             node=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-                             if serving else None)
+                             node=str(node) if serving else None)
     except RoutingUnavailable as exc:
         raise SettingsError(f"VTELLER_REDIS_URL: {exc}") from None
     except PrefixTaken as exc:
@@ -211,19 +222,26 @@ def build(settings: Settings, serving: bool = True) -> Components:
     return Components(
         settings=settings,
         store=store,
-        staff=StaffAuth(store, LoginRateLimiter(settings.login_max_failures,
-                                                settings.login_window_s),
-                        settings.staff_session_ttl_s),
-        customers=customer_verifier(settings, dev_issuer) if serving else None,  # type: ignore[arg-type]
+        staff=StaffAuth(store, login_limiter(settings, store), settings.staff_session_ttl_s),
+        customers=customer_verifier(settings, dev_issuer, store) if serving else None,  # type: ignore[arg-type]
         dev_issuer=dev_issuer,
-        metrics=Metrics(),
+        metrics=Metrics(node=str(node)),
         kek=kek,
         trail=trail,
         blobs=blobs,
         identity=identity,
         access=AccessLog(store, signer),
         router=router,
+        node=node,
     )
+
+
+def login_limiter(settings: Settings, store: Store) -> LoginLimiter:
+    """On PostgreSQL (several nodes may share it) login attempts are counted in the
+    database, so every node sees them; the embedded SQLite file has one process."""
+    if store.dialect == "postgres":
+        return SharedLoginLimiter(store, settings.login_max_failures, settings.login_window_s)
+    return LocalLoginLimiter(settings.login_max_failures, settings.login_window_s)
 
 
 def kek_provider(settings: Settings) -> KekProvider:
@@ -241,9 +259,15 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
     app = web.Application(client_max_size=64 * 1024)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
-        sealed = await asyncio.to_thread(c.trail.seal_open_sessions, c.blobs)
+        lease = NodeLease(c.store, c.node, settings.node_lease_s,
+                          load=lambda: c.manager.load() if c.manager else {},
+                          on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))
+        await lease.start()  # before any session is opened: they are owned by this node
+        sweeper = SessionSweeper(c.store, c.trail, c.blobs, c.node, settings.node_lease_s / 2)
+        sealed = await asyncio.to_thread(sweeper.at_start)
         if sealed:
             log.warning("sealed_incomplete_sessions", count=len(sealed))
+        sweeper.start()
         c.manager = CallManager(settings, c.store, c.metrics, c.kek, c.trail, c.blobs,
                                 c.identity, c.router)
         c.manager.start()
@@ -253,6 +277,8 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
         yield
         c.metrics.loop_lag.stop()
         await c.manager.shutdown()
+        await sweeper.stop()
+        await lease.stop()  # after every session of this node is closed
         c.router.close()  # gives up this node's hold on a Redis prefix
         c.identity.close()
         await c.store.purge_sessions()

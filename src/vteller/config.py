@@ -71,6 +71,10 @@ class Settings(BaseSettings):
         "store (queue and teller states of several processes); unset: in this process")
     redis_prefix: str = Field("{vteller}:", min_length=1, max_length=64,
                               description="key prefix in Redis (one per deployment)")
+    node_lease_s: float = Field(
+        10.0, ge=1, le=300, description="a node's lease in the database: renewed every "
+        "third of it; a node silent this long is taken for dead and survivors seal its "
+        "open audit sessions")
     certs_dir: Path = Path("certs")
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

@@ -10,14 +10,16 @@ from collections import deque
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 
 class Metrics:
-    """All vteller metrics, in their own registry (several apps per test process)."""
+    """All vteller metrics, in their own registry (several apps per test process).
+    Exposed with a `node` label on every sample (one scrape target per node)."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: str = "") -> None:
+        self.node = node
         self.registry = CollectorRegistry()
         r = self.registry
         self.connections = Gauge("vteller_ws_connections", "Open signaling connections",
@@ -39,6 +41,25 @@ class Metrics:
                                         "Liveness check results", ["state"], registry=r)
         self.loop_lag = LoopLagMonitor(r)
         self.service = ServiceCollector(r)
+
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format, each sample labelled with this node."""
+        return generate_latest(_NodeLabelled(self.registry, self.node))  # type: ignore[arg-type]
+
+
+class _NodeLabelled:
+    """A registry seen with `node="..."` added to every sample."""
+
+    def __init__(self, registry: CollectorRegistry, node: str) -> None:
+        self._registry = registry
+        self._node = node
+
+    def collect(self) -> Any:
+        for metric in self._registry.collect():  # fresh objects on every collection
+            metric.samples = [s._replace(labels={**s.labels, "node": self._node})
+                              for s in metric.samples]
+            yield metric
 
 
 class LoopLagMonitor:

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vteller.audit.keys import KekProvider, KeyError_, WrappedKey, unwrap_session_key
-from vteller.store import BlobStore, Store, StoreError
+from vteller.store import BlobStore, IntegrityError, Store, StoreError
 from vteller.tls import write_private
 
 SIGNING_KEY = "signing.key"
@@ -131,8 +131,9 @@ class AuditTrail:
     keeps writers from other threads (reference enrollment) from interleaving."""
 
     def __init__(self, store: Store, kek: KekProvider, signer: Ed25519PrivateKey,
-                 checkpoint_every: int = 50) -> None:
+                 checkpoint_every: int = 50, owner: str | None = None) -> None:
         self._store = store
+        self.owner = owner  # the node whose sessions these are (none: a CLI tool)
         self._kek = kek
         self._signer = signer
         self._every = checkpoint_every
@@ -152,7 +153,10 @@ class AuditTrail:
             self._open_session(session_id, data_key, wrapped)
 
     def _open_session(self, session_id: str, data_key: bytes, wrapped: WrappedKey) -> None:
-        self._store.put_session_key(session_id, wrapped.kek_id, wrapped.blob)
+        with self._store.atomic():
+            self._store.put_session_key(session_id, wrapped.kek_id, wrapped.blob)
+            if self.owner is not None:
+                self._store.own_session(session_id, self.owner)
         self._open[session_id] = _Open(data_key, genesis(session_id), 0)
 
     def append(self, session_id: str, actor: str, kind: str, data: dict[str, Any]) -> int:
@@ -202,7 +206,8 @@ class AuditTrail:
 
     def _close_in_transaction(self, session_id: str, s: _Open, tracks: dict[str, str],
                               incomplete: bool) -> None:
-        with self._store.atomic():  # the final checkpoint, log entry and tree head together
+        # the final checkpoint, log entry and tree head together, by the head's holder
+        with self._store.session_closing(session_id, s.seq, s.head):
             for name, digest in sorted(tracks.items()):
                 self._append(session_id, s, "system", "recording.closed",
                              {"track": name, "digest": digest})
@@ -213,6 +218,7 @@ class AuditTrail:
             self._store.append_log_entry(session_id, entry, self._sign_head)
             if incomplete:  # the auditors' search flag, stored like every other flag
                 self._store.flag_call(session_id, "incomplete")
+            self._store.release_session(session_id)
 
     def tombstone(self, session_id: str, reason: str) -> None:
         """Record in the global log that a session was purged (retention), bound to its
@@ -233,15 +239,20 @@ class AuditTrail:
         return session_id in self._open
 
     # crash recovery -------------------------------------------------------------
-    def sessions_to_seal(self) -> list[str]:
-        """Sessions left open by a crash. Decided from signed state: a session counts
-        as closed when any of its checkpoints carries a valid signature *as final*, or
-        it is in the global log, whatever its stored `final` column says (that column
-        only narrows the search). An altered closed session is left alone, with a
-        warning: verify reports it; sealing it would bury the evidence."""
+    def sessions_to_seal(self, live: frozenset[str] = frozenset()) -> list[str]:
+        """Sessions left open by a crash: not open here, and not owned by a node in
+        `live` (a neighbour's open session is its own business). Decided from signed
+        state: a session counts as closed when any of its checkpoints carries a valid
+        signature *as final*, or it is in the global log, whatever its stored `final`
+        column says (that column only narrows the search). An altered closed session is
+        left alone, with a warning: verify reports it; sealing it would bury the
+        evidence."""
+        return self._unsealed(self._store.sessions_without_final_checkpoint(), live)
+
+    def _unsealed(self, candidates: list[str], live: frozenset[str]) -> list[str]:
         out = []
-        for session_id in self._store.sessions_without_final_checkpoint():
-            if session_id in self._open:
+        for session_id in candidates:
+            if session_id in self._open or self._store.session_owner(session_id) in live:
                 continue
             if self._signed_final(session_id) or self._store.in_global_log(session_id):
                 log.warning("audit: a closed session's checkpoint record was altered; "
@@ -264,11 +275,30 @@ class AuditTrail:
                 return True
         return False
 
-    def seal_open_sessions(self, blobs: BlobStore) -> list[str]:
-        """After a crash: sessions with events but no final checkpoint are sealed as
-        incomplete; their track files are bound by the digest of what is stored."""
+    def seal_open_sessions(self, blobs: BlobStore,
+                           live: frozenset[str] = frozenset()) -> list[str]:
+        """After a crash (at start): sessions with events but no final checkpoint, and
+        no live owner, are sealed as incomplete; their track files are bound by the
+        digest of what is stored. A full scan: run it at start, not periodically."""
+        return self._seal_all(self.sessions_to_seal(live), blobs,
+                              "server stopped without closing the session")
+
+    def seal_sessions_of(self, node_id: str, blobs: BlobStore) -> tuple[list[str], int]:
+        """Seal the open sessions a dead (evicted) node owned. Returns (sealed, left):
+        `left` counts those still open (storage down, or the dead node's last write
+        raced this one: a later sweep tries again)."""
+        owned = self._store.sessions_owned_by(node_id)
+        todo = self._unsealed(owned, frozenset())
+        for session_id in set(owned) - set(todo):  # closed after all: not ours to seal
+            if self._signed_final(session_id) or self._store.in_global_log(session_id):
+                self._store.release_session(session_id)
+        sealed = self._seal_all(todo, blobs, f"its node ({node_id}) stopped without "
+                                "closing the session")
+        return sealed, len(todo) - len(sealed)
+
+    def _seal_all(self, session_ids: list[str], blobs: BlobStore, reason: str) -> list[str]:
         sealed = []
-        for session_id in self.sessions_to_seal():
+        for session_id in session_ids:
             try:
                 key = unwrap_session_key(self._store, self._kek, session_id)
             except (TypeError, ValueError, KeyError_):
@@ -277,15 +307,21 @@ class AuditTrail:
                 log.warning("audit: an open session has no usable data key; not sealing it "
                             "(run `vteller audit verify`)")
                 continue
-            last, head = self._store.last_event(session_id)  # type: ignore[misc]
-            s = _Open(key, head, last)
-            s.checkpoints = self._store.checkpoint_count(session_id)
-            try:
-                self._seal(session_id, s, blobs, "server stopped without closing the session")
-            except StoreError:
-                log.warning("audit: blob store unavailable; an open session stays open "
-                            "until the next attempt")
-                continue
+            with self._lock:
+                last, head = self._store.last_event(session_id) or (0, genesis(session_id))
+                s = _Open(key, head, last)
+                s.checkpoints = self._store.checkpoint_count(session_id)
+                try:
+                    self._seal(session_id, s, blobs, reason)
+                except IntegrityError:  # its owner (or another survivor) wrote meanwhile
+                    self._open.pop(session_id, None)
+                    log.warning("audit: a session changed while being sealed; retried later")
+                    continue
+                except StoreError:
+                    self._open.pop(session_id, None)
+                    log.warning("audit: storage unavailable; an open session stays open "
+                                "until the next attempt")
+                    continue
             sealed.append(session_id)
         return sealed
 
@@ -301,9 +337,16 @@ class AuditTrail:
         for name in blobs.list(session_id):  # first: may fail while storage is down
             with blobs.open_read(name) as fh:
                 tracks[name.split("/", 1)[1]] = _sha256_file(fh)
+        saved = dataclasses.replace(s)  # a failed transaction leaves the session as it was
         self._open[session_id] = s
-        self._append(session_id, s, "system", "session.sealed_incomplete", {"reason": reason})
-        self.close_session(session_id, tracks, incomplete=True)
+        try:
+            with self._store.session_closing(session_id, s.seq, s.head):  # one step
+                self._append(session_id, s, "system", "session.sealed_incomplete",
+                             {"reason": reason})
+                self.close_session(session_id, tracks, incomplete=True)
+        except BaseException:
+            self._open[session_id] = saved
+            raise
 
     # reading ----------------------------------------------------------------------
     def events(self, session_id: str) -> list[dict[str, Any]]:

@@ -3,7 +3,13 @@
 from vteller.auth.errors import AuthError
 from vteller.auth.roles import Role
 from vteller.auth.service import ServiceAuth
-from vteller.auth.staff import LoginRateLimiter, StaffAuth
+from vteller.auth.staff import (
+    LocalLoginLimiter,
+    LoginLimiter,
+    LoginRateLimiter,
+    SharedLoginLimiter,
+    StaffAuth,
+)
 from vteller.auth.tokens import CustomerClaims, CustomerTokenVerifier, DevTokenIssuer
 
 __all__ = [
@@ -11,7 +17,10 @@ __all__ = [
     "CustomerClaims",
     "CustomerTokenVerifier",
     "DevTokenIssuer",
+    "LocalLoginLimiter",
+    "LoginLimiter",
     "LoginRateLimiter",
+    "SharedLoginLimiter",
     "Role",
     "ServiceAuth",
     "StaffAuth",

@@ -10,7 +10,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from argon2 import PasswordHasher
@@ -98,6 +98,46 @@ class LoginRateLimiter:
                 q.remove(stamp)
 
 
+class LoginLimiter(Protocol):
+    """Counts an attempt before the password is checked; forgives it on success."""
+
+    async def attempt(self, keys: list[str]) -> tuple[float, Any]:
+        """(seconds to wait, or 0 and the attempt is counted; a stamp for `forgive`)."""
+        ...
+
+    async def forgive(self, keys: list[str], stamp: Any) -> None: ...
+
+
+class LocalLoginLimiter(LoginRateLimiter):
+    """One process's limiter (the embedded default): counted with no await at all."""
+
+    async def attempt(self, keys: list[str]) -> tuple[float, Any]:
+        return self.begin(keys)
+
+    async def forgive(self, keys: list[str], stamp: Any) -> None:
+        self.succeeded(keys, stamp)
+
+
+class SharedLoginLimiter:
+    """The same limits over every node, counted in the shared database (one
+    transaction per attempt that all nodes queue for)."""
+
+    def __init__(self, store: Store, max_failures: int, window_s: float,
+                 address_factor: int = 10) -> None:
+        self._store = store
+        self._max = {"user": max_failures, "addr": max_failures * address_factor}
+        self._window = window_s
+
+    async def attempt(self, keys: list[str]) -> tuple[float, Any]:
+        stamp = secrets.token_hex(8)
+        limits = {key: self._max[key.split(":", 1)[0]] for key in keys}
+        wait = await asyncio.to_thread(self._store.login_attempt, limits, self._window, stamp)
+        return wait, stamp
+
+    async def forgive(self, keys: list[str], stamp: Any) -> None:
+        await asyncio.to_thread(self._store.login_forgive, keys[0], keys[1:], stamp)
+
+
 class HashPool:
     """Password hashing on its own small thread pool, never the default one (which
     the store uses): a burst of logins cannot stall the database. Bounded: when
@@ -125,7 +165,7 @@ class HashPool:
 class StaffAuth:
     """Password login and cookie sessions for tellers, supervisors and auditors."""
 
-    def __init__(self, store: Store, limiter: LoginRateLimiter, session_ttl_s: int,
+    def __init__(self, store: Store, limiter: LoginLimiter, session_ttl_s: int,
                  hashing: HashPool | None = None) -> None:
         self._store = store
         self._limiter = limiter
@@ -149,7 +189,7 @@ class StaffAuth:
     async def login(self, username: str, password: str, client: str) -> tuple[StaffUser, str]:
         """Returns (user, session token) or raises AuthError."""
         keys = [f"user:{username}", f"addr:{client}"]
-        wait, stamp = self._limiter.begin(keys)  # counted now, before any await
+        wait, stamp = await self._limiter.attempt(keys)  # counted before the password is
         if wait > 0:
             secs = math.ceil(wait)
             log.warning("staff_login_refused", user=_pseudonym(username), address=client)
@@ -162,7 +202,7 @@ class StaffAuth:
         if not ok or user is None or user.disabled or user.role not in STAFF_ROLES:
             log.warning("staff_login_failed", user=_pseudonym(username), address=client)
             raise AuthError("login_failed", "wrong username or password, or account disabled")
-        self._limiter.succeeded(keys, stamp)
+        await self._limiter.forgive(keys, stamp)
         if self._hasher.check_needs_rehash(user.password_hash):
             new_hash = await self._hashing.run(self._hasher.hash, password)
             await asyncio.to_thread(self._store.set_password_hash, username, new_hash)

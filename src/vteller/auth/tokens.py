@@ -8,6 +8,7 @@ taken from the token header), which closes the classic alg-confusion attacks.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 import time
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, Field, ValidationError
 
 from vteller.auth.errors import AuthError
+from vteller.store import Store
 from vteller.tls import write_private
 
 DEV_TOKEN_KEY = "dev-customer-token.key"
@@ -51,7 +53,9 @@ class UsedTokens:
         self._until: dict[str, float] = {}
         self._next_prune = 0.0
 
-    def consume(self, jti: str, expires_at: float) -> bool:
+    async def consume(self, jti: str, expires_at: float) -> bool:
+        """True the first time (counted with no await: two racing hellos cannot both
+        pass)."""
         now = time.time()
         if now >= self._next_prune:
             self._until = {j: t for j, t in self._until.items() if t > now}
@@ -62,11 +66,23 @@ class UsedTokens:
         return True
 
 
+class SharedUsedTokens:
+    """The same, in the database every node shares: a token used on one node is
+    refused on all of them."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def consume(self, jti: str, expires_at: float) -> bool:
+        return await asyncio.to_thread(self._store.consume_token_id, jti, expires_at)
+
+
 class CustomerTokenVerifier:
     """Verifies customer tokens with one configured algorithm and key."""
 
     def __init__(
-        self, algorithm: str, key: Any, issuer: str, audience: str, max_ttl_s: int, leeway_s: int
+        self, algorithm: str, key: Any, issuer: str, audience: str, max_ttl_s: int, leeway_s: int,
+        used: UsedTokens | SharedUsedTokens | None = None,
     ) -> None:
         self._algorithm = algorithm
         self._key = key
@@ -74,7 +90,7 @@ class CustomerTokenVerifier:
         self._audience = audience
         self._max_ttl_s = max_ttl_s
         self._leeway_s = leeway_s
-        self._used = UsedTokens()
+        self._used = used or UsedTokens()
 
     @classmethod
     def from_key_file(cls, algorithm: str, path: Path, **kw: Any) -> CustomerTokenVerifier:
@@ -112,7 +128,12 @@ class CustomerTokenVerifier:
             raise AuthError("token_invalid", "customer token lifetime exceeds the allowed maximum")
         if claims.iat > time.time() + self._leeway_s:
             raise AuthError("token_invalid", "customer token is issued in the future")
-        if not self._used.consume(claims.jti, claims.exp + self._leeway_s):
+        return claims
+
+    async def admit(self, token: str) -> CustomerClaims:
+        """Verify a token and use it up: a customer token opens one connection."""
+        claims = self.verify(token)
+        if not await self._used.consume(claims.jti, claims.exp + self._leeway_s):
             raise AuthError("token_reused", "this customer token was already used; the app "
                             "must issue a new one (or resume with the session's secret)")
         return claims

@@ -105,6 +105,13 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
         self._journal.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name="routing-tick")
 
+    def load(self) -> dict[str, int]:
+        """What this node carries (reported with its lease)."""
+        calls = list(self.calls.values())
+        return {"in_call": sum(c.state in IN_CALL for c in calls),
+                "waiting": sum(c.state in WAITING for c in calls),
+                "connections": sum(p.conn is not None for p in self.parties.values())}
+
     def handles(self) -> frozenset[str]:
         """The message types this coordinator dispatches (hello and ping are the
         gateway's)."""

@@ -11,7 +11,6 @@ import io
 import math
 import re
 import secrets
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -62,10 +61,13 @@ class ExportBody(ReasonBody):
 
 @dataclass(frozen=True)
 class Grant:
+    """An auditor's right to replay one session's media, stored in the database so
+    that every node honours it."""
+
+    token_hash: str
     user: str
     session_id: str
     reason: str
-    expires: float
 
 
 Handler = Callable[[web.Request, StaffUser], Awaitable[web.StreamResponse]]
@@ -80,8 +82,6 @@ class AuditApi:
                  kek: KekProvider, blobs: BlobStore, access: AccessLog) -> None:
         self._store, self._staff, self._trail = store, staff, trail
         self._kek, self._blobs, self._access = kek, blobs, access
-        self._grants: dict[str, Grant] = {}
-        self._replayed: set[tuple[Grant, str]] = set()
         self._media: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
     def routes(self, app: web.Application) -> None:
@@ -117,13 +117,13 @@ class AuditApi:
             return None
         return body if clean_model(body) else None
 
-    def _grant(self, request: web.Request, user: StaffUser) -> Grant | None:
-        token = request.query.get("grant", "")
-        grant = self._grants.get(hashlib.sha256(token.encode()).hexdigest())
-        if (grant is None or grant.expires < time.time() or grant.user != user.username
-                or grant.session_id != request.match_info["sid"]):
+    async def _grant(self, request: web.Request, user: StaffUser) -> Grant | None:
+        token_hash = hashlib.sha256(request.query.get("grant", "").encode()).hexdigest()
+        found = await asyncio.to_thread(self._store.replay_grant, token_hash)
+        if found is None or found[0] != user.username \
+                or found[1] != request.match_info["sid"]:
             return None
-        return grant
+        return Grant(token_hash, *found)
 
     def _data_key(self, session_id: str) -> bytes | None:
         return unwrap_session_key(self._store, self._kek, session_id)
@@ -195,10 +195,9 @@ class AuditApi:
         except Exception:  # noqa: BLE001 - tampered payloads: the report already says so
             events = []
         token = secrets.token_urlsafe(24)
-        self._grants = {k: g for k, g in self._grants.items() if g.expires > time.time()}
-        self._replayed = {(g, n) for g, n in self._replayed if g.expires > time.time()}
-        self._grants[hashlib.sha256(token.encode()).hexdigest()] = Grant(
-            user.username, sid, body.reason, time.time() + GRANT_TTL_S)
+        await asyncio.to_thread(self._store.put_replay_grant,
+                                hashlib.sha256(token.encode()).hexdigest(), user.username,
+                                sid, body.reason, GRANT_TTL_S)
         starts = _track_starts(events)
         tracks = []
         for key in self._blobs.list(sid):
@@ -215,15 +214,19 @@ class AuditApi:
 
     # ------------------------------------------------------------------ replay
     async def media(self, request: web.Request, user: StaffUser) -> web.StreamResponse:
-        grant = self._grant(request, user)
+        grant = await self._grant(request, user)
         if grant is None:
             return _error(403, "forbidden", "open the session with a reason first")
         sid, name = grant.session_id, request.match_info["name"]
         if not TRACK_NAME.match(name) or not self._blobs.exists(f"{sid}/{name}"):
             return _error(404, "not_found", "no such track")
-        if (grant, name) not in self._replayed:  # once per opening and track, not per range
-            await self._record(user.username, "replay", sid, grant.reason, track=name)
-            self._replayed.add((grant, name))
+        # once per opening and track, not per range request (on whichever node)
+        if await asyncio.to_thread(self._store.first_replay, grant.token_hash, name):
+            try:
+                await self._record(user.username, "replay", sid, grant.reason, track=name)
+            except BaseException:  # not logged, so not marked: the next request logs it
+                await asyncio.to_thread(self._store.forget_replay, grant.token_hash, name)
+                raise
         data = await self._load(sid, name)
         content_type = ("image/jpeg" if name.endswith(".jpg.vtenc") else
                         "audio/webm" if ".audio." in name else "video/webm")

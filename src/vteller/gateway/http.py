@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, ValidationError
 
 from vteller.auth import AuthError, DevTokenIssuer, ServiceAuth, StaffAuth
@@ -128,7 +128,7 @@ def setup_routes(
                                  status=200 if ok else 503)
 
     async def metrics_view(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry),
+        return web.Response(body=metrics.exposition(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def login(request: web.Request) -> web.Response:

@@ -243,7 +243,7 @@ class _Session:
             party, resume = manager.resume(msg.resume, self.conn)
             resumed = True
         elif msg.token:
-            claims = ep._customers.verify(msg.token)
+            claims = await ep._customers.admit(msg.token)
             segments = segments_for(claims.segments, claims.birth_year,
                                     ep._settings.routing.elderly_age)
             party, resume, resumed = manager.connect(

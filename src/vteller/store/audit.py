@@ -7,11 +7,12 @@ advisory lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite) around each global-log ap
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from vteller.audit import merkle
-from vteller.store.db import Database, Row
+from vteller.store.db import Database, IntegrityError, Row
 
 GLOBAL_LOG_LOCK = "vteller global log"
 ACCESS_LOG_LOCK = "vteller access log"
@@ -70,6 +71,21 @@ class AuditRepository:
             "DO UPDATE SET head=excluded.head, at=excluded.at, final=excluded.final, "
             "signature=excluded.signature",
             (session_id, seq, head, at, int(final), signature))
+
+    @contextlib.contextmanager
+    def session_closing(self, session_id: str, seq: int, head: bytes) -> Iterator[None]:
+        """One transaction, queued behind every other close (the global log's lock),
+        that first checks the writer still holds the session's head: no event after
+        `seq`, no final checkpoint. IntegrityError otherwise (a node taken for dead
+        and sealed by a survivor must not close the session a second time)."""
+        with self.db.atomic(lock=GLOBAL_LOG_LOCK):
+            last = self.last_event(session_id)
+            if (last is None and seq != 0) or (last is not None and last != (seq, head)) \
+                    or self.db.execute("SELECT 1 FROM audit_checkpoints WHERE session_id=? "
+                                       "AND final=1 LIMIT 1", (session_id,)):
+                raise IntegrityError(f"session {session_id} was closed or written by "
+                                     "another writer")
+            yield
 
     def checkpoints(self, session_id: str) -> list[Row]:
         return self.db.execute(f"SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints "

@@ -134,6 +134,32 @@ def _m2_flags_and_log_state(db: Database) -> None:
                (size, b"".join(frontier)))
 
 
+def _m3_nodes(db: Database) -> None:
+    """Nodes with leases and the node that owns each open audit session, so a node
+    seals only the sessions of nodes that are gone (never a live neighbour's); login
+    attempts and replay grants, which every node must see."""
+    _ddl(db, """
+    CREATE TABLE IF NOT EXISTS nodes (
+        node_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid BIGINT NOT NULL,
+        started_at REAL NOT NULL, lease_until REAL NOT NULL,
+        evicted INTEGER NOT NULL DEFAULT 0, load TEXT NOT NULL DEFAULT '{}');
+    CREATE TABLE IF NOT EXISTS session_owners (
+        session_id TEXT PRIMARY KEY, node_id TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS session_owners_by_node ON session_owners (node_id);
+    CREATE TABLE IF NOT EXISTS login_attempts (
+        key TEXT NOT NULL, stamp TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (key, stamp));
+    CREATE INDEX IF NOT EXISTS login_attempts_by_at ON login_attempts (at);
+    CREATE TABLE IF NOT EXISTS replay_grants (
+        token_hash TEXT PRIMARY KEY, username TEXT NOT NULL, session_id TEXT NOT NULL,
+        reason TEXT NOT NULL, expires_at REAL NOT NULL);
+    CREATE TABLE IF NOT EXISTS used_token_ids (
+        jti TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+    CREATE INDEX IF NOT EXISTS used_token_ids_by_expiry ON used_token_ids (expires_at);
+    CREATE TABLE IF NOT EXISTS replay_grant_tracks (
+        token_hash TEXT NOT NULL, track TEXT NOT NULL, PRIMARY KEY (token_hash, track))
+    """)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -144,6 +170,8 @@ class Migration:
 MIGRATIONS = (
     Migration(1, "baseline", _m1_baseline),
     Migration(2, "call flags table, global log frontier, indexes", _m2_flags_and_log_state),
+    Migration(3, "node leases, session owners, login attempts, used token ids, replay grants",
+              _m3_nodes),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -11,11 +11,14 @@ from vteller.store import schema
 from vteller.store.audit import AuditRepository
 from vteller.store.calls import CallRepository
 from vteller.store.db import Database, Row, SqliteDatabase, connect
+from vteller.store.nodes import NodeRepository
 from vteller.store.references import ReferenceRepository
+from vteller.store.shared import SharedStateRepository
 from vteller.store.staff import StaffRepository
 
 
-class Store(StaffRepository, CallRepository, AuditRepository, ReferenceRepository):
+class Store(StaffRepository, CallRepository, AuditRepository, ReferenceRepository,
+            NodeRepository, SharedStateRepository):
     def __init__(self, db: Database) -> None:
         self.db = db
 
