@@ -26,7 +26,9 @@ class ServeProcess:
 
 
 def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None,
-                timeout: float = 60) -> ServeProcess:
+                timeout: float = 60, until: str = "Ctrl-C stops") -> ServeProcess:
+    """Start it and read its output up to the line containing `until` (the ready line;
+    a standby prints "standby:" and waits)."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     full_env = {**os.environ, "VTELLER_DATA_DIR": str(tmp / "var"),
@@ -35,7 +37,8 @@ def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None,
                 **(env or {})}
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "vteller", "serve", *args], env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            stdout=subprocess.PIPE, text=True,
+                            stderr=open(tmp / f"serve-{port}.log", "w"),  # noqa: SIM115
                             cwd=tmp)
     lines: list[str] = []
     ready_s = float("nan")
@@ -47,7 +50,7 @@ def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None,
         lines.append(line)
         if "teller console:" in line:
             ready_s = time.monotonic() - t0
-        if "Ctrl-C stops" in line:
+        if until in line:
             break
     passwords = dict(re.findall(r"^\s+(\S+) \(\w+\) (?:password|key): (\S+)$", "".join(lines), re.MULTILINE))
     return ServeProcess(proc, f"https://localhost:{port}", lines, ready_s, passwords)

@@ -230,3 +230,14 @@ async def test_a_customer_token_opens_one_connection_on_any_node(store: Store,  
         await two.admit(token)  # copied to another node: refused there too
     assert info.value.code == "token_reused"
     assert (await two.admit(issuer.issue("c-1", "Ann", 1950))).sub == "c-1"
+
+
+def test_a_handover_opens_only_with_its_resume_secret():
+    from vteller.calls.handover import Handover
+
+    h = Handover("customer:c-9", "customer", "c-9", "Wei Zhang", frozenset({"elderly"}))
+    sealed = h.seal("secret-A")
+    assert b"c-9" not in sealed and b"Wei" not in sealed
+    assert Handover.open("secret-A", sealed) == h
+    assert Handover.open("secret-B", sealed) is None  # a stolen row without the secret
+    assert Handover.open("secret-A", sealed[:-1] + bytes([sealed[-1] ^ 1])) is None

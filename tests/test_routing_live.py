@@ -123,7 +123,11 @@ async def test_supervisor_dashboard_and_control(server):
     await teller.error("forbidden")
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=insecure_ssl())) as s:
         metrics = await (await s.get(f"{server.url}/metrics")).text()
-    assert "vteller_service_level 1.0" in metrics and 'vteller_tellers{state="break"} 1.0' in metrics
+    node = server.components.node
+    assert f'vteller_service_level{{node="{node}"}} 1.0' in metrics
+    assert any(line.startswith("vteller_tellers{") and 'state="break"' in line
+               and f'node="{node}"' in line and line.endswith(" 1.0")
+               for line in metrics.splitlines())
     for s_ in (sup, c, teller):
         await s_.close()
 

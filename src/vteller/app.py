@@ -210,13 +210,17 @@ def build(settings: Settings, serving: bool = True) -> Components:
     except FileNotFoundError as exc:
         raise SettingsError(f"VTELLER_IDENTITY__LANDMARK_MODEL: {exc}") from None
     try:
+        if settings.standby and not settings.redis_url:
+            raise SettingsError("VTELLER_STANDBY needs VTELLER_REDIS_URL (the queue a "
+                                "standby takes over lives there)")
         router = make_router(settings.routing, settings.redis_url, settings.redis_prefix,
-                             node=str(node) if serving else None)
+                             node=str(node) if serving and not settings.standby else None,
+                             lease_s=settings.node_lease_s)
     except RoutingUnavailable as exc:
         raise SettingsError(f"VTELLER_REDIS_URL: {exc}") from None
     except PrefixTaken as exc:
-        raise SettingsError(f"VTELLER_REDIS_PREFIX: {exc}; one node per prefix until the "
-                            "cluster is built") from None
+        raise SettingsError(f"VTELLER_REDIS_PREFIX: {exc}; one active node per prefix "
+                            "(VTELLER_STANDBY=true waits to take over from it)") from None
     except ValueError as exc:  # a malformed URL
         raise SettingsError(f"VTELLER_REDIS_URL: {exc}") from None
     return Components(
@@ -259,6 +263,14 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
     app = web.Application(client_max_size=64 * 1024)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        if settings.standby:  # not listening yet: the load balancer sends nobody here
+            from vteller.routing.redis_store import RedisRouter
+
+            assert isinstance(c.router, RedisRouter)
+            print(f"standby: waiting for {settings.redis_prefix!r} (held by "
+                  f"{c.router.holder()})", flush=True)
+            await asyncio.to_thread(c.router.wait_claim, str(c.node), settings.node_lease_s)
+            log.warning("standby_took_over", prefix=settings.redis_prefix)
         lease = NodeLease(c.store, c.node, settings.node_lease_s,
                           load=lambda: c.manager.load() if c.manager else {},
                           on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))
@@ -269,7 +281,7 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
             log.warning("sealed_incomplete_sessions", count=len(sealed))
         sweeper.start()
         c.manager = CallManager(settings, c.store, c.metrics, c.kek, c.trail, c.blobs,
-                                c.identity, c.router)
+                                c.identity, c.router, node=str(c.node))
         c.manager.start()
         endpoint._manager = c.manager
         c.metrics.service.source = c.manager.dashboard

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
         "store (queue and teller states of several processes); unset: in this process")
     redis_prefix: str = Field("{vteller}:", min_length=1, max_length=64,
                               description="key prefix in Redis (one per deployment)")
+    standby: bool = Field(
+        False, description="start as a standby of the node holding VTELLER_REDIS_PREFIX: "
+        "wait (not listening) until its lease runs out, then take over the queue; "
+        "customers resume here and keep their place")
+    requeue_after_node_failure: bool = Field(
+        True, description="a customer whose call was on a node that stopped is queued "
+        "again at its original place when it resumes on another node")
     node_lease_s: float = Field(
         10.0, ge=1, le=300, description="a node's lease in the database: renewed every "
         "third of it; a node silent this long is taken for dead and survivors seal its "

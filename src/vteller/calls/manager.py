@@ -52,8 +52,9 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
     def __init__(self, settings: Settings, store: Store, metrics: Metrics,
                  kek: KekProvider, trail: AuditTrail, blobs: BlobStore,
                  identity: IdentityService | None = None,
-                 router: RoutingStore | None = None) -> None:
+                 router: RoutingStore | None = None, node: str = "local") -> None:
         self._settings = settings
+        self._node = node
         self._blocked_ice = settings.blocked_ice_networks()
         self._identity = identity
         self._blobs = blobs
@@ -71,6 +72,8 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
         self._by_resume: dict[str, str] = {}
         self._ring: dict[str, asyncio.Task[None]] = {}
         self._unsure: set[str] = set()  # enqueued while the routing store timed out
+        # customer -> (request a stopped node left waiting, monotonic deadline to resume)
+        self._orphans: dict[str, tuple[Any, float]] = {}
         self._cleanups: set[asyncio.Future[Any]] = set()
         self._journal = Journal()
         self._ticker: asyncio.Task[None] | None = None
@@ -103,6 +106,7 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
     def start(self) -> None:
         """Start the journal and the routing tick (on the running event loop)."""
         self._journal.start()
+        self._background(self._take_over())
         self._ticker = asyncio.create_task(self._tick_loop(), name="routing-tick")
 
     def load(self) -> dict[str, int]:
@@ -175,6 +179,7 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
                     if call.state in IN_CALL:
                         self._check_assist(call)
                 self._undo_unsure()
+                self._drop_orphans()
                 self._dispatch()
                 self._push_queue_status()
                 self._push_dashboard()

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 from typing import Any
 
 import structlog
 
+from vteller.calls.handover import Handover
 from vteller.calls.party import Connection, Party
 from vteller.calls.session import IN_CALL, WAITING, CallState
 from vteller.protocol import ErrorCode, ProtocolError
@@ -46,7 +48,75 @@ class PartiesFacet:
             self.parties[key] = party
         if role == "teller":
             self.router.set_profile(principal, TellerProfile.from_dict(profile or {}))
+            self._settle_teller(party)
         return party, self._attach(party, conn), resumed
+
+    def _settle_teller(self, party: Party) -> None:
+        """A teller whose shared state names a call no node holds any more (its node
+        stopped): offered goes back to available; busy goes to wrap-up, timed here."""
+        if any(c.teller_key == party.key for c in self.calls.values()):
+            return
+        state = self.router.teller(party.principal).state
+        if state == TellerState.OFFERED:
+            self.router.set_state(party.principal, TellerState.AVAILABLE)
+        elif state in (TellerState.BUSY, TellerState.WRAP_UP):
+            if state == TellerState.BUSY:
+                self.router.set_state(party.principal, TellerState.WRAP_UP)
+            if party.principal not in self._wrap_timers:
+                self._start_wrap_timer(party, self.policy.wrap_up_s)
+        else:
+            return
+        log.warning("teller_state_settled", was=state.value,
+                    note="its call was on a node that stopped")
+
+    async def adopt(self, token: str, conn: Connection) -> tuple[Party, str]:
+        """Resume a customer whose node stopped (its secret is in the shared database):
+        the party is made here, and a request it left waiting is queued again with its
+        original enqueue time, so it keeps its place and its waited time."""
+        taken = await asyncio.to_thread(self._store.take_resume, _hash(token))
+        row = Handover.open(token, taken[1]) if taken is not None else None
+        if taken is None or row is None or row.role != "customer" or taken[0] == self._node:
+            raise ProtocolError(ErrorCode.RESUME_FAILED, "nothing to resume (expired or unknown)")
+        party = self.parties.get(row.party_key)
+        if party is None:
+            party = Party(row.party_key, row.role, row.principal, row.display_name,
+                          segments=row.segments)
+            self.parties[party.key] = party
+        left = self._orphans.pop(row.principal, None)
+        unfinished = None
+        if left is None and party.call_id is None:  # was it offered or in a call there?
+            unfinished = await asyncio.to_thread(self._store.unfinished_call_of, row.principal)
+        resume = self._attach(party, conn)
+        # after the welcome (sent when this returns): the call it had, continued
+        asyncio.get_running_loop().call_soon(self._continue_adopted, party, left, unfinished)
+        log.info("party_adopted", from_node=taken[0])
+        return party, resume
+
+    def _continue_adopted(self, party: Party, left: Any, unfinished: dict[str, Any] | None
+                          ) -> None:
+        if party.call_id is not None or self.parties.get(party.key) is not party:
+            return
+        try:
+            if left is not None:  # it was waiting: same place, same waited time
+                request = left[0]
+                self._enqueue(party, request.business_type, request.language,
+                              enqueued_at=request.enqueued_at, continued_from=request.call_id)
+            elif unfinished is not None and unfinished["call_id"] not in self.calls:
+                self._persist(self._store.update_call, unfinished["call_id"], state="failed",
+                              end_reason="node_stopped", ended_at=time.time())
+                if unfinished["state"] != "queued":
+                    party.send(m.CallEnded(call_id=unfinished["call_id"], reason="node_stopped"))
+                if self._settings.requeue_after_node_failure:  # at its original place
+                    self._enqueue(party, unfinished["business_type"], unfinished["language"],
+                                  enqueued_at=float(unfinished["queued_at"]),
+                                  continued_from=unfinished["call_id"])
+        except RoutingUnavailable:
+            party.send(m.Error(code=ErrorCode.SERVICE_UNAVAILABLE,
+                               message="the queue is unreachable; join again in a moment"))
+
+    def resumes_here(self, token: str) -> bool:
+        """Is this resume secret one of this node's parties?"""
+        return _hash(token) in self._by_resume
 
     def resumable(self, token: str) -> Party:
         """The party a resume secret belongs to (nothing is attached yet)."""
@@ -85,9 +155,15 @@ class PartiesFacet:
             party.grace = None
         party.conn = conn
         self._by_resume.pop(party.resume_hash, None)
+        replaces = party.resume_hash
         token = secrets.token_urlsafe(32)
         party.resume_hash = _hash(token)
         self._by_resume[party.resume_hash] = party.key
+        if party.role == "customer":  # another node may take the customer over
+            sealed = Handover(party.key, party.role, party.principal, party.display_name,
+                              party.segments).seal(token)
+            self._persist(self._store.put_resume, party.resume_hash, self._node, sealed,
+                          replaces)
         self._tell_peer(party, "connected")
         return token
 
@@ -124,6 +200,8 @@ class PartiesFacet:
                 self._close_wrap_up(party, call)
         self.parties.pop(party.key, None)
         self._by_resume.pop(party.resume_hash, None)
+        if party.role == "customer" and party.resume_hash:
+            self._persist(self._store.drop_resume, party.resume_hash)
         if party.role == "teller":
             self._cancel_wrap_timer(party.principal)
             self.router.forget_teller(party.principal)

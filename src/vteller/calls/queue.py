@@ -37,10 +37,18 @@ class QueueFacet:
     def _on_queue_join(self, party: Party, msg: m.QueueJoin) -> None:
         if self._call_of(party) is not None:
             raise ProtocolError(ErrorCode.WRONG_STATE, "already queued or in a call")
-        call = Call(new_call_id(), party.key, msg.business_type, msg.language,
+        self._enqueue(party, msg.business_type, msg.language)
+
+    def _enqueue(self, party: Party, business_type: str, language: str,
+                 enqueued_at: float | None = None, continued_from: str | None = None) -> None:
+        """A new call waiting in the queue. `enqueued_at` and `continued_from`: a request
+        a stopped node left waiting, queued again here with its original time."""
+        call = Call(new_call_id(), party.key, business_type, language,
                     encoded_media=self._settings.media_forwarding == "encoded")
-        request = Request(call.call_id, msg.business_type, msg.language, party.segments,
-                          enqueued_at=clock.now())
+        request = Request(call.call_id, business_type, language, party.segments,
+                          enqueued_at=clock.now() if enqueued_at is None else enqueued_at)
+        if enqueued_at is not None:
+            call.queued_at = time.time() - max(0.0, clock.now() - enqueued_at)
         try:
             self.router.enqueue(request)  # first: a routing store that is down changes nothing
         except RoutingUnavailable:
@@ -51,11 +59,12 @@ class QueueFacet:
         call.data_key = new_data_key()  # one per session: events and recordings
         self._audit(self._trail.open_session, call.call_id, call.data_key,
                     self._kek.wrap(call.data_key, call.call_id))
+        extra = {} if continued_from is None else {"continued_from": continued_from}
         self._event(call, "customer", "queued", customer=party.principal,
-                    business_type=msg.business_type, language=msg.language,
-                    priority_class=request.pclass.value)
-        self._persist(self._store.record_call, call.call_id, party.principal, call.state.value, call.queued_at,
-                      msg.business_type)
+                    business_type=business_type, language=language,
+                    priority_class=request.pclass.value, **extra)
+        self._persist(self._store.record_call, call.call_id, party.principal, call.state.value,
+                      call.queued_at, business_type, language)
         log.info("queued", call_id=call.call_id, business_type=call.business_type)
         self._dispatch()
         self._push_queue_status(force=True)
@@ -183,6 +192,34 @@ class QueueFacet:
         self.router.set_state(party.principal, TellerState.AVAILABLE)
         party.send(m.TellerState(state="available"))
         self._dispatch()
+
+    async def _take_over(self) -> None:
+        """At start: requests in the shared queue with no call here were left by a node
+        that stopped (this one before a restart, or the active node a standby replaced).
+        Each is held for its customer to resume here (`adopt`) for the reconnect grace
+        period; its old session is sealed by the node sweeper, its record says why."""
+        try:
+            left = [r for r in self.router.waiting() if r.call_id not in self.calls]
+        except RoutingUnavailable:
+            log.warning("take_over_skipped", reason="routing store unreachable")
+            return
+        until = time.monotonic() + self._settings.reconnect_grace_s + 2 * self._settings.node_lease_s
+        for request in left:
+            row = await self._store.get_call(request.call_id)
+            self.router.remove(request.call_id)
+            if row is not None:
+                self._orphans[row["customer_id"]] = (request, until)
+                self._persist(self._store.update_call, request.call_id, state="abandoned",
+                              end_reason="node_stopped", ended_at=time.time())
+        if left:
+            log.warning("took_over_waiting_requests", count=len(left))
+
+    def _drop_orphans(self) -> None:
+        now = time.monotonic()
+        for customer, (request, until) in list(self._orphans.items()):
+            if until < now:
+                del self._orphans[customer]
+                log.info("orphan_dropped", call_id=request.call_id)
 
     def _undo_unsure(self) -> None:
         """Remove requests whose enqueue timed out (the customer was told to try again)."""

@@ -232,7 +232,10 @@ class _Session:
         ep, manager = self.ep, self.ep._manager
         resumed = False
         cookie = self.request.cookies.get(SESSION_COOKIE)
-        if msg.resume:
+        if msg.resume and not manager.resumes_here(msg.resume):
+            party, resume = await manager.adopt(msg.resume, self.conn)  # its node stopped
+            resumed = True
+        elif msg.resume:
             party = manager.resumable(msg.resume)
             if party.role != "customer":  # staff: the login session must still be valid
                 user = await ep._staff.user_for_session(cookie)

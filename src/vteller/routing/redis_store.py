@@ -231,6 +231,7 @@ class RedisRouter:
             ("remove", _REMOVE), ("set_state", _SET_STATE), ("snapshot", _SNAPSHOT),
             ("claim", _CLAIM), ("release", _RELEASE))}
         self._node: str | None = None
+        self._lease_s = LEASE_S
 
     @classmethod
     def from_url(cls, policy: RoutingPolicy, url: str, prefix: str = "{vteller}:"
@@ -282,22 +283,39 @@ class RedisRouter:
             log.warning("routing store reachable again")
             return
 
-    def claim(self, node: str) -> None:
+    def claim(self, node: str, lease_s: float = LEASE_S) -> None:
         """Hold this prefix for `node` (PrefixTaken if another live node does), renewed
         by a background thread until `close`."""
-        holder = self._run("claim", node, int(LEASE_S * 1000))
+        holder = self._run("claim", node, int(lease_s * 1000))
         if holder:
             raise PrefixTaken(f"prefix {self._p!r} is held by node {holder}")
         self._node = node
+        self._lease_s = lease_s
         threading.Thread(target=self._renew, name="redis-lease", daemon=True).start()
+
+    def holder(self) -> str | None:
+        """The node holding this prefix now, if any."""
+        held = self._call(self._r.get, f"{self._p}node")
+        return held.decode() if isinstance(held, bytes) else held
+
+    def wait_claim(self, node: str, lease_s: float = LEASE_S) -> None:
+        """Blocking: a standby waits until the prefix is free (its holder stopped renewing
+        for `lease_s`), then holds it. Redis being away only lengthens the wait."""
+        while not self._closed:
+            try:
+                self.claim(node, lease_s)
+                return
+            except (PrefixTaken, RoutingUnavailable):
+                time.sleep(lease_s / 8)
 
     def _renew(self) -> None:
         while not self._closed:
-            time.sleep(LEASE_S / 4)
+            time.sleep(self._lease_s / 4)
             if self._closed or self._node is None:
                 return
             try:
-                holder = self._scripts["claim"](args=[self._p, self._node, int(LEASE_S * 1000)])
+                holder = self._scripts["claim"](args=[self._p, self._node,
+                                                      int(self._lease_s * 1000)])
             except (redis.ConnectionError, redis.TimeoutError):
                 continue  # the probe handles reachability; try again next round
             if holder:

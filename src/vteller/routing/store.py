@@ -43,7 +43,8 @@ class RoutingStore(Protocol):
 
 
 def make_router(policy: RoutingPolicy, redis_url: str | None = None,
-                prefix: str = "{vteller}:", node: str | None = None) -> RoutingStore:
+                prefix: str = "{vteller}:", node: str | None = None,
+                lease_s: float = 10.0) -> RoutingStore:
     """The in-memory store, or the Redis one when a URL is given (checked now: a
     `RoutingUnavailable` if Redis cannot be reached; with `node`, the prefix is claimed
     for it: `PrefixTaken` if another live node holds it)."""
@@ -57,7 +58,7 @@ def make_router(policy: RoutingPolicy, redis_url: str | None = None,
     try:
         router.check()
         if node is not None:
-            router.claim(node)
+            router.claim(node, lease_s)
     except Exception:
         router.close()
         raise

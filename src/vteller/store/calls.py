@@ -44,11 +44,24 @@ class CallRepository:
     db: Database
 
     async def record_call(self, call_id: str, customer_id: str, state: str, queued_at: float,
-                          business_type: str = "general") -> None:
+                          business_type: str = "general", language: str = "en") -> None:
         await asyncio.to_thread(
             self.db.execute,
-            "INSERT INTO calls (call_id, customer_id, state, queued_at, business_type)"
-            " VALUES (?,?,?,?,?)", (call_id, customer_id, state, queued_at, business_type))
+            "INSERT INTO calls (call_id, customer_id, state, queued_at, business_type, language)"
+            " VALUES (?,?,?,?,?,?)", (call_id, customer_id, state, queued_at, business_type,
+                                      language))
+
+    def unfinished_call_of(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer's newest call that was offered or in progress and never ended
+        (its node stopped): call_id, state, business_type, language, queued_at."""
+        rows = self.db.execute(
+            "SELECT call_id, state, business_type, language, queued_at FROM calls "
+            "WHERE customer_id=? AND state IN ('offered', 'connecting', 'active') "
+            "AND ended_at IS NULL ORDER BY queued_at DESC LIMIT 1", (customer_id,))
+        if not rows:
+            return None
+        return dict(zip(("call_id", "state", "business_type", "language", "queued_at"),
+                        rows[0], strict=True))
 
     def flag_call(self, call_id: str, flag: str) -> None:
         """One rule for every flag (identity_mismatch, liveness_failed, consent_used,

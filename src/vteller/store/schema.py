@@ -152,12 +152,17 @@ def _m3_nodes(db: Database) -> None:
     CREATE TABLE IF NOT EXISTS replay_grants (
         token_hash TEXT PRIMARY KEY, username TEXT NOT NULL, session_id TEXT NOT NULL,
         reason TEXT NOT NULL, expires_at REAL NOT NULL);
+    CREATE TABLE IF NOT EXISTS resume_secrets (
+        token_hash TEXT PRIMARY KEY, node_id TEXT NOT NULL, sealed BLOB NOT NULL,
+        at REAL NOT NULL);
     CREATE TABLE IF NOT EXISTS used_token_ids (
         jti TEXT PRIMARY KEY, expires_at REAL NOT NULL);
     CREATE INDEX IF NOT EXISTS used_token_ids_by_expiry ON used_token_ids (expires_at);
     CREATE TABLE IF NOT EXISTS replay_grant_tracks (
         token_hash TEXT NOT NULL, track TEXT NOT NULL, PRIMARY KEY (token_hash, track))
     """)
+    if "language" not in _columns(db, "calls"):
+        db.execute("ALTER TABLE calls ADD COLUMN language TEXT NOT NULL DEFAULT 'en'")
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,7 @@ class Migration:
 MIGRATIONS = (
     Migration(1, "baseline", _m1_baseline),
     Migration(2, "call flags table, global log frontier, indexes", _m2_flags_and_log_state),
-    Migration(3, "node leases, session owners, login attempts, used token ids, replay grants",
+    Migration(3, "node leases, session owners, resume secrets, login attempts, used token ids, replay grants",
               _m3_nodes),
 )
 LATEST = MIGRATIONS[-1].version

@@ -7,6 +7,7 @@ the token's own `exp`."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from vteller.store.db import Database
@@ -46,6 +47,37 @@ class SharedStateRepository:
             for key in other_keys:
                 self.db.execute("DELETE FROM login_attempts WHERE key=? AND stamp=?",
                                 (key, stamp))
+
+    # resume secrets ----------------------------------------------------------------------
+    async def put_resume(self, token_hash: str, node_id: str, sealed: bytes,
+                         replaces: str | None) -> None:
+        """A party's current resume secret (hashed) with what another node needs to take
+        the party over, sealed under a key only the secret's holder can derive (no
+        customer data readable here); the secret it replaces goes."""
+        def run() -> None:
+            with self.db.atomic():
+                if replaces:
+                    self.db.execute("DELETE FROM resume_secrets WHERE token_hash=?", (replaces,))
+                self.db.execute("INSERT INTO resume_secrets VALUES (?,?,?,?) "
+                                "ON CONFLICT (token_hash) DO NOTHING",
+                                (token_hash, node_id, sealed, time.time()))
+        await asyncio.to_thread(run)
+
+    async def drop_resume(self, token_hash: str) -> None:
+        await asyncio.to_thread(self.db.execute,
+                                "DELETE FROM resume_secrets WHERE token_hash=?", (token_hash,))
+
+    def take_resume(self, token_hash: str) -> tuple[str, bytes] | None:
+        """Claim a resume secret another node wrote: (node id, sealed party), deleted as
+        it is read (one taker). Rows of parties that ended are deleted by their node;
+        those a dead node left go after a day."""
+        with self.db.atomic():
+            rows = self.db.execute("SELECT node_id, sealed FROM resume_secrets "
+                                   "WHERE token_hash=?", (token_hash,))
+            if rows:
+                self.db.execute("DELETE FROM resume_secrets WHERE token_hash=?", (token_hash,))
+            self.db.execute("DELETE FROM resume_secrets WHERE at < ?", (time.time() - 86400,))
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
 
     # customer token ids ----------------------------------------------------------------
     def consume_token_id(self, jti: str, expires_at: float) -> bool:

@@ -1,0 +1,244 @@
+"""kill -9 the active node: a standby on the same Redis prefix and PostgreSQL takes
+over the queue. Real `vteller serve` processes, a real Redis and PostgreSQL, and a real
+HAProxy in front: clients only ever know the load balancer's address.
+
+The waiting customer resumes on the standby with its resume secret and keeps its
+place and its waited time; the teller logs back in with its cookie and keeps its
+state; the dead node's open session is sealed incomplete by the survivor and
+verifies, and the new session says which one it continues."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import free_port, postgres_url
+from tests.haproxy import haproxy_binary, start_haproxy
+from tests.helpers import SignalClient, insecure_ssl
+from tests.redis_server import RedisServer
+from tests.serve_process import start_serve
+from tests.test_store_contract import PG_BASE, _need_postgres
+from vteller.audit import LocalKeyring
+from vteller.audit.trail import AuditTrail, load_or_create_signing_key
+from vteller.auth import StaffAuth
+from vteller.store import open_store
+
+
+async def _login(url: str, username: str, password: str) -> dict[str, str]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=insecure_ssl()),
+                                     cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        r = await s.post(f"{url}/api/login", json={"username": username, "password": password})
+        r.raise_for_status()
+        return {"__Host-vteller_session": r.cookies["__Host-vteller_session"].value}
+
+
+async def _token(url: str, name: str = "Wei Zhang") -> str:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=insecure_ssl())) as s:
+        r = await s.post(f"{url}/api/dev/customer-token", json={"name": name,
+                                                                "birth_year": 1950})
+        return (await r.json())["token"]
+
+
+def _wss(url: str) -> str:
+    return url.replace("https", "wss") + "/ws"
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+async def _until_served_by(lb_url: str, node_url: str, timeout: float = 15) -> None:
+    """Until requests through the load balancer reach this node (its /metrics names
+    the node; we compare with the node's own answer)."""
+    async def node_label(url: str) -> str | None:
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                    ssl=insecure_ssl(), force_close=True)) as s:
+                text = await (await s.get(f"{url}/metrics")).text()
+        except aiohttp.ClientError:
+            return None
+        found = re.search(r'node="([^"]+)"', text)
+        return found.group(1) if found else None
+
+    want = await node_label(node_url)
+    assert want is not None
+    deadline = time.monotonic() + timeout
+    while await node_label(lb_url) != want:
+        assert time.monotonic() < deadline, "the load balancer never sent us to that node"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.timeout(240)
+async def test_kill_9_active_node_standby_keeps_the_queue(tmp_path: Path):
+    _need_postgres()
+    if not shutil.which("redis-server"):
+        pytest.skip("no redis-server")
+    if haproxy_binary() is None:
+        if os.environ.get("VTELLER_REQUIRE_HAPROXY"):
+            pytest.fail("HAProxy is required here (apt-get install haproxy)")
+        pytest.skip("no haproxy (apt-get install haproxy)")
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    redis = RedisServer(redis_dir, free_port()).start()
+    db_url = postgres_url(PG_BASE)
+    env = {"VTELLER_DATABASE_URL": db_url, "VTELLER_REDIS_URL": redis.url,
+           "VTELLER_NODE_LEASE_S": "2", "VTELLER_RECONNECT_GRACE_S": "30"}
+    active = start_serve(tmp_path, "--dev", env=env)
+    standby = start_serve(tmp_path, "--dev", env={**env, "VTELLER_STANDBY": "true"},
+                          until="standby:")
+    lb = start_haproxy(tmp_path, [_port(active.url)], backups=[_port(standby.url)])
+    sigs: list[SignalClient] = []
+    store = open_store(db_url, tmp_path / "unused.sqlite3")
+    try:
+        await _until_served_by(lb.url, active.url)
+        url = lb.url
+        # on the active node: a call in progress (teller2 with customer "B"), a teller
+        # on break, an elderly customer waiting
+        store.add_user("teller2", "Teller Two", "teller", StaffAuth.hash_password("pw-teller-2x"),
+                       {"skills": {"general": 1.0}, "languages": ["en", "zh"]})
+        cookie2 = await _login(url, "teller2", "pw-teller-2x")
+        teller2 = await SignalClient.open(_wss(url), cookies=cookie2)
+        sigs.append(teller2)
+        await teller2.request({"type": "hello"}, "welcome")
+        await teller2.request({"type": "teller.status", "status": "available"},
+                              "teller.state", state="available")
+        in_call = await SignalClient.open(_wss(url))
+        sigs.append(in_call)
+        welcome_b = await in_call.request({"type": "hello", "token": await _token(url, "B")},
+                                          "welcome")
+        await in_call.send({"type": "queue.join", "business_type": "general", "language": "zh"})
+        offer_b = await teller2.recv("offer.incoming")
+        await teller2.send({"type": "offer.accept", "call_id": offer_b["call_id"]})
+        await in_call.recv("call.started")
+
+        cookie = await _login(url, "teller1", active.passwords["teller1"])
+        teller = await SignalClient.open(_wss(url), cookies=cookie)
+        sigs.append(teller)
+        await teller.request({"type": "hello"}, "welcome")
+        await teller.request({"type": "teller.status", "status": "break", "reason": "lunch"},
+                             "teller.state", state="break")
+        customer = await SignalClient.open(_wss(url))
+        sigs.append(customer)
+        welcome = await customer.request({"type": "hello", "token": await _token(url)},
+                                         "welcome")
+        assert welcome_b["resume"] != welcome["resume"]
+        first = await customer.request({"type": "queue.join", "business_type": "general",
+                                         "language": "zh"}, "queue.status", state="queued")
+        await asyncio.sleep(3.0)  # it has waited 3 s
+        assert store.session_exists(first["call_id"])
+
+        os.kill(active.proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        active.proc.wait(10)
+        for s in sigs:
+            await s.closed.wait()
+        # the standby starts listening when the active node's lease has run out
+        out = []
+        while True:
+            line = await asyncio.to_thread(standby.proc.stdout.readline)  # type: ignore[union-attr]
+            assert line, "".join(out)
+            out.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        took_over = time.monotonic() - killed
+        print(f"standby serving {took_over:.1f} s after kill -9 (lease 2 s)")
+        await _until_served_by(url, standby.url)
+        through_lb = time.monotonic() - killed
+        print(f"the load balancer sends clients to it {through_lb:.1f} s after kill -9")
+        assert took_over < 10 and through_lb < 12
+
+        # the customer resumes on the survivor: same place, same waited time
+        customer = await SignalClient.open(_wss(url))
+        sigs.append(customer)
+        back = await customer.request({"type": "hello", "resume": welcome["resume"]}, "welcome")
+        assert back["resumed"] and back["display_name"] == "Wei Zhang"
+        again = await customer.recv("queue.status", state="queued")
+        assert again["call_id"] != first["call_id"] and again["position"] == 1
+        assert again["green_channel"]  # its class came along (born 1950)
+
+        # the customer whose call died with the node: told, and queued again at its
+        # original place (it joined first: ahead of the waiting one)
+        in_call = await SignalClient.open(_wss(url))
+        sigs.append(in_call)
+        await in_call.request({"type": "hello", "resume": welcome_b["resume"]}, "welcome")
+        ended = await in_call.recv("call.ended", timeout=5)
+        assert ended == {"type": "call.ended", "call_id": offer_b["call_id"],
+                         "reason": "node_stopped"}
+        requeued = await in_call.recv("queue.status", state="queued")
+        assert requeued["call_id"] != offer_b["call_id"] and requeued["position"] == 1
+        teller2 = await SignalClient.open(_wss(url), cookies=cookie2)
+        sigs.append(teller2)
+        hello2 = await teller2.request({"type": "hello"}, "welcome")
+        assert hello2["state"]["teller_state"] == "wrap_up"  # busy in a call that is gone
+        await teller2.request({"type": "teller.status", "status": "break", "reason": "x"},
+                              "teller.state", state="break")
+        await customer.recv("queue.status", state="queued", position=2)  # behind it now
+        assert hello2["state"].get("call") is None
+
+        supervisor = await SignalClient.open(
+            _wss(url), cookies=await _login(url, "supervisor1", active.passwords["supervisor1"]))
+        sigs.append(supervisor)
+        await supervisor.request({"type": "hello"}, "welcome")
+        board = await supervisor.recv("dashboard", timeout=5)
+        (row,) = [w for w in board["waiting"] if w["call_id"] == again["call_id"]]
+        assert row["waited_s"] >= 3.0 + took_over - 1.0, row  # the wait before the crash counts
+
+        # the teller logs back in (cookie) and is still on break; then takes the call
+        teller = await SignalClient.open(_wss(url), cookies=cookie)
+        sigs.append(teller)
+        hello = await teller.request({"type": "hello"}, "welcome")
+        assert hello["state"]["teller_state"] == "break"
+        await teller.request({"type": "teller.status", "status": "available"},
+                             "teller.state", state="available")
+        offer = await teller.recv("offer.incoming", timeout=10)
+        assert offer["call_id"] == requeued["call_id"] and offer["language"] == "zh"
+        await teller.send({"type": "offer.reject", "call_id": offer["call_id"]})
+        await teller.request({"type": "teller.status", "status": "available"},
+                             "teller.state", state="available")
+        offer = await teller.recv("offer.incoming", timeout=10)
+        assert offer["call_id"] == again["call_id"] and offer["language"] == "zh"
+        await teller.send({"type": "offer.accept", "call_id": offer["call_id"]})
+        await customer.recv("call.started", timeout=10)
+
+        # the dead node's session: sealed by the survivor
+        deadline = time.monotonic() + 10
+        while first["call_id"] not in store.closed_session_ids():
+            assert time.monotonic() < deadline, "the dead node's session was not sealed"
+            await asyncio.sleep(0.2)
+        await teller.send({"type": "call.hangup"})
+        await customer.recv("call.ended", timeout=10)
+    finally:
+        for s in sigs:
+            await s.close()
+        lb.stop()
+        for node in (active, standby):
+            if node.proc.poll() is None:
+                node.stop()
+        store.close()
+        redis.stop()
+    env = {"PATH": "/usr/bin:/bin", "VTELLER_DATA_DIR": str(tmp_path / "var"),
+           "VTELLER_KEK_DIR": str(tmp_path / "secrets"), "VTELLER_DATABASE_URL": db_url}
+    for call_id, expect in ((first["call_id"], "sealed as incomplete"),
+                            (offer_b["call_id"], "sealed as incomplete"),
+                            (again["call_id"], "VERIFIED")):
+        verified = subprocess.run([sys.executable, "-m", "vteller", "audit", "verify", call_id],
+                                  capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                                  env=env)
+        assert verified.returncode == 0 and expect in verified.stdout, verified.stdout
+    store = open_store(db_url, tmp_path / "unused.sqlite3")
+    trail = AuditTrail(store, LocalKeyring(tmp_path / "secrets"),
+                       load_or_create_signing_key(tmp_path / "secrets"))
+    events = trail.events(again["call_id"])
+    assert events[0]["kind"] == "queued" and events[0]["continued_from"] == first["call_id"]
+    assert trail.events(first["call_id"])[-1]["kind"] == "session.sealed_incomplete"
+    store.close()
