@@ -34,6 +34,7 @@ def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None,
     full_env = {**os.environ, "VTELLER_DATA_DIR": str(tmp / "var"),
                 "VTELLER_CERTS_DIR": str(tmp / "certs"), "VTELLER_PORT": str(port),
                 "VTELLER_KEK_DIR": str(tmp / "secrets"),
+                "VTELLER_DRAIN_S": "0",  # SIGTERM ends calls at once (tests that drain say so)
                 **(env or {})}
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "vteller", "serve", *args], env=full_env,

@@ -242,3 +242,117 @@ async def test_kill_9_active_node_standby_keeps_the_queue(tmp_path: Path):
     assert events[0]["kind"] == "queued" and events[0]["continued_from"] == first["call_id"]
     assert trail.events(first["call_id"])[-1]["kind"] == "session.sealed_incomplete"
     store.close()
+
+
+async def _hello_through(url: str, hello: dict, cookies: dict[str, str] | None = None,
+                         timeout: float = 15) -> tuple[SignalClient, dict]:
+    """Connect through the load balancer until a node answers the hello with a welcome
+    (a draining node answers service_unavailable and closes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sig = await SignalClient.open(_wss(url), cookies=cookies)
+            await sig.send(hello)
+            got = await sig.recv_any(("welcome", {}), ("error", {}), timeout=5)
+            if got["type"] == "welcome":
+                return sig, got
+            await sig.close()
+        except (aiohttp.ClientError, ConnectionError, TimeoutError):
+            pass
+        assert time.monotonic() < deadline, "no node welcomed us"
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.timeout(240)
+async def test_sigterm_drains_the_active_node_into_the_standby(tmp_path: Path):
+    """SIGTERM: the active node takes no new calls and hands the queue to the standby
+    (the waiting customer and the idle teller reconnect through HAProxy and keep their
+    place and state), while the call in progress finishes where it is; then it exits."""
+    _need_postgres()
+    if not shutil.which("redis-server"):
+        pytest.skip("no redis-server")
+    if haproxy_binary() is None:
+        if os.environ.get("VTELLER_REQUIRE_HAPROXY"):
+            pytest.fail("HAProxy is required here (apt-get install haproxy)")
+        pytest.skip("no haproxy (apt-get install haproxy)")
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    redis = RedisServer(redis_dir, free_port()).start()
+    db_url = postgres_url(PG_BASE)
+    env = {"VTELLER_DATABASE_URL": db_url, "VTELLER_REDIS_URL": redis.url,
+           "VTELLER_NODE_LEASE_S": "2", "VTELLER_DRAIN_S": "60"}
+    active = start_serve(tmp_path, "--dev", env=env)
+    standby = start_serve(tmp_path, "--dev", env={**env, "VTELLER_STANDBY": "true"},
+                          until="standby:")
+    lb = start_haproxy(tmp_path, [_port(active.url)], backups=[_port(standby.url)])
+    url = lb.url
+    store = open_store(db_url, tmp_path / "unused.sqlite3")
+    sigs: list[SignalClient] = []
+    try:
+        await _until_served_by(url, active.url)
+        store.add_user("teller2", "Teller Two", "teller", StaffAuth.hash_password("pw-teller-2x"),
+                       {"skills": {"general": 1.0}, "languages": ["en", "zh"]})
+        cookie2 = await _login(url, "teller2", "pw-teller-2x")
+        teller2, _ = await _hello_through(url, {"type": "hello"}, cookie2)
+        sigs.append(teller2)
+        await teller2.request({"type": "teller.status", "status": "available"},
+                              "teller.state", state="available")
+        in_call, _ = await _hello_through(url, {"type": "hello", "token": await _token(url, "B")})
+        sigs.append(in_call)
+        await in_call.send({"type": "queue.join", "business_type": "general", "language": "zh"})
+        offer_b = await teller2.recv("offer.incoming")
+        await teller2.send({"type": "offer.accept", "call_id": offer_b["call_id"]})
+        await in_call.recv("call.started")
+
+        cookie = await _login(url, "teller1", active.passwords["teller1"])
+        teller, _ = await _hello_through(url, {"type": "hello"}, cookie)
+        sigs.append(teller)
+        await teller.request({"type": "teller.status", "status": "break", "reason": "lunch"},
+                             "teller.state", state="break")
+        waiting, welcome = await _hello_through(url, {"type": "hello", "token": await _token(url)})
+        sigs.append(waiting)
+        first = await waiting.request({"type": "queue.join", "business_type": "general",
+                                       "language": "zh"}, "queue.status", state="queued")
+        await asyncio.sleep(2.0)
+
+        active.proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        await asyncio.wait_for(waiting.closed.wait(), 10)  # asked to reconnect
+        await asyncio.wait_for(teller.closed.wait(), 10)
+        waiting, back = await _hello_through(url, {"type": "hello", "resume": welcome["resume"]})
+        sigs.append(waiting)
+        moved = time.monotonic() - t0
+        print(f"SIGTERM: the waiting customer was welcomed by the standby {moved:.1f} s after")
+        assert back["resumed"]
+        again = await waiting.recv("queue.status", state="queued")
+        assert again["call_id"] != first["call_id"] and again["position"] == 1
+        teller, hello = await _hello_through(url, {"type": "hello"}, cookie)
+        sigs.append(teller)
+        assert hello["state"]["teller_state"] == "break"
+
+        # the call in progress went on where it was; hanging up lets the old node go
+        assert active.proc.poll() is None and not in_call.closed.is_set()
+        await teller2.send({"type": "call.hangup"})
+        await in_call.recv("call.ended")
+        assert await asyncio.to_thread(active.proc.wait, 20) == 0
+        print(f"the drained node exited {time.monotonic() - t0:.1f} s after SIGTERM")
+
+        await teller.request({"type": "teller.status", "status": "available"},
+                             "teller.state", state="available")
+        offer = await teller.recv("offer.incoming", timeout=10)
+        assert offer["call_id"] == again["call_id"]
+    finally:
+        for s in sigs:
+            await s.close()
+        lb.stop()
+        for node in (active, standby):
+            if node.proc.poll() is None:
+                node.stop()
+        redis.stop()
+    trail = AuditTrail(store, LocalKeyring(tmp_path / "secrets"),
+                       load_or_create_signing_key(tmp_path / "secrets"))
+    assert trail.events(first["call_id"])[-1]["kind"] == "handed_over"
+    assert first["call_id"] in store.closed_session_ids()
+    assert "incomplete" not in store.call_flags(first["call_id"])  # closed, not sealed
+    assert trail.events(again["call_id"])[0]["continued_from"] == first["call_id"]
+    store.close()

@@ -117,17 +117,19 @@ async def test_queue_in_redis_through_outage_and_restart(tmp_path, own_redis: Re
 
 
 async def test_one_node_per_redis_prefix(tmp_path, own_redis: RedisServer):
-    """Until the cluster step, a second node on the same prefix would remove the first
-    one's waiting requests as stale: it refuses to start, naming the setting; once the
-    first stops, the prefix is free again."""
+    """One active node per prefix: a second one (not a standby) waits 1.5 leases for
+    the holder's lease to run out (a restart after a crash), then refuses to start,
+    naming the setting; once the first stops, the prefix is free again."""
     from vteller.app import build
     from vteller.config import SettingsError
 
     runner, server = await start_server(make_settings(tmp_path / "a", redis_url=own_redis.url))
     holder = own_redis.client().get(P + "node")
     assert holder and own_redis.client().pttl(P + "node") > 5000  # a lease, not forever
+    t0 = time.monotonic()
     with pytest.raises(SettingsError, match="VTELLER_REDIS_PREFIX: .*held by node"):
-        build(make_settings(tmp_path / "b", redis_url=own_redis.url))
+        build(make_settings(tmp_path / "b", redis_url=own_redis.url, node_lease_s=2))
+    assert 2.5 < time.monotonic() - t0 < 10
     other = build(make_settings(tmp_path / "c", redis_url=own_redis.url,
                                 redis_prefix="{bank-b}:"))  # another deployment: fine
     other.router.close()

@@ -305,6 +305,12 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
         return web.json_response(spec)
 
     app.router.add_get("/api/openapi.json", openapi_json)
+    async def end_calls(_: web.Application) -> None:
+        """Before the server waits for open connections: end the calls and close them."""
+        if c.manager is not None:
+            await c.manager.shutdown()
+
+    app.on_shutdown.append(end_calls)
     app.cleanup_ctx.append(lifecycle)
     app[APP_KEY] = c
     return app

@@ -77,11 +77,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # start the face-analysis workers now, not during the first identity check
         warm = loop_.run_in_executor(None, components.identity.analyzer.warm_up)
         stop = asyncio.Event()
+        now = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def signalled() -> None:
+            (now if stop.is_set() else stop).set()  # a second signal: stop at once
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, signalled)
         await stop.wait()
         warm.cancel()
+        if components.manager is not None and settings.drain_s > 0:
+            print(f"vteller draining: no new calls; calls in progress may finish (at most "
+                  f"{settings.drain_s:.0f} s; a second signal stops now)", flush=True)
+            drain = asyncio.ensure_future(components.manager.drain(settings.drain_s))
+            await asyncio.wait([drain, asyncio.ensure_future(now.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
         print("vteller stopping: ending calls", flush=True)
         await runner.cleanup()
         components.store.close()

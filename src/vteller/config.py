@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         False, description="start as a standby of the node holding VTELLER_REDIS_PREFIX: "
         "wait (not listening) until its lease runs out, then take over the queue; "
         "customers resume here and keep their place")
+    drain_s: float = Field(
+        600.0, ge=0, le=86400, description="on SIGTERM: no new calls, calls in progress "
+        "may finish for at most this long (0: end them at once); with a shared queue the "
+        "waiting customers and idle tellers move to the node that takes over")
     requeue_after_node_failure: bool = Field(
         True, description="a customer whose call was on a node that stopped is queued "
         "again at its original place when it resumes on another node")

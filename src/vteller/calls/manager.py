@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +75,8 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
         self._unsure: set[str] = set()  # enqueued while the routing store timed out
         # customer -> (request a stopped node left waiting, monotonic deadline to resume)
         self._orphans: dict[str, tuple[Any, float]] = {}
+        self.draining = False
+        self._shut = False
         self._cleanups: set[asyncio.Future[Any]] = set()
         self._journal = Journal()
         self._ticker: asyncio.Task[None] | None = None
@@ -230,9 +233,57 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
     async def flush(self) -> None:
         await self._journal.flush()
 
+    async def drain(self, limit_s: float) -> None:
+        """SIGTERM: take no new calls; with a shared queue, hand it to the node that
+        takes over (waiting customers and idle tellers are asked to reconnect: the load
+        balancer sends them there, and they keep their place and state); let calls in
+        progress finish, for at most `limit_s`. `shutdown` then ends what is left."""
+        self.draining = True
+        if self.router.shared:  # the node taking over gets the queue
+            for call in [c for c in self.calls.values() if c.state == CallState.OFFERED]:
+                teller = self.parties.get(call.teller_key or "")
+                if teller is not None:  # back in the line first, so it is taken over
+                    self._offer_failed(teller, "server_restarting", decline=False)
+            self.router.release()
+            for party in list(self.parties.values()):
+                call = self._call_of(party)
+                if call is None or call.state == CallState.QUEUED:
+                    self._hand_over(party, call)
+        deadline = asyncio.get_running_loop().time() + limit_s
+        while any(c.state in IN_CALL for c in self.calls.values()):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("drain_limit_reached")
+                break
+            await asyncio.sleep(0.25)
+
+    def _hand_over(self, party: Party, call: Call | None) -> None:
+        """Let another node take this party (and its waiting request, left in the shared
+        queue): forget it here without the side effects of a disconnect, close its
+        session with a `handed_over` event, and ask the client to reconnect."""
+        conn, party.conn = party.conn, None
+        if party.grace is not None:
+            party.grace.cancel()
+        self.parties.pop(party.key, None)
+        self._by_resume.pop(party.resume_hash, None)
+        if party.role == "teller":
+            self._cancel_wrap_timer(party.principal)
+        if call is not None:
+            self._cancel_ring(call.call_id)
+            self._event(call, "system", "handed_over", reason="server_restarting")
+            self.calls.pop(call.call_id, None)
+            self._background(self._close_session(call))
+            self._persist(self._store.update_call, call.call_id, state="abandoned",
+                          end_reason="handed_over", ended_at=time.time())
+        if conn is not None:
+            conn.close(1012, "server restarting: reconnect")
+
     async def shutdown(self) -> None:
         """End every call and seal every session trail (a kill -9 instead leaves them
-        open; the next start seals them as incomplete)."""
+        open; the next start seals them as incomplete), then close every connection.
+        Runs once (the app's shutdown signal, then its cleanup)."""
+        if self._shut:
+            return
+        self._shut = True
         for call in list(self.calls.values()):
             if call.state in WAITING:
                 self._abandon(call, "server_shutdown")
@@ -255,3 +306,6 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.flush(), 5)
         self._journal.stop()
+        for party in list(self.parties.values()):  # told; the server need not wait for them
+            if party.conn is not None:
+                party.conn.close(1001, "server stopping")

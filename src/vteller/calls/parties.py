@@ -73,9 +73,9 @@ class PartiesFacet:
         """Resume a customer whose node stopped (its secret is in the shared database):
         the party is made here, and a request it left waiting is queued again with its
         original enqueue time, so it keeps its place and its waited time."""
-        taken = await asyncio.to_thread(self._store.take_resume, _hash(token))
+        taken = await asyncio.to_thread(self._store.take_resume, _hash(token), self._node)
         row = Handover.open(token, taken[1]) if taken is not None else None
-        if taken is None or row is None or row.role != "customer" or taken[0] == self._node:
+        if taken is None or row is None or row.role != "customer":
             raise ProtocolError(ErrorCode.RESUME_FAILED, "nothing to resume (expired or unknown)")
         party = self.parties.get(row.party_key)
         if party is None:

@@ -35,6 +35,9 @@ log = structlog.get_logger("vteller.calls")
 
 class QueueFacet:
     def _on_queue_join(self, party: Party, msg: m.QueueJoin) -> None:
+        if self.draining:
+            raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE,
+                                "this server is restarting; reconnect in a moment")
         if self._call_of(party) is not None:
             raise ProtocolError(ErrorCode.WRONG_STATE, "already queued or in a call")
         self._enqueue(party, msg.business_type, msg.language)
@@ -203,7 +206,8 @@ class QueueFacet:
         except RoutingUnavailable:
             log.warning("take_over_skipped", reason="routing store unreachable")
             return
-        until = time.monotonic() + self._settings.reconnect_grace_s + 2 * self._settings.node_lease_s
+        until = (time.monotonic() + self._settings.reconnect_grace_s
+                 + 2 * self._settings.node_lease_s)
         for request in left:
             row = await self._store.get_call(request.call_id)
             self.router.remove(request.call_id)
@@ -228,6 +232,8 @@ class QueueFacet:
             self._unsure.discard(call_id)
 
     def _dispatch(self) -> None:
+        if self.draining:  # the node that took over offers from now on
+            return
         while (match := self.router.next_match(clock.now())) is not None:
             request, status = match
             teller = self.parties.get(f"staff:{status.username}")

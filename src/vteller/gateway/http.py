@@ -124,6 +124,9 @@ def setup_routes(
             ok = await asyncio.wait_for(asyncio.to_thread(store.ping), 2)
         except Exception:  # noqa: BLE001 - any failure means not ready
             ok = False
+        manager = getattr(signaling, "_manager", None)
+        if manager is not None and manager.draining:  # load balancers: send nobody new
+            return web.json_response({"status": "draining"}, status=503)
         return web.json_response({"status": "ready" if ok else "not ready"},
                                  status=200 if ok else 503)
 

@@ -230,6 +230,11 @@ class _Session:
 
     async def hello(self, msg: m.Hello) -> None:
         ep, manager = self.ep, self.ep._manager
+        if manager.draining:  # the node that takes over will answer the reconnect
+            self.conn.send(m.Error(code=ErrorCode.SERVICE_UNAVAILABLE, re="hello",
+                                   message="this server is restarting; reconnecting"))
+            self.conn.close(1012, "server restarting: reconnect")
+            return
         resumed = False
         cookie = self.request.cookies.get(SESSION_COOKIE)
         if msg.resume and not manager.resumes_here(msg.resume):

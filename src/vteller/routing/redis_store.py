@@ -217,6 +217,8 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 class RedisRouter:
     """The `RoutingStore` in Redis (see the module docstring)."""
 
+    shared = True  # every node on this prefix sees the same queue
+
     def __init__(self, policy: RoutingPolicy, client: redis.Redis, prefix: str = "{vteller}:",
                  rng: random.Random | None = None) -> None:
         self.policy = policy
@@ -298,15 +300,23 @@ class RedisRouter:
         held = self._call(self._r.get, f"{self._p}node")
         return held.decode() if isinstance(held, bytes) else held
 
-    def wait_claim(self, node: str, lease_s: float = LEASE_S) -> None:
-        """Blocking: a standby waits until the prefix is free (its holder stopped renewing
-        for `lease_s`), then holds it. Redis being away only lengthens the wait."""
+    def wait_claim(self, node: str, lease_s: float = LEASE_S,
+                   give_up_s: float | None = None) -> None:
+        """Blocking: wait until the prefix is free (its holder stopped renewing for
+        `lease_s`), then hold it; a standby waits for ever (Redis being away only
+        lengthens the wait), a starting node `give_up_s` (then PrefixTaken)."""
+        deadline = None if give_up_s is None else time.monotonic() + give_up_s
         while not self._closed:
             try:
                 self.claim(node, lease_s)
                 return
-            except (PrefixTaken, RoutingUnavailable):
-                time.sleep(lease_s / 8)
+            except PrefixTaken:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise
+            except RoutingUnavailable:
+                if deadline is not None:
+                    raise
+            time.sleep(lease_s / 8)
 
     def _renew(self) -> None:
         while not self._closed:
@@ -321,6 +331,14 @@ class RedisRouter:
             if holder:
                 log.error("another node (%s) took this node's Redis prefix; two nodes on "
                           "one prefix corrupt each other's queue", holder)
+
+    def release(self) -> None:
+        """Give up this node's hold on the prefix now (a draining node: a standby takes
+        over while this one finishes its calls); the store stays usable."""
+        node, self._node = self._node, None
+        if node is not None:
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                self._scripts["release"](args=[self._p, node])
 
     def close(self) -> None:
         self._closed = True

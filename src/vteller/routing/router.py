@@ -22,6 +22,8 @@ from vteller.routing.tellers import TellerState, TellerStatus
 
 
 class Router:
+    shared = False  # this process's memory: no other node sees it
+
     def __init__(self, policy: RoutingPolicy, rng: random.Random | None = None) -> None:
         self.policy = policy
         self._rng = rng or random.Random()
@@ -138,6 +140,9 @@ class Router:
 
     def staffed_for(self, request: Request, now: float) -> int:
         return decide.staffed_for(self.policy, self._tellers.values(), request, now)
+
+    def release(self) -> None:
+        """An in-memory queue cannot be handed to another node."""
 
     def close(self) -> None:
         """Nothing to release in memory."""

@@ -39,6 +39,10 @@ class RoutingStore(Protocol):
     def positions(self, now: float) -> dict[str, int]: ...
     def position(self, call_id: str, now: float) -> int | None: ...
     def staffed_for(self, request: Request, now: float) -> int: ...
+    # a queue other nodes can see (Redis) or this process's memory only
+    shared: bool
+    # give up this node's hold on a shared queue now (draining; no-op in memory)
+    def release(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -47,7 +51,8 @@ def make_router(policy: RoutingPolicy, redis_url: str | None = None,
                 lease_s: float = 10.0) -> RoutingStore:
     """The in-memory store, or the Redis one when a URL is given (checked now: a
     `RoutingUnavailable` if Redis cannot be reached; with `node`, the prefix is claimed
-    for it: `PrefixTaken` if another live node holds it)."""
+    for it, waiting up to 1.5 leases for a crashed holder's lease to run out:
+    `PrefixTaken` if a live node still holds it)."""
     if not redis_url:
         from vteller.routing.router import Router
 
@@ -57,8 +62,8 @@ def make_router(policy: RoutingPolicy, redis_url: str | None = None,
     router = RedisRouter.from_url(policy, redis_url, prefix)
     try:
         router.check()
-        if node is not None:
-            router.claim(node, lease_s)
+        if node is not None:  # a node restarted after a crash waits out its old lease
+            router.wait_claim(node, lease_s, give_up_s=lease_s * 1.5)
     except Exception:
         router.close()
         raise

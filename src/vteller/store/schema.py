@@ -175,8 +175,8 @@ class Migration:
 MIGRATIONS = (
     Migration(1, "baseline", _m1_baseline),
     Migration(2, "call flags table, global log frontier, indexes", _m2_flags_and_log_state),
-    Migration(3, "node leases, session owners, resume secrets, login attempts, used token ids, replay grants",
-              _m3_nodes),
+    Migration(3, "node leases, session owners, resume secrets, login attempts, used token "
+              "ids, replay grants", _m3_nodes),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -67,13 +67,13 @@ class SharedStateRepository:
         await asyncio.to_thread(self.db.execute,
                                 "DELETE FROM resume_secrets WHERE token_hash=?", (token_hash,))
 
-    def take_resume(self, token_hash: str) -> tuple[str, bytes] | None:
-        """Claim a resume secret another node wrote: (node id, sealed party), deleted as
-        it is read (one taker). Rows of parties that ended are deleted by their node;
-        those a dead node left go after a day."""
+    def take_resume(self, token_hash: str, not_from: str) -> tuple[str, bytes] | None:
+        """Claim a resume secret a node other than `not_from` wrote: (node id, sealed
+        party), deleted as it is read (one taker). Rows of parties that ended are
+        deleted by their node; those a dead node left go after a day."""
         with self.db.atomic():
             rows = self.db.execute("SELECT node_id, sealed FROM resume_secrets "
-                                   "WHERE token_hash=?", (token_hash,))
+                                   "WHERE token_hash=? AND node_id<>?", (token_hash, not_from))
             if rows:
                 self.db.execute("DELETE FROM resume_secrets WHERE token_hash=?", (token_hash,))
             self.db.execute("DELETE FROM resume_secrets WHERE at < ?", (time.time() - 86400,))
