@@ -31,6 +31,8 @@ from tests.test_store_contract import PG_BASE, _need_postgres
 from vteller.audit import LocalKeyring
 from vteller.audit.trail import AuditTrail, load_or_create_signing_key
 from vteller.auth import StaffAuth
+from vteller.routing import RoutingPolicy
+from vteller.routing.redis_store import RedisRouter
 from vteller.store import open_store
 
 
@@ -356,3 +358,36 @@ async def test_sigterm_drains_the_active_node_into_the_standby(tmp_path: Path):
     assert "incomplete" not in store.call_flags(first["call_id"])  # closed, not sealed
     assert trail.events(again["call_id"])[0]["continued_from"] == first["call_id"]
     store.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_node_that_lost_its_prefix_drains_instead_of_fighting(tmp_path: Path):
+    """Redis was out of its reach past the lease and a standby took the prefix: when
+    the old node sees another holder it must not go on as a second active node (it
+    would drop the other's requests as stale); it hands its waiting customers over,
+    leaves their requests in the queue, and exits."""
+    _need_postgres()
+    if not shutil.which("redis-server"):
+        pytest.skip("no redis-server")
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    redis = RedisServer(redis_dir, free_port()).start()
+    node = start_serve(tmp_path, "--dev", env={
+        "VTELLER_DATABASE_URL": postgres_url(PG_BASE), "VTELLER_REDIS_URL": redis.url,
+        "VTELLER_NODE_LEASE_S": "2", "VTELLER_DRAIN_S": "30"})
+    try:
+        customer, _ = await _hello_through(node.url, {"type": "hello",
+                                                      "token": await _token(node.url)})
+        status = await customer.request({"type": "queue.join"}, "queue.status", state="queued")
+        client = redis.client()
+        client.set("{vteller}:node", "standby-that-took-over", px=60_000)
+        await asyncio.wait_for(customer.closed.wait(), 5)  # asked to reconnect elsewhere
+        assert await asyncio.to_thread(node.proc.wait, 15) == 0
+        queue = RedisRouter.from_url(RoutingPolicy(), redis.url, "{vteller}:")
+        assert [r.call_id for r in queue.waiting()] == [status["call_id"]]  # left for it
+        queue.close()
+        await customer.close()
+    finally:
+        if node.proc.poll() is None:
+            node.stop()
+        redis.stop()

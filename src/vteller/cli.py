@@ -26,6 +26,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from vteller.app import DEV_CREDENTIALS, build, create_app, seed_dev_users
     from vteller.gateway.site import GuardedSite, runner_for
     from vteller.observability import configure_logging
+    from vteller.routing.redis_store import RedisRouter
     from vteller.tls import ensure_dev_certificates, server_ssl_context
 
     started = time.monotonic()
@@ -85,6 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, signalled)
+        if isinstance(components.router, RedisRouter):  # another node took our queue: drain
+            components.router.on_lost = lambda: loop.call_soon_threadsafe(stop.set)
         await stop.wait()
         warm.cancel()
         if components.manager is not None and settings.drain_s > 0:

@@ -33,7 +33,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -234,6 +234,8 @@ class RedisRouter:
             ("claim", _CLAIM), ("release", _RELEASE))}
         self._node: str | None = None
         self._lease_s = LEASE_S
+        # called (from the lease thread) when another node holds this node's prefix
+        self.on_lost: Callable[[], None] | None = None
 
     @classmethod
     def from_url(cls, policy: RoutingPolicy, url: str, prefix: str = "{vteller}:"
@@ -328,9 +330,13 @@ class RedisRouter:
                                                       int(self._lease_s * 1000)])
             except (redis.ConnectionError, redis.TimeoutError):
                 continue  # the probe handles reachability; try again next round
-            if holder:
-                log.error("another node (%s) took this node's Redis prefix; two nodes on "
-                          "one prefix corrupt each other's queue", holder)
+            if holder:  # Redis was out of reach past the lease and a standby took over
+                log.error("another node (%s) took this node's Redis prefix; this node stops "
+                          "taking calls and drains", holder)
+                self._node = None
+                if self.on_lost is not None:
+                    self.on_lost()
+                return
 
     def release(self) -> None:
         """Give up this node's hold on the prefix now (a draining node: a standby takes
