@@ -136,8 +136,16 @@ async def test_kill_9_active_node_standby_keeps_the_queue(tmp_path: Path):
         assert welcome_b["resume"] != welcome["resume"]
         first = await customer.request({"type": "queue.join", "business_type": "general",
                                          "language": "zh"}, "queue.status", state="queued")
+        watcher = await SignalClient.open(
+            _wss(url), cookies=await _login(url, "supervisor1", active.passwords["supervisor1"]))
+        sigs.append(watcher)
+        await watcher.request({"type": "hello"}, "welcome")
         await asyncio.sleep(3.0)  # it has waited 3 s
         assert store.session_exists(first["call_id"])
+        board = await watcher.recv("dashboard", timeout=5)
+        roles = {n["node"].split(":")[1]: n["role"] for n in board["nodes"]}
+        assert roles == {str(active.proc.pid): "active", str(standby.proc.pid): "standby"}
+        assert [n["in_call"] for n in board["nodes"] if n["role"] == "active"] == [1]
 
         os.kill(active.proc.pid, signal.SIGKILL)
         killed = time.monotonic()

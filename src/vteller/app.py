@@ -262,7 +262,15 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
     c = components or build(settings)
     app = web.Application(client_max_size=64 * 1024)
 
+    def node_load() -> dict[str, object]:
+        if c.manager is None:
+            return {"role": "standby"}
+        return {"role": "draining" if c.manager.draining else "active", **c.manager.load()}
+
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        lease = NodeLease(c.store, c.node, settings.node_lease_s, load=node_load,
+                          on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))
+        await lease.start()  # before any session is opened: they are owned by this node
         if settings.standby:  # not listening yet: the load balancer sends nobody here
             from vteller.routing.redis_store import RedisRouter
 
@@ -271,10 +279,6 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
                   f"{c.router.holder()})", flush=True)
             await asyncio.to_thread(c.router.wait_claim, str(c.node), settings.node_lease_s)
             log.warning("standby_took_over", prefix=settings.redis_prefix)
-        lease = NodeLease(c.store, c.node, settings.node_lease_s,
-                          load=lambda: c.manager.load() if c.manager else {},
-                          on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))
-        await lease.start()  # before any session is opened: they are owned by this node
         sweeper = SessionSweeper(c.store, c.trail, c.blobs, c.node, settings.node_lease_s / 2)
         sealed = await asyncio.to_thread(sweeper.at_start)
         if sealed:
@@ -282,6 +286,7 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
         sweeper.start()
         c.manager = CallManager(settings, c.store, c.metrics, c.kek, c.trail, c.blobs,
                                 c.identity, c.router, node=str(c.node))
+        c.manager.cluster_view = lease.view
         c.manager.start()
         endpoint._manager = c.manager
         c.metrics.service.source = c.manager.dashboard

@@ -47,6 +47,16 @@ function render(board, sig) {
     td.append(pick, b); tr.append(td);
     return tr;
   }));
+  $("nodes").replaceChildren(...(board.nodes || []).map((n) => {
+    const tr = document.createElement("tr");
+    if (n.expired) tr.className = "alert";  // its lease ran out: a survivor seals its calls
+    const role = n.expired ? `${n.role}, not answering` : n.role;
+    for (const text of [`${n.host} (${n.node.split(":")[1]})`, role, String(n.in_call),
+                        String(n.waiting), String(n.connections)]) {
+      const td = document.createElement("td"); td.textContent = text; tr.append(td);
+    }
+    return tr;
+  }));
   const body = $("tellers");
   body.replaceChildren(...board.tellers.map((t) => {
     const tr = document.createElement("tr");

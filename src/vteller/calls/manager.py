@@ -77,6 +77,8 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
         self._orphans: dict[str, tuple[Any, float]] = {}
         self.draining = False
         self._shut = False
+        # the nodes sharing the database, for the dashboard (set by the app)
+        self.cluster_view: Callable[[], list[dict[str, Any]]] = list
         self._cleanups: set[asyncio.Future[Any]] = set()
         self._journal = Journal()
         self._ticker: asyncio.Task[None] | None = None

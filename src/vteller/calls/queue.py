@@ -332,7 +332,7 @@ class QueueFacet:
         service = self.stats.summary(time.monotonic())  # statistics keep process time
         return m.Dashboard(queue=queue, longest_wait_s=round(longest, 1), tellers=tellers,
                            waiting=waiting, service=service,
-                           staffing=self._staffing(statuses))
+                           staffing=self._staffing(statuses), nodes=self.cluster_view())
 
     def _staffing(self, statuses: list[TellerStatus]) -> dict[str, Any]:
         p = self.policy

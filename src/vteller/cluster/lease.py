@@ -29,11 +29,13 @@ class NodeLease:
         self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
         self.renewed_at = 0.0  # monotonic, of the last successful renewal
+        self._view: list[dict[str, Any]] = []  # every node, as read at the last renewal
 
     async def start(self) -> None:
         await asyncio.to_thread(self._store.register_node, str(self.node), self.node.host,
                                 self.node.pid, self.ttl_s)
         self.renewed_at = time.monotonic()
+        await self._refresh_view()
         self._task = asyncio.create_task(self._renew_loop(), name="node-lease")
 
     async def _renew_loop(self) -> None:
@@ -51,6 +53,21 @@ class NodeLease:
                 self._on_lost()
                 return
             self.renewed_at = time.monotonic()
+            await self._refresh_view()
+
+    async def _refresh_view(self) -> None:
+        try:
+            rows = await asyncio.to_thread(self._store.nodes)
+        except StoreError:
+            return
+        self._view = [{"node": r.node_id, "host": r.host, "expired": r.expired or r.evicted,
+                       "role": r.load.get("role", "active"),
+                       **{k: r.load.get(k, 0) for k in ("in_call", "waiting", "connections")}}
+                      for r in rows]
+
+    def view(self) -> list[dict[str, Any]]:
+        """The nodes sharing this database (for the supervisor's dashboard)."""
+        return list(self._view)
 
     async def stop(self) -> None:
         """A clean stop (after every session of this node is closed)."""

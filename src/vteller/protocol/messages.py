@@ -433,6 +433,10 @@ class Dashboard(_Msg):
         "to be like the last: interval_s, offered, aht_s, aht_measured, traffic_erlangs, "
         "tellers_needed, scheduled_needed (with shrinkage), expected_service_level, "
         "staffed_now")
+    nodes: list[dict[str, Any]] = Field(
+        default_factory=list, description="the nodes sharing this database, as of their "
+        "last lease renewal: node, host, role (active, standby, draining), in_call, "
+        "waiting, connections, expired (lease run out: being sealed)")
 
 
 class Error(_Msg):
