@@ -307,7 +307,8 @@ async def test_sigterm_drains_the_active_node_into_the_standby(tmp_path: Path):
         sigs.append(teller2)
         await teller2.request({"type": "teller.status", "status": "available"},
                               "teller.state", state="available")
-        in_call, _ = await _hello_through(url, {"type": "hello", "token": await _token(url, "B")})
+        in_call, welcome_b = await _hello_through(url, {"type": "hello",
+                                                        "token": await _token(url, "B")})
         sigs.append(in_call)
         await in_call.send({"type": "queue.join", "business_type": "general", "language": "zh"})
         offer_b = await teller2.recv("offer.incoming")
@@ -340,10 +341,20 @@ async def test_sigterm_drains_the_active_node_into_the_standby(tmp_path: Path):
         sigs.append(teller)
         assert hello["state"]["teller_state"] == "break"
 
-        # the call in progress went on where it was; hanging up lets the old node go
+        # the call in progress went on where it was
         assert active.proc.poll() is None and not in_call.closed.is_set()
+        # its customer's connection drops; reconnecting lands on the new node, which
+        # must not end a call the draining node still carries
+        await in_call.close()
+        in_call, again_b = await _hello_through(url, {"type": "hello",
+                                                      "resume": welcome_b["resume"]})
+        sigs.append(in_call)
+        assert again_b["resumed"] and again_b["state"].get("call") is None
+        await asyncio.sleep(1.0)
+        assert not [m for m in in_call.inbox if m["type"] in ("call.ended", "queue.status")]
+        # hanging up lets the old node go
         await teller2.send({"type": "call.hangup"})
-        await in_call.recv("call.ended")
+        await teller2.recv("call.ended")
         assert await asyncio.to_thread(active.proc.wait, 20) == 0
         print(f"the drained node exited {time.monotonic() - t0:.1f} s after SIGTERM")
 

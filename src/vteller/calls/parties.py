@@ -84,8 +84,13 @@ class PartiesFacet:
             self.parties[party.key] = party
         left = self._orphans.pop(row.principal, None)
         unfinished = None
-        if left is None and party.call_id is None:  # was it offered or in a call there?
-            unfinished = await asyncio.to_thread(self._store.unfinished_call_of, row.principal)
+        # was it offered or in a call on a node that died? (a draining node still alive
+        # finishes its calls: not ours to end)
+        if left is None and party.call_id is None:
+            nodes = await asyncio.to_thread(self._store.nodes)
+            if not any(n.node_id == taken[0] and not (n.expired or n.evicted) for n in nodes):
+                unfinished = await asyncio.to_thread(self._store.unfinished_call_of,
+                                                     row.principal)
         resume = self._attach(party, conn)
         # after the welcome (sent when this returns): the call it had, continued
         asyncio.get_running_loop().call_soon(self._continue_adopted, party, left, unfinished)
