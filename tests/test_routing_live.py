@@ -145,3 +145,39 @@ async def test_abandon_recorded_with_reason_and_wait(server):
     summary = server.manager.dashboard().service
     assert summary["abandoned"] == 1 and summary["abandon_rate"] == 1.0
     await c.close()
+
+
+async def test_service_statistics_survive_a_restart(tmp_path):
+    """The dashboard's last hour is rebuilt from the call records when a node starts
+    (after a restart or a failover) instead of starting empty."""
+    from tests.conftest import make_settings, start_server
+
+    settings = make_settings(tmp_path)
+    runner, server = await start_server(settings)
+    teller = await server.teller("teller1")
+    customer = await server.customer("c-1")
+    await accept_call(teller, customer)
+    await asyncio.sleep(0.2)
+    await customer.send({"type": "call.hangup"})
+    await teller.recv("teller.state", state="wrap_up")
+    leaver = await server.customer("c-2")
+    await leaver.request({"type": "queue.join"}, "queue.status", state="queued")
+    await asyncio.sleep(0.3)
+    await leaver.send({"type": "queue.leave"})
+    await leaver.recv("call.ended")
+    before = server.manager.dashboard().service
+    assert (before["answered"], before["abandoned"]) == (1, 1)
+    for sig in (teller, customer, leaver):
+        await sig.close()
+    await runner.cleanup()
+    server.components.store.close()
+
+    runner, again = await start_server(settings)  # same database: a restart
+    try:
+        after = again.manager.dashboard().service
+        assert (after["answered"], after["abandoned"]) == (1, 1)
+        assert after["abandon_rate"] == 0.5 and after["aht_measured"]
+        assert 0.15 < after["aht_s"] < 30  # talk time of the one answered call
+    finally:
+        await runner.cleanup()
+        again.components.store.close()

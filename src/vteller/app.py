@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,6 +288,9 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
         c.manager = CallManager(settings, c.store, c.metrics, c.kek, c.trail, c.blobs,
                                 c.identity, c.router, node=str(c.node))
         c.manager.cluster_view = lease.view
+        stats = c.manager.stats  # the last hour's figures survive a restart or failover
+        rows = await asyncio.to_thread(c.store.call_outcomes_since, time.time() - stats.window_s)
+        stats.restore(rows, time.time(), time.monotonic())
         c.manager.start()
         endpoint._manager = c.manager
         c.metrics.service.source = c.manager.dashboard

@@ -82,3 +82,31 @@ class ServiceStats:
             "aht_s": self.aht(),
             "aht_measured": self.aht_measured,
         }
+
+    def restore(self, rows: list[tuple[object, ...]], wall_now: float, now: float) -> None:
+        """Rebuild the window from stored call records (a restart or a failover must not
+        empty the dashboard): rows of (queued_at, answered_at, ended_at, state,
+        end_reason, priority_class) in wall time. A call moved to another node (handed
+        over, or its node stopped) is not an outcome: the call that continues it is.
+        Handle time here is talk time (the record has no wrap-up end)."""
+        events: list[tuple[float, str, str, float]] = []
+        for queued, answered, ended, state, reason, pclass in rows:
+            cls = str(pclass or "standard")
+            if answered is not None:
+                events.append((float(answered), "answered", cls,  # type: ignore[arg-type]
+                               float(answered) - float(queued)))  # type: ignore[arg-type]
+                if ended is not None:
+                    events.append((float(ended), "handled", cls,  # type: ignore[arg-type]
+                                   float(ended) - float(answered)))  # type: ignore[arg-type]
+            elif state == "abandoned" and ended is not None \
+                    and reason not in ("handed_over", "node_stopped"):
+                events.append((float(ended), "abandoned", cls,  # type: ignore[arg-type]
+                               float(ended) - float(queued)))  # type: ignore[arg-type]
+        for at, kind, cls, value in sorted(events):
+            mono = now - (wall_now - at)
+            if kind == "handled":
+                self.handled(mono, value)
+            elif kind == "answered":
+                self.answered(mono, cls, value)
+            else:
+                self.abandoned(mono, cls, value)

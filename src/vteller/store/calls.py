@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from vteller.store.db import Database
+from vteller.store.db import Database, Row
 
 CALL_FIELDS = frozenset({"teller", "state", "end_reason", "answered_at", "ended_at"})
 
@@ -44,12 +44,21 @@ class CallRepository:
     db: Database
 
     async def record_call(self, call_id: str, customer_id: str, state: str, queued_at: float,
-                          business_type: str = "general", language: str = "en") -> None:
+                          business_type: str = "general", language: str = "en",
+                          priority_class: str | None = None) -> None:
         await asyncio.to_thread(
             self.db.execute,
-            "INSERT INTO calls (call_id, customer_id, state, queued_at, business_type, language)"
-            " VALUES (?,?,?,?,?,?)", (call_id, customer_id, state, queued_at, business_type,
-                                      language))
+            "INSERT INTO calls (call_id, customer_id, state, queued_at, business_type, language,"
+            " priority_class) VALUES (?,?,?,?,?,?,?)",
+            (call_id, customer_id, state, queued_at, business_type, language, priority_class))
+
+    def call_outcomes_since(self, since: float) -> list[Row]:
+        """(queued_at, answered_at, ended_at, state, end_reason, priority_class) of calls
+        that were answered or ended since `since` (wall time): to rebuild the service
+        statistics of the last hour after a restart or a failover."""
+        return self.db.execute(
+            "SELECT queued_at, answered_at, ended_at, state, end_reason, priority_class "
+            "FROM calls WHERE answered_at >= ? OR ended_at >= ?", (since, since))
 
     def unfinished_call_of(self, customer_id: str) -> dict[str, Any] | None:
         """The customer's newest call that was offered or in progress and never ended

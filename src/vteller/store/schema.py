@@ -163,6 +163,8 @@ def _m3_nodes(db: Database) -> None:
     """)
     if "language" not in _columns(db, "calls"):
         db.execute("ALTER TABLE calls ADD COLUMN language TEXT NOT NULL DEFAULT 'en'")
+    if "priority_class" not in _columns(db, "calls"):
+        db.execute("ALTER TABLE calls ADD COLUMN priority_class TEXT")
 
 
 @dataclass(frozen=True)
