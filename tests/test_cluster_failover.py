@@ -51,6 +51,18 @@ async def _token(url: str, name: str = "Wei Zhang") -> str:
         return (await r.json())["token"]
 
 
+def _need_parts(haproxy: bool) -> None:
+    """PostgreSQL, redis-server and (for the load-balanced tests) HAProxy, or a skip
+    with the reason (a failure where CI says they must be there)."""
+    _need_postgres()
+    if not shutil.which("redis-server"):
+        pytest.skip("no redis-server")
+    if haproxy and haproxy_binary() is None:
+        if os.environ.get("VTELLER_REQUIRE_HAPROXY"):
+            pytest.fail("HAProxy is required here (apt-get install haproxy)")
+        pytest.skip("no haproxy (apt-get install haproxy)")
+
+
 def _wss(url: str) -> str:
     return url.replace("https", "wss") + "/ws"
 
@@ -82,13 +94,7 @@ async def _until_served_by(lb_url: str, node_url: str, timeout: float = 15) -> N
 
 @pytest.mark.timeout(240)
 async def test_kill_9_active_node_standby_keeps_the_queue(tmp_path: Path):
-    _need_postgres()
-    if not shutil.which("redis-server"):
-        pytest.skip("no redis-server")
-    if haproxy_binary() is None:
-        if os.environ.get("VTELLER_REQUIRE_HAPROXY"):
-            pytest.fail("HAProxy is required here (apt-get install haproxy)")
-        pytest.skip("no haproxy (apt-get install haproxy)")
+    _need_parts(haproxy=True)
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
     redis = RedisServer(redis_dir, free_port()).start()
@@ -278,13 +284,7 @@ async def test_sigterm_drains_the_active_node_into_the_standby(tmp_path: Path):
     """SIGTERM: the active node takes no new calls and hands the queue to the standby
     (the waiting customer and the idle teller reconnect through HAProxy and keep their
     place and state), while the call in progress finishes where it is; then it exits."""
-    _need_postgres()
-    if not shutil.which("redis-server"):
-        pytest.skip("no redis-server")
-    if haproxy_binary() is None:
-        if os.environ.get("VTELLER_REQUIRE_HAPROXY"):
-            pytest.fail("HAProxy is required here (apt-get install haproxy)")
-        pytest.skip("no haproxy (apt-get install haproxy)")
+    _need_parts(haproxy=True)
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
     redis = RedisServer(redis_dir, free_port()).start()
@@ -385,9 +385,7 @@ async def test_a_node_that_lost_its_prefix_drains_instead_of_fighting(tmp_path: 
     the old node sees another holder it must not go on as a second active node (it
     would drop the other's requests as stale); it hands its waiting customers over,
     leaves their requests in the queue, and exits."""
-    _need_postgres()
-    if not shutil.which("redis-server"):
-        pytest.skip("no redis-server")
+    _need_parts(haproxy=False)
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
     redis = RedisServer(redis_dir, free_port()).start()
