@@ -10,6 +10,7 @@ verifies, and the new session says which one it continues."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -17,6 +18,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -26,14 +29,14 @@ from tests.conftest import free_port, postgres_url
 from tests.haproxy import haproxy_binary, start_haproxy
 from tests.helpers import SignalClient, insecure_ssl
 from tests.redis_server import RedisServer
-from tests.serve_process import start_serve
+from tests.serve_process import ServeProcess, start_serve
 from tests.test_store_contract import PG_BASE, _need_postgres
 from vteller.audit import LocalKeyring
 from vteller.audit.trail import AuditTrail, load_or_create_signing_key
 from vteller.auth import StaffAuth
 from vteller.routing import RoutingPolicy
 from vteller.routing.redis_store import RedisRouter
-from vteller.store import open_store
+from vteller.store import Store, open_store
 
 
 async def _login(url: str, username: str, password: str) -> dict[str, str]:
@@ -92,42 +95,80 @@ async def _until_served_by(lb_url: str, node_url: str, timeout: float = 15) -> N
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.timeout(240)
-async def test_kill_9_active_node_standby_keeps_the_queue(tmp_path: Path):
+@dataclass
+class Pair:
+    """An active node and its standby on one Redis and one PostgreSQL, HAProxy in front."""
+
+    active: ServeProcess
+    standby: ServeProcess
+    url: str  # the load balancer's: all clients use it
+    db_url: str
+    sigs: list[SignalClient] = field(default_factory=list)  # closed at the end
+
+
+@contextlib.asynccontextmanager
+async def _standby_pair(tmp_path: Path, **env: str) -> AsyncIterator[Pair]:
     _need_parts(haproxy=True)
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
     redis = RedisServer(redis_dir, free_port()).start()
     db_url = postgres_url(PG_BASE)
     env = {"VTELLER_DATABASE_URL": db_url, "VTELLER_REDIS_URL": redis.url,
-           "VTELLER_NODE_LEASE_S": "2", "VTELLER_RECONNECT_GRACE_S": "30"}
+           "VTELLER_NODE_LEASE_S": "2", **env}
     active = start_serve(tmp_path, "--dev", env=env)
     standby = start_serve(tmp_path, "--dev", env={**env, "VTELLER_STANDBY": "true"},
                           until="standby:")
     lb = start_haproxy(tmp_path, [_port(active.url)], backups=[_port(standby.url)])
-    sigs: list[SignalClient] = []
-    store = open_store(db_url, tmp_path / "unused.sqlite3")
+    pair = Pair(active, standby, lb.url, db_url)
     try:
         await _until_served_by(lb.url, active.url)
-        url = lb.url
+        yield pair
+    finally:
+        for s in pair.sigs:
+            await s.close()
+        lb.stop()
+        for node in (active, standby):
+            if node.proc.poll() is None:
+                node.stop()
+        redis.stop()
+
+
+async def _call_in_progress(pair: Pair, store: Store) -> tuple[SignalClient, dict[str, str],
+                                                                SignalClient, dict, dict]:
+    """teller2 in a call with customer "B" (Chinese-speaking): (teller2, its cookie, the
+    customer's client, the customer's welcome, the offer)."""
+    store.add_user("teller2", "Teller Two", "teller", StaffAuth.hash_password("pw-teller-2x"),
+                   {"skills": {"general": 1.0}, "languages": ["en", "zh"]})
+    cookie2 = await _login(pair.url, "teller2", "pw-teller-2x")
+    teller2, _ = await _hello_through(pair.url, {"type": "hello"}, cookie2)
+    pair.sigs.append(teller2)
+    await teller2.request({"type": "teller.status", "status": "available"},
+                          "teller.state", state="available")
+    in_call, welcome_b = await _hello_through(
+        pair.url, {"type": "hello", "token": await _token(pair.url, "B")})
+    pair.sigs.append(in_call)
+    await in_call.send({"type": "queue.join", "business_type": "general", "language": "zh"})
+    offer_b = await teller2.recv("offer.incoming")
+    await teller2.send({"type": "offer.accept", "call_id": offer_b["call_id"]})
+    await in_call.recv("call.started")
+    return teller2, cookie2, in_call, welcome_b, offer_b
+
+
+@pytest.mark.timeout(240)
+async def test_kill_9_active_node_standby_keeps_the_queue(tmp_path: Path):
+    async with _standby_pair(tmp_path, VTELLER_RECONNECT_GRACE_S="30") as pair:
+        ids = await _kill_9_scenario(pair, tmp_path)
+    _check_sessions(tmp_path, pair.db_url, *ids)
+
+
+async def _kill_9_scenario(pair: Pair, tmp_path: Path) -> tuple[str, str, str]:
+    active, standby, url, db_url, sigs = (pair.active, pair.standby, pair.url, pair.db_url,
+                                          pair.sigs)
+    store = open_store(db_url, tmp_path / "unused.sqlite3")
+    try:
         # on the active node: a call in progress (teller2 with customer "B"), a teller
         # on break, an elderly customer waiting
-        store.add_user("teller2", "Teller Two", "teller", StaffAuth.hash_password("pw-teller-2x"),
-                       {"skills": {"general": 1.0}, "languages": ["en", "zh"]})
-        cookie2 = await _login(url, "teller2", "pw-teller-2x")
-        teller2 = await SignalClient.open(_wss(url), cookies=cookie2)
-        sigs.append(teller2)
-        await teller2.request({"type": "hello"}, "welcome")
-        await teller2.request({"type": "teller.status", "status": "available"},
-                              "teller.state", state="available")
-        in_call = await SignalClient.open(_wss(url))
-        sigs.append(in_call)
-        welcome_b = await in_call.request({"type": "hello", "token": await _token(url, "B")},
-                                          "welcome")
-        await in_call.send({"type": "queue.join", "business_type": "general", "language": "zh"})
-        offer_b = await teller2.recv("offer.incoming")
-        await teller2.send({"type": "offer.accept", "call_id": offer_b["call_id"]})
-        await in_call.recv("call.started")
+        teller2, cookie2, in_call, welcome_b, offer_b = await _call_in_progress(pair, store)
 
         cookie = await _login(url, "teller1", active.passwords["teller1"])
         teller = await SignalClient.open(_wss(url), cookies=cookie)
@@ -234,19 +275,18 @@ async def test_kill_9_active_node_standby_keeps_the_queue(tmp_path: Path):
         await teller.send({"type": "call.hangup"})
         await customer.recv("call.ended", timeout=10)
     finally:
-        for s in sigs:
-            await s.close()
-        lb.stop()
-        for node in (active, standby):
-            if node.proc.poll() is None:
-                node.stop()
         store.close()
-        redis.stop()
+    return first["call_id"], offer_b["call_id"], again["call_id"]
+
+
+def _check_sessions(tmp_path: Path, db_url: str, first: str, dead_call: str,
+                    again: str) -> None:
+    """After the nodes stopped: both dead sessions verify as sealed incomplete, the
+    continued one verifies and names the call it continues."""
     env = {"PATH": "/usr/bin:/bin", "VTELLER_DATA_DIR": str(tmp_path / "var"),
            "VTELLER_KEK_DIR": str(tmp_path / "secrets"), "VTELLER_DATABASE_URL": db_url}
-    for call_id, expect in ((first["call_id"], "sealed as incomplete"),
-                            (offer_b["call_id"], "sealed as incomplete"),
-                            (again["call_id"], "VERIFIED")):
+    for call_id, expect in ((first, "sealed as incomplete"), (dead_call, "sealed as incomplete"),
+                            (again, "VERIFIED")):
         verified = subprocess.run([sys.executable, "-m", "vteller", "audit", "verify", call_id],
                                   capture_output=True, text=True, timeout=60, cwd=tmp_path,
                                   env=env)
@@ -254,9 +294,9 @@ async def test_kill_9_active_node_standby_keeps_the_queue(tmp_path: Path):
     store = open_store(db_url, tmp_path / "unused.sqlite3")
     trail = AuditTrail(store, LocalKeyring(tmp_path / "secrets"),
                        load_or_create_signing_key(tmp_path / "secrets"))
-    events = trail.events(again["call_id"])
-    assert events[0]["kind"] == "queued" and events[0]["continued_from"] == first["call_id"]
-    assert trail.events(first["call_id"])[-1]["kind"] == "session.sealed_incomplete"
+    events = trail.events(again)
+    assert events[0]["kind"] == "queued" and events[0]["continued_from"] == first
+    assert trail.events(first)[-1]["kind"] == "session.sealed_incomplete"
     store.close()
 
 
@@ -284,36 +324,10 @@ async def test_sigterm_drains_the_active_node_into_the_standby(tmp_path: Path):
     """SIGTERM: the active node takes no new calls and hands the queue to the standby
     (the waiting customer and the idle teller reconnect through HAProxy and keep their
     place and state), while the call in progress finishes where it is; then it exits."""
-    _need_parts(haproxy=True)
-    redis_dir = tmp_path / "redis"
-    redis_dir.mkdir()
-    redis = RedisServer(redis_dir, free_port()).start()
-    db_url = postgres_url(PG_BASE)
-    env = {"VTELLER_DATABASE_URL": db_url, "VTELLER_REDIS_URL": redis.url,
-           "VTELLER_NODE_LEASE_S": "2", "VTELLER_DRAIN_S": "60"}
-    active = start_serve(tmp_path, "--dev", env=env)
-    standby = start_serve(tmp_path, "--dev", env={**env, "VTELLER_STANDBY": "true"},
-                          until="standby:")
-    lb = start_haproxy(tmp_path, [_port(active.url)], backups=[_port(standby.url)])
-    url = lb.url
-    store = open_store(db_url, tmp_path / "unused.sqlite3")
-    sigs: list[SignalClient] = []
-    try:
-        await _until_served_by(url, active.url)
-        store.add_user("teller2", "Teller Two", "teller", StaffAuth.hash_password("pw-teller-2x"),
-                       {"skills": {"general": 1.0}, "languages": ["en", "zh"]})
-        cookie2 = await _login(url, "teller2", "pw-teller-2x")
-        teller2, _ = await _hello_through(url, {"type": "hello"}, cookie2)
-        sigs.append(teller2)
-        await teller2.request({"type": "teller.status", "status": "available"},
-                              "teller.state", state="available")
-        in_call, welcome_b = await _hello_through(url, {"type": "hello",
-                                                        "token": await _token(url, "B")})
-        sigs.append(in_call)
-        await in_call.send({"type": "queue.join", "business_type": "general", "language": "zh"})
-        offer_b = await teller2.recv("offer.incoming")
-        await teller2.send({"type": "offer.accept", "call_id": offer_b["call_id"]})
-        await in_call.recv("call.started")
+    async with _standby_pair(tmp_path, VTELLER_DRAIN_S="60") as pair:
+        active, url, sigs = pair.active, pair.url, pair.sigs
+        store = open_store(pair.db_url, tmp_path / "unused.sqlite3")
+        teller2, _, in_call, welcome_b, offer_b = await _call_in_progress(pair, store)
 
         cookie = await _login(url, "teller1", active.passwords["teller1"])
         teller, _ = await _hello_through(url, {"type": "hello"}, cookie)
@@ -362,14 +376,6 @@ async def test_sigterm_drains_the_active_node_into_the_standby(tmp_path: Path):
                              "teller.state", state="available")
         offer = await teller.recv("offer.incoming", timeout=10)
         assert offer["call_id"] == again["call_id"]
-    finally:
-        for s in sigs:
-            await s.close()
-        lb.stop()
-        for node in (active, standby):
-            if node.proc.poll() is None:
-                node.stop()
-        redis.stop()
     trail = AuditTrail(store, LocalKeyring(tmp_path / "secrets"),
                        load_or_create_signing_key(tmp_path / "secrets"))
     assert trail.events(first["call_id"])[-1]["kind"] == "handed_over"
