@@ -196,7 +196,7 @@ async def test_reject_needs_reason_and_report(server):
             assert r.status == status
         rows = (await r.json())["rows"]
     assert rows == [{"business_type": "general", "teller": "teller1", "approve": 1, "reject": 1,
-                     "incomplete": 1, "total": 3, "pass_rate": 1 / 3}]
+                     "incomplete": 1, "reschedule": 0, "total": 3, "pass_rate": 1 / 3}]
     await tel.close()
 
 

@@ -161,6 +161,9 @@ async def test_real_nodes_on_postgres_kill_9_and_a_stalled_node(tmp_path: Path):
         took = await _until(lambda: _sealed(db, ids[0]), 10)
         print(f"kill -9: sealed by a survivor {took:.1f} s after")
         assert took < 3.0
+        outcome = "SELECT outcome, outcome_reason FROM calls WHERE call_id=?"
+        await _until(lambda: db.run(outcome, (ids[0],))[0][0] is not None, 5)
+        assert db.run(outcome, (ids[0],)) == [("missed", "node_stopped")]  # it was waiting
 
         os.kill(stalled.proc.pid, signal.SIGSTOP)
         took = await _until(lambda: _sealed(db, ids[1]), 15)

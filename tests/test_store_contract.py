@@ -110,7 +110,15 @@ def test_calls_flags_decisions_and_search(store: Store):
             await store.update_call("call-01", customer_id="evil")
         report = await store.review_report(0, 4000)
         assert report == [{"business_type": "general", "teller": "t1", "approve": 0,
-                           "reject": 1, "incomplete": 0, "total": 1, "pass_rate": 0.0}]
+                           "reject": 1, "incomplete": 0, "reschedule": 0, "total": 1,
+                           "pass_rate": 0.0}]
+        await store.update_call("call-05", outcome="unsuccessful", outcome_reason="fraud")
+        await store.update_call("call-06", outcome="successful")
+        await store.update_call("call-07", answered_at=1500.0)
+        store.settle_lost_calls(["call-05", "call-07", "call-08"])  # 05 keeps its outcome
+        assert await store.outcome_report(1004.0, 1009.0) == [
+            {"business_type": "general", "open": 1, "successful": 1, "missed": 1, "total": 3},
+            {"business_type": "video_ident", "unsuccessful": 1, "dropped": 1, "total": 2}]
         call = await store.get_call("call-05")
         assert call is not None and call["teller"] == "t1" and call["ended_at"] == 2005.0
 
@@ -125,6 +133,9 @@ def test_calls_flags_decisions_and_search(store: Store):
     assert [r.session_id for r in rows] == ["call-07"]
     total, rows = store.search_calls(CallSearch(customer_id="cust-2", teller="t1"), 1, 25)
     assert [r.session_id for r in rows] == ["call-08", "call-05", "call-02"]
+    total, rows = store.search_calls(CallSearch(outcome="missed"), 1, 25)
+    assert [(r.session_id, r.outcome, r.outcome_reason) for r in rows] == [
+        ("call-08", "missed", "node_stopped")]
     total, rows = store.search_calls(CallSearch(decision="reject"), 1, 25)
     assert rows[0].flags == ["identity_mismatch"] and rows[0].decision == "reject"
     total, _ = store.search_calls(CallSearch(queued_from=1010.0, queued_to=1020.0,

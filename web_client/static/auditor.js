@@ -24,7 +24,7 @@ async function search(page = 1) {
   if ($("f-from").value) q.set("from", day("f-from"));
   if ($("f-to").value) q.set("to", day("f-to") + 86400);
   for (const [id, key] of [["f-teller", "teller"], ["f-customer", "customer"], ["f-business", "business_type"],
-    ["f-decision", "decision"], ["f-flag", "flag"]]) if ($(id).value) q.set(key, $(id).value);
+    ["f-decision", "decision"], ["f-outcome", "outcome"], ["f-flag", "flag"]]) if ($(id).value) q.set(key, $(id).value);
   try {
     const res = await (await api(`/api/audit/sessions?${q}`)).json();
     state.page = res.page;
@@ -33,7 +33,8 @@ async function search(page = 1) {
       tr.dataset.session = row.session_id;
       const flags = [...row.flags, ...(row.legal_hold ? ["legal hold"] : []), ...(row.purged ? ["purged"] : [])];
       tr.append(cell(fmtTime(row.queued_at)), cell(row.customer_id), cell(row.teller), cell(row.business_type),
-        cell(row.decision), cell(flags.join(", ")));
+        cell(row.decision), cell(row.outcome ? row.outcome + (row.outcome_reason ? ` (${row.outcome_reason})` : "") : ""),
+        cell(flags.join(", ")));
       const td = document.createElement("td");
       const b = document.createElement("button"); b.className = "small"; b.textContent = "Select";
       b.onclick = () => select(row.session_id);

@@ -87,14 +87,18 @@ function render(board, sig) {
 async function loadReviews() {
   const r = await fetch("/api/reports/reviews?hours=24");
   if (!r.ok) return;
-  const rows = (await r.json()).rows;
-  $("reviews").replaceChildren(...rows.map((row) => {
+  const report = await r.json();
+  const table = (id, rows, values) => $(id).replaceChildren(...rows.map((row) => {
     const tr = document.createElement("tr");
-    for (const v of [row.business_type, row.teller, row.approve, row.reject, row.incomplete, pct(row.pass_rate)]) {
+    for (const v of values(row)) {
       const td = document.createElement("td"); td.textContent = v; tr.append(td);
     }
     return tr;
   }));
+  table("reviews", report.rows, (row) => [row.business_type, row.teller, row.approve, row.reject,
+    row.incomplete, row.reschedule, pct(row.pass_rate)]);
+  table("outcomes", report.outcomes, (row) => [row.business_type, ...["successful", "unsuccessful",
+    "dropped", "missed", "rescheduled", "open", "total"].map((k) => row[k] || 0)]);
 }
 
 function connect() {

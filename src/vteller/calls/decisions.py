@@ -41,6 +41,12 @@ class ReviewFacet:
         if teller:
             teller.send(self._context(call))
 
+    def _media_dropped(self, call: Call, party: str, cause: str) -> None:
+        """A party's connection or media was lost while in the call (recorded once)."""
+        if call.media_dropped is None and call.state in IN_CALL:
+            call.media_dropped = f"{party}_{cause}"
+            self._event(call, party, "media.dropped", cause=cause)
+
     def _on_review_decide(self, party: Party, msg: m.ReviewDecide) -> None:
         call = self._call_of(party)
         if call is None or call.state not in (*IN_CALL, CallState.WRAP_UP):
@@ -50,6 +56,11 @@ class ReviewFacet:
         review = self._settings.review
         bt = review.business_type(call.business_type)
         if msg.decision == "approve":
+            if bt is not None and bt.restart_on_drop and call.media_dropped:
+                self._event(call, "teller", "review.refused", reason="media_dropped")
+                raise ProtocolError(ErrorCode.MEDIA_DROPPED,
+                                    "cannot approve: the connection dropped during this session "
+                                    f"({call.media_dropped}); the customer must start afresh")
             missing = bt.missing(call.evidence) if bt else []
             if missing:
                 self._event(call, "teller", "review.refused", missing=missing)
@@ -59,6 +70,7 @@ class ReviewFacet:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE,
                                 "reject needs a reason_code from: " + ", ".join(review.reason_codes))
         call.decision = msg.decision
+        call.reason_code = msg.reason_code
         self._event(call, "teller", "review.decision", decision=msg.decision,
                     reason_code=msg.reason_code, notes=msg.notes)
         notes = seal_field(call.data_key, f"{call.call_id}|notes", msg.notes) \

@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from vteller.assist import ConsentState
+from vteller.calls.outcome import outcome_of
 from vteller.calls.party import Party
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
 from vteller.media import MediaLeg, MediaNegotiationError, check_offer
@@ -81,6 +82,8 @@ class HostFacet:
         log.info("media_leg", call_id=call.call_id, party=leg.party, state=state)
         if state in ("connected", "failed", "closed") and self._trail.is_open(call.call_id):
             self._event(call, leg.party, f"media.{state}")
+        if state in ("disconnected", "failed") and call.state == CallState.ACTIVE:
+            self._media_dropped(call, leg.party, f"media_{state}")
         if (state == "connected" and call.state == CallState.CONNECTING
                 and all(call.legs.get(p) and call.legs[p].state == "connected"
                         for p in ("customer", "teller"))):
@@ -133,12 +136,18 @@ class HostFacet:
         self._finish(call)
 
     def _finish(self, call: Call) -> None:
-        self._event(call, "system", call.state.value, reason=call.end_reason)
+        bt = self._settings.review.business_type(call.business_type)
+        result = outcome_of(served=call.accepted_at is not None, end_reason=call.end_reason,
+                            decision=call.decision, reason_code=call.reason_code,
+                            needs_evidence=bool(bt and bt.required_evidence))
+        self._event(call, "system", call.state.value, reason=call.end_reason,
+                    outcome=result.outcome.value, outcome_reason=result.reason)
         self._background(self._close_session(call))
         self._metrics.calls.labels(outcome=call.state.value).inc()
         self._persist(self._store.update_call, call.call_id, state=call.state.value,
-                      end_reason=call.end_reason, **({"ended_at": time.time()}
-                                                     if call.state == CallState.ABANDONED else {}))
+                      end_reason=call.end_reason, outcome=result.outcome.value,
+                      outcome_reason=result.reason,
+                      **({"ended_at": time.time()} if call.state == CallState.ABANDONED else {}))
         self.calls.pop(call.call_id, None)
 
     async def _close_recorder(self, call_id: str, recorder: Any) -> None:

@@ -275,7 +275,8 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
             self.calls.pop(call.call_id, None)
             self._background(self._close_session(call))
             self._persist(self._store.update_call, call.call_id, state="abandoned",
-                          end_reason="handed_over", ended_at=time.time())
+                          end_reason="handed_over", ended_at=time.time(), outcome="missed",
+                          outcome_reason="handed_over")  # continued on the next node
         if conn is not None:
             conn.close(1012, "server restarting: reconnect")
 

@@ -107,8 +107,11 @@ class PartiesFacet:
                 self._enqueue(party, request.business_type, request.language,
                               enqueued_at=request.enqueued_at, continued_from=request.call_id)
             elif unfinished is not None and unfinished["call_id"] not in self.calls:
+                served = unfinished["state"] in ("connecting", "active")
                 self._persist(self._store.update_call, unfinished["call_id"], state="failed",
-                              end_reason="node_stopped", ended_at=time.time())
+                              end_reason="node_stopped", ended_at=time.time(),
+                              outcome="dropped" if served else "missed",
+                              outcome_reason="node_stopped")
                 if unfinished["state"] != "queued":
                     party.send(m.CallEnded(call_id=unfinished["call_id"], reason="node_stopped"))
                 if self._settings.requeue_after_node_failure:  # at its original place
@@ -176,6 +179,9 @@ class PartiesFacet:
         if party.conn is not conn:
             return  # superseded connection
         party.conn = None
+        call = self.calls.get(party.call_id) if party.call_id else None
+        if call is not None:
+            self._media_dropped(call, party.role, "connection_lost")
         if party.role == "teller":
             try:
                 if self.router.teller(party.principal).state == TellerState.OFFERED:

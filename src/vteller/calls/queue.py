@@ -214,7 +214,8 @@ class QueueFacet:
             if row is not None:
                 self._orphans[row["customer_id"]] = (request, until)
                 self._persist(self._store.update_call, request.call_id, state="abandoned",
-                              end_reason="node_stopped", ended_at=time.time())
+                              end_reason="node_stopped", ended_at=time.time(),
+                              outcome="missed", outcome_reason="node_stopped")
         if left:
             log.warning("took_over_waiting_requests", count=len(left))
 

@@ -100,6 +100,10 @@ class Call:
     consent: Consent = field(default_factory=Consent)
     evidence: set[str] = field(default_factory=set)
     decision: str | None = None
+    reason_code: str | None = None
+    # the first loss of a party's connection or media while in the call (V-CIP: a
+    # session that dropped may not be approved for types with `restart_on_drop`)
+    media_dropped: str | None = None
     screen_dropped_reported: int = 0
     identity: Any = None  # identity.IdentitySession once a check starts
     identity_tap: Any = None  # media.LatestFrameTap on the customer camera

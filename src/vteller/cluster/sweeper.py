@@ -1,6 +1,8 @@
 """What a survivor does for nodes that died: evict them (one survivor wins each, by a
 conditional update) and seal their open audit sessions as incomplete, so every
-acknowledged event of a dead node's calls is bound, signed and in the global log.
+acknowledged event of a dead node's calls is bound, signed and in the global log; the
+calls get their outcome (`missed` or `dropped`, reason `node_stopped`) unless a node
+that continues them gave one.
 
 A node is dead when its lease has expired by the database's clock, or at once when it
 ran on this host and its process is gone (a restart after kill -9 seals immediately).
@@ -35,7 +37,9 @@ class SessionSweeper:
         alive (sessions from before owners were recorded included)."""
         sealed = self.sweep()
         live = frozenset(r.node_id for r in self._store.nodes() if not r.evicted)
-        return sealed + self._trail.seal_open_sessions(self._blobs, live)
+        ownerless = self._trail.seal_open_sessions(self._blobs, live)
+        self._store.settle_lost_calls(ownerless)
+        return sealed + ownerless
 
     def sweep(self) -> list[str]:
         """Blocking. Evict dead nodes and seal their sessions; returns what was sealed."""
@@ -56,6 +60,7 @@ class SessionSweeper:
             if left == 0:
                 self._store.forget_node(row.node_id)
         if sealed:
+            self._store.settle_lost_calls(sealed)
             log.warning("sealed_sessions_of_dead_nodes", count=len(sealed))
         return sealed
 

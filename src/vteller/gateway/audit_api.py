@@ -31,6 +31,7 @@ from vteller.audit.retention import verify_tombstone
 from vteller.audit.trail import AuditTrail
 from vteller.audit.verify import verify_session
 from vteller.auth import StaffAuth
+from vteller.calls.outcome import Outcome
 from vteller.gateway.text import clean_model
 from vteller.gateway.ws import SESSION_COOKIE
 from vteller.store import BlobStore, CallSearch, StaffUser, Store
@@ -43,6 +44,7 @@ SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TRACK_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 REVIEW_ACCESS = "review_access"
 FLAGS = ("identity_mismatch", "liveness_failed", "consent_used", "incomplete")
+OUTCOMES = tuple(o.value for o in Outcome)
 CACHE_ITEMS = 8  # remuxed tracks kept in memory for range requests
 
 
@@ -145,13 +147,17 @@ class AuditApi:
         if flag is not None and flag not in FLAGS:
             return _error(400, "invalid_request", "flag must be one of " + ", ".join(FLAGS))
 
+        outcome = q.get("outcome") or None
+        if outcome is not None and outcome not in OUTCOMES:
+            return _error(400, "invalid_request", "outcome must be one of " + ", ".join(OUTCOMES))
+
         def text(name: str) -> str | None:
             return q[name][:128] if q.get(name) else None
 
         search = CallSearch(queued_from=bounds.get("from"), queued_to=bounds.get("to"),
                             teller=text("teller"), customer_id=text("customer"),
                             business_type=text("business_type"), decision=text("decision"),
-                            flag=flag)
+                            flag=flag, outcome=outcome)
         total, rows = await asyncio.to_thread(self._store.search_calls, search, page,
                                               PAGE_SIZE)
         query = {k: v[:128] for k, v in q.items()}

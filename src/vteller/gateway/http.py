@@ -182,7 +182,8 @@ def setup_routes(
             return json_error(400, "invalid_request", "hours must be a number in (0, 8784]")
         now = time.time()
         rows = await store.review_report(now - hours * 3600, now)
-        return web.json_response({"hours": hours, "rows": rows})
+        outcomes = await store.outcome_report(now - hours * 3600, now)
+        return web.json_response({"hours": hours, "rows": rows, "outcomes": outcomes})
 
     async def demo_token(request: web.Request) -> web.Response:
         assert dev_issuer is not None

@@ -20,6 +20,7 @@ class ErrorCode(StrEnum):
     RESUME_FAILED = "resume_failed"
     NOT_ALLOWED = "not_allowed"
     EVIDENCE_MISSING = "evidence_missing"
+    MEDIA_DROPPED = "media_dropped"  # approval refused: the session must start afresh
     NO_REFERENCE = "no_reference"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     SERVICE_UNAVAILABLE = "service_unavailable"  # the shared routing store is unreachable

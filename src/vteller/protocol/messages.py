@@ -154,7 +154,7 @@ class ReviewDecide(_ClientMsg):
     """The teller's business decision for this call (once)."""
 
     type: Literal["review.decide"]
-    decision: Literal["approve", "reject", "incomplete"]
+    decision: Literal["approve", "reject", "incomplete", "reschedule"]
     reason_code: Annotated[str, Field(max_length=64)] | None = None
     notes: Annotated[str, Field(max_length=2000)] = ""
 

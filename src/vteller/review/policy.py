@@ -6,7 +6,9 @@ from identity. An approve is refused while any required evidence of this call is
 missing; a business type's `alternatives` name what may stand in for a requirement
 (`liveness_attested` for `liveness_passed` unless the type forbids it: video
 identification keeps gesture liveness). Reject (with a configured reason code) and
-incomplete are always possible.
+incomplete are always possible, and so is reschedule (the customer comes back at an
+agreed time). A type with `restart_on_drop` refuses approval once the call's connection
+or media dropped.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ class BusinessType(BaseModel):
     alternatives: dict[str, frozenset[str]] = Field(
         default_factory=lambda: {"liveness_passed": frozenset({"liveness_attested"})},
         description="evidence that may stand in for a required one")
+    restart_on_drop: bool = Field(
+        False, description="a session whose connection or media dropped mid-call cannot "
+        "be approved; the customer starts afresh (V-CIP)")
 
     def missing(self, have: set[str]) -> list[str]:
         """Required evidence neither present nor replaced by an accepted alternative."""
@@ -43,7 +48,7 @@ class ReviewPolicy(BaseModel):
                      required_evidence=frozenset({"face_verified"})),
         BusinessType(id="video_ident", title="Video identification",
                      required_evidence=frozenset({"face_verified", "liveness_passed"}),
-                     alternatives={}),
+                     alternatives={}, restart_on_drop=True),
     ])
     reason_codes: list[str] = Field(default_factory=lambda: [
         "identity_not_confirmed", "documents_missing", "customer_declined",

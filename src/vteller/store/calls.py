@@ -8,7 +8,8 @@ from typing import Any
 
 from vteller.store.db import Database, Row
 
-CALL_FIELDS = frozenset({"teller", "state", "end_reason", "answered_at", "ended_at"})
+CALL_FIELDS = frozenset({"teller", "state", "end_reason", "answered_at", "ended_at", "outcome",
+                         "outcome_reason"})
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class CallSearch:
     business_type: str | None = None
     decision: str | None = None
     flag: str | None = None
+    outcome: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class CallRow:
     decision: str | None
     legal_hold: bool
     purged: bool
+    outcome: str | None
+    outcome_reason: str | None
 
 
 class CallRepository:
@@ -71,6 +75,15 @@ class CallRepository:
             return None
         return dict(zip(("call_id", "state", "business_type", "language", "queued_at"),
                         rows[0], strict=True))
+
+    def settle_lost_calls(self, call_ids: list[str]) -> None:
+        """Calls whose node stopped without ending them: `dropped` if a teller had
+        answered, else `missed` (reason `node_stopped`); an outcome given already stays."""
+        for call_id in call_ids:
+            self.db.execute(
+                "UPDATE calls SET outcome = CASE WHEN answered_at IS NULL THEN 'missed' "
+                "ELSE 'dropped' END, outcome_reason = 'node_stopped' "
+                "WHERE call_id=? AND outcome IS NULL", (call_id,))
 
     def flag_call(self, call_id: str, flag: str) -> None:
         """One rule for every flag (identity_mismatch, liveness_failed, consent_used,
@@ -132,13 +145,29 @@ class CallRepository:
         table: dict[tuple[str, str], dict[str, Any]] = {}
         for bt, teller, decision, n in rows:
             row = table.setdefault((bt, teller), {"business_type": bt, "teller": teller,
-                                                  "approve": 0, "reject": 0, "incomplete": 0})
+                                                  "approve": 0, "reject": 0, "incomplete": 0,
+                                                  "reschedule": 0})
             row[decision] = n
         for row in table.values():
-            total = row["approve"] + row["reject"] + row["incomplete"]
+            total = row["approve"] + row["reject"] + row["incomplete"] + row["reschedule"]
             row["total"] = total
             row["pass_rate"] = row["approve"] / total if total else None
         return sorted(table.values(), key=lambda r: (r["business_type"], r["teller"]))
+
+    async def outcome_report(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Calls per business type and outcome code queued between two times (epoch
+        seconds); calls not over yet count as `open`."""
+        rows = await asyncio.to_thread(
+            self.db.execute,
+            "SELECT business_type, COALESCE(outcome, 'open'), COUNT(*) FROM calls"
+            " WHERE queued_at>=? AND queued_at<? GROUP BY business_type,"
+            " COALESCE(outcome, 'open')", (since, until))
+        table: dict[str, dict[str, Any]] = {}
+        for bt, outcome, n in rows:
+            row = table.setdefault(bt, {"business_type": bt, "total": 0})
+            row[outcome] = n
+            row["total"] += n
+        return sorted(table.values(), key=lambda r: r["business_type"])
 
     def search_calls(self, q: CallSearch, page: int, page_size: int
                      ) -> tuple[int, list[CallRow]]:
@@ -148,7 +177,7 @@ class CallRepository:
                               (q.queued_to, "c.queued_at < ?"),
                               (q.teller, "c.teller = ?"), (q.customer_id, "c.customer_id = ?"),
                               (q.business_type, "c.business_type = ?"),
-                              (q.decision, "d.decision = ?"),
+                              (q.decision, "d.decision = ?"), (q.outcome, "c.outcome = ?"),
                               (q.flag, "EXISTS (SELECT 1 FROM call_flags f WHERE "
                                        "f.call_id = c.call_id AND f.flag = ?)")):
             if value is not None:
@@ -162,7 +191,8 @@ class CallRepository:
                 "SELECT c.call_id, c.customer_id, c.teller, c.business_type, c.state,"
                 " c.end_reason, c.queued_at, c.ended_at, d.decision,"
                 " (SELECT 1 FROM legal_holds h WHERE h.session_id = c.call_id),"
-                " (SELECT 1 FROM purged_sessions p WHERE p.session_id = c.call_id)"
+                " (SELECT 1 FROM purged_sessions p WHERE p.session_id = c.call_id),"
+                " c.outcome, c.outcome_reason"
                 + sql + " ORDER BY c.queued_at DESC LIMIT ? OFFSET ?",
                 (*args, page_size, (page - 1) * page_size))
             flags: dict[str, list[str]] = {}
@@ -173,5 +203,6 @@ class CallRepository:
                         "ORDER BY flag", tuple(r[0] for r in rows)):
                     flags.setdefault(call_id, []).append(flag)
         return int(total), [CallRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7],
-                                    flags.get(r[0], []), r[8], bool(r[9]), bool(r[10]))
+                                    flags.get(r[0], []), r[8], bool(r[9]), bool(r[10]),
+                                    r[11], r[12])
                             for r in rows]

@@ -167,6 +167,15 @@ def _m3_nodes(db: Database) -> None:
         db.execute("ALTER TABLE calls ADD COLUMN priority_class TEXT")
 
 
+def _m4_outcomes(db: Database) -> None:
+    """Every call's outcome code and its reason (successful, unsuccessful, dropped,
+    missed, rescheduled), for the reports and the auditors' search."""
+    for column in ("outcome", "outcome_reason"):
+        if column not in _columns(db, "calls"):
+            db.execute(f"ALTER TABLE calls ADD COLUMN {column} TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS calls_by_outcome ON calls (outcome, queued_at)")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -179,6 +188,7 @@ MIGRATIONS = (
     Migration(2, "call flags table, global log frontier, indexes", _m2_flags_and_log_state),
     Migration(3, "node leases, session owners, resume secrets, login attempts, used token "
               "ids, replay grants", _m3_nodes),
+    Migration(4, "call outcome codes", _m4_outcomes),
 )
 LATEST = MIGRATIONS[-1].version
 

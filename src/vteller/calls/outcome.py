@@ -1,0 +1,55 @@
+"""Every call's outcome code, derived once when the call is over (record, reports,
+auditors' search).
+
+- `missed`: the customer was never served (left or lost while waiting, or no teller).
+- `successful` / `unsuccessful` / `rescheduled`: the teller's decision says so
+  (approve; reject with its reason code or incomplete; reschedule).
+- `dropped`: no decision, and the call ended on a lost connection (a party's socket or
+  its media) or a stopped node.
+- without a decision and without a drop: `successful` when the business type needs no
+  evidence (an enquiry served), else `unsuccessful` with reason `no_decision`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    SUCCESSFUL = "successful"
+    UNSUCCESSFUL = "unsuccessful"
+    DROPPED = "dropped"
+    MISSED = "missed"
+    RESCHEDULED = "rescheduled"
+
+
+# end reasons of a call that was in progress and lost, not ended by a party's hangup
+DROP_REASONS = frozenset({"customer_disconnected", "teller_disconnected", "server_shutdown",
+                          "node_stopped"})
+# the teller's decision -> outcome (reject and incomplete carry a reason)
+BY_DECISION = {"approve": Outcome.SUCCESSFUL, "reject": Outcome.UNSUCCESSFUL,
+               "incomplete": Outcome.UNSUCCESSFUL, "reschedule": Outcome.RESCHEDULED}
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    outcome: Outcome
+    reason: str | None
+
+
+def outcome_of(*, served: bool, end_reason: str | None, decision: str | None,
+               reason_code: str | None, needs_evidence: bool) -> CallOutcome:
+    """`served`: a teller accepted the call (it reached connecting or later)."""
+    if not served:
+        return CallOutcome(Outcome.MISSED, end_reason)
+    if decision is not None:
+        outcome = BY_DECISION[decision]
+        reason = reason_code if decision == "reject" else (
+            "incomplete" if decision == "incomplete" else reason_code)
+        return CallOutcome(outcome, reason if outcome != Outcome.SUCCESSFUL else None)
+    if end_reason in DROP_REASONS:
+        return CallOutcome(Outcome.DROPPED, end_reason)
+    if needs_evidence:
+        return CallOutcome(Outcome.UNSUCCESSFUL, "no_decision")
+    return CallOutcome(Outcome.SUCCESSFUL, None)
