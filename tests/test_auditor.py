@@ -25,7 +25,8 @@ REASON = {"reason": "complaint 4711: customer disputes the card order"}
 
 
 async def session_for(server, username: str, role: str, profile=None) -> aiohttp.ClientSession:
-    server.add_staff(username, role=role, profile=profile)
+    if server.components.store.get_user(username) is None:
+        server.add_staff(username, role=role, profile=profile)
     s = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=insecure_ssl()),
                               cookie_jar=aiohttp.CookieJar(unsafe=True))  # cookies for 127.0.0.1
     r = await s.post(f"{server.url}/api/login",

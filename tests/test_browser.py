@@ -317,6 +317,54 @@ async def test_auditor_verifies_replays_and_seeks_in_chromium(browser, tmp_path)
         server.stop()
 
 
+async def test_four_eyes_approval_in_chromium(browser, tmp_path):
+    """General enquiries configured as four-eyes: the teller's approval waits; the
+    auditor sees it among the approvals waiting, opens the session with a reason and
+    confirms it; the call's outcome becomes final."""
+    types = '[{"id": "general", "title": "General enquiry", "four_eyes": true}]'
+    server = start_serve(tmp_path / "srv", "--dev",
+                         env={"VTELLER_REVIEW__BUSINESS_TYPES": types})
+    try:
+        teller = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        customer = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        await staff_login(teller, server, "/teller", "teller1")
+        await teller.click("#available")
+        await teller.wait_for_selector("#teller-state[data-state=available]")
+        await customer.goto(f"{server.url}/customer")
+        await customer.fill("#birth-year", "1980")
+        await customer.click("#start")
+        await teller.wait_for_selector("#offer:not([hidden])")
+        await teller.click("#accept")
+        await wait_frames(teller, 30)  # the call is up
+        await teller.select_option("#decision", "approve")
+        await teller.click("#decide")
+        await teller.wait_for_selector("#decision-result:has-text('second approval')")
+        await customer.click("#hangup")
+        await teller.wait_for_selector("#teller-state[data-state=wrap_up]")
+        await teller.click("#wrapup-done")
+        await teller.wait_for_selector("#teller-state[data-state=available]")
+        await asyncio.sleep(1.0)
+
+        auditor = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        await staff_login(auditor, server, "/auditor", "auditor1")
+        row = auditor.locator("#approvals tr").first
+        await row.wait_for()
+        assert "teller1" in await row.text_content()
+        await row.locator("button").click()
+        await auditor.wait_for_selector("#four-eyes:not([hidden])")
+        await auditor.fill("#reason", "second approval of the enquiry, ticket QA-7")
+        await auditor.click("#confirm-approval")  # not opened yet: refused
+        await auditor.wait_for_selector("#approval-result:has-text('open')")
+        await auditor.click("#open")
+        await auditor.wait_for_selector("#verification[data-ok=true]")
+        await auditor.click("#confirm-approval")
+        await auditor.wait_for_selector("#approval-result:has-text('Approval confirmed')")
+        await auditor.wait_for_selector("#approvals-empty:not([hidden])")
+        await auditor.screenshot(path=str(tmp_path / "auditor-four-eyes.png"), full_page=True)
+    finally:
+        server.stop()
+
+
 async def test_customer_page_in_chinese_reaches_a_chinese_speaking_teller(browser, tmp_path):
     """A phone set to Chinese gets the page in Chinese and joins with language zh, so a
     teller who speaks Chinese is offered the call; in elderly mode Hang up stays on

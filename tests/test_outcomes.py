@@ -20,6 +20,8 @@ S, U, D, M, R = (Outcome.SUCCESSFUL, Outcome.UNSUCCESSFUL, Outcome.DROPPED, Outc
     (False, "disconnected", None, None, True, (M, "disconnected")),
     (False, "node_stopped", None, None, False, (M, "node_stopped")),
     (True, "hangup_teller", "approve", None, True, (S, None)),
+    (True, "hangup_teller", "approve", None, "four_eyes", (S, "pending_audit")),
+    (True, "hangup_teller", "reject", "not_eligible", "four_eyes", (U, "not_eligible")),
     (True, "customer_disconnected", "approve", None, True, (S, None)),  # decided, then lost
     (True, "hangup_customer", "reject", "documents_missing", True, (U, "documents_missing")),
     (True, "hangup_customer", "incomplete", None, True, (U, "incomplete")),
@@ -33,7 +35,8 @@ S, U, D, M, R = (Outcome.SUCCESSFUL, Outcome.UNSUCCESSFUL, Outcome.DROPPED, Outc
 ])
 def test_outcome_of(served, end, decision, reason, needs, expected):
     assert outcome_of(served=served, end_reason=end, decision=decision, reason_code=reason,
-                      needs_evidence=needs) == CallOutcome(*expected)
+                      needs_evidence=bool(needs), four_eyes=needs == "four_eyes"
+                      ) == CallOutcome(*expected)
 
 
 async def _close(tel, cust, decision: dict | None) -> None:

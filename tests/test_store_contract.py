@@ -4,6 +4,7 @@ keep every hash chain and the global Merkle log correct (ordered by the database
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import time
@@ -250,3 +251,45 @@ def test_bad_database_urls_name_the_setting_and_hide_the_password(tmp_path, url,
     message = str(info.value)
     assert message.startswith("VTELLER_DATABASE_URL") and expect in message, message
     assert "hunter2" not in message
+
+
+def test_outbox_claims_retries_and_survives_its_node(store: Store):
+    """Events for the bank: one node claims a due event for a while (another skips it);
+    a claim that ran out (its node died mid-delivery) is claimed again; retries wait
+    for their time; delivered and failed events are never claimed again."""
+    import asyncio
+
+    payload = {"call_id": "call-1", "business_type": "general", "teller": "t1"}
+    asyncio.run(store.record_final_decision("decision:call-1", payload, 100.0,
+                                            four_eyes=False, send=True))
+    asyncio.run(store.record_final_decision("decision:call-1", payload, 100.0,
+                                            four_eyes=False, send=True))  # idempotent
+    asyncio.run(store.record_final_decision("decision:call-2", {**payload, "call_id": "call-2"},
+                                            100.0, four_eyes=False, send=False))  # no webhook
+    assert store.claim_outbox("node-a", 100.0, 30.0, 10) == [
+        ("decision:call-1", "decision.final", json.dumps(payload, sort_keys=True), 0)]
+    assert store.claim_outbox("node-b", 110.0, 30.0, 10) == []  # node-a holds it
+    # node-a died mid-delivery: after its claim ran out, node-b delivers
+    assert [e[0] for e in store.claim_outbox("node-b", 131.0, 30.0, 10)] == ["decision:call-1"]
+    store.outbox_retry("decision:call-1", 1, 200.0, "HTTP 503")
+    assert store.claim_outbox("node-b", 199.0, 30.0, 10) == []  # not due yet
+    assert store.claim_outbox("node-a", 200.0, 30.0, 10)[0][3] == 1
+    store.outbox_delivered("decision:call-1", 201.0)
+    assert store.claim_outbox("node-a", 10_000.0, 30.0, 10) == []
+    assert store.outbox_counts() == {"delivered": 1}
+
+    asyncio.run(store.record_final_decision("decision:call-3", {**payload, "call_id": "call-3"},
+                                            300.0, four_eyes=True, send=True))
+    assert [a.call_id for a in store.pending_approvals()] == ["call-3"]
+    assert store.claim_outbox("node-a", 10_000.0, 30.0, 10) == []  # waits for an auditor
+    assert store.decide_approval("call-3", "aud1", True, "looked fine", 400.0,
+                                 "decision:call-3", send=True)
+    assert not store.decide_approval("call-3", "aud2", False, "too late", 401.0,
+                                     "decision:call-3", send=True)  # one decision wins
+    approval = store.approval("call-3")
+    assert approval is not None and (approval.status, approval.auditor) == ("approved", "aud1")
+    (event,) = store.claim_outbox("node-a", 10_000.0, 30.0, 10)
+    assert json.loads(event[2])["four_eyes"] == {"auditor": "aud1", "status": "approved",
+                                                 "at": 400.0}
+    store.outbox_failed(event[0], 50, "HTTP 500")
+    assert store.outbox_counts() == {"delivered": 1, "failed": 1}

@@ -28,6 +28,7 @@ from vteller.auth import (
     StaffAuth,
 )
 from vteller.auth.tokens import SharedUsedTokens
+from vteller.bank import OutboxWorker
 from vteller.calls import CallManager
 from vteller.cluster import NodeId, NodeLease, SessionSweeper
 from vteller.config import Settings, SettingsError
@@ -295,7 +296,13 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
         endpoint._manager = c.manager
         c.metrics.service.source = c.manager.dashboard
         c.metrics.loop_lag.start()
+        outbox = OutboxWorker(c.store, settings.bank, str(c.node)) \
+            if settings.bank.enabled else None
+        if outbox is not None:
+            outbox.start()
         yield
+        if outbox is not None:
+            await outbox.stop()
         c.metrics.loop_lag.stop()
         await c.manager.shutdown()
         await sweeper.stop()
@@ -307,7 +314,8 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
     endpoint = SignalingEndpoint(settings, None, c.staff, c.customers, c.metrics)  # type: ignore[arg-type]
     setup_routes(app, settings, c.store, c.staff, endpoint, c.metrics, c.dev_issuer,
                  ServiceAuth(c.store), c.identity)
-    AuditApi(c.store, c.staff, c.trail, c.kek, c.blobs, c.access).routes(app)
+    AuditApi(c.store, c.staff, c.trail, c.kek, c.blobs, c.access,
+             send_to_bank=settings.bank.enabled).routes(app)
     spec = openapi.document(settings.dev_mode)
 
     async def openapi_json(_: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from pydantic_settings import (
 
 from vteller.assist.policy import AssistPolicy
 from vteller.audit.retention import RetentionPolicy
+from vteller.bank.webhook import WebhookConfig
 from vteller.identity.policy import IdentityPolicy
 from vteller.review.policy import ReviewPolicy
 from vteller.routing.policy import RoutingPolicy
@@ -144,6 +145,7 @@ class Settings(BaseSettings):
     identity: IdentityPolicy = Field(default_factory=IdentityPolicy)
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
     s3: S3Config = Field(default_factory=S3Config)
+    bank: WebhookConfig = Field(default_factory=WebhookConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("ice_blocked_networks")

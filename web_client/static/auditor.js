@@ -1,7 +1,7 @@
 import { show, staffLogin } from "./signaling.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { page: 1, session: null, opened: null, t0: 0, duration: 0, players: [] };
+const state = { page: 1, session: null, opened: null, t0: 0, duration: 0, players: [], pending: new Set() };
 window.vteller = state;
 const fmtTime = (t) => new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19);
 const clock = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
@@ -50,6 +50,33 @@ function select(id) {
   state.session = id; state.opened = null;
   $("case-id").textContent = id; show($("case"), true); show($("player"), false);
   $("verification").replaceChildren();
+  $("approval-result").textContent = "";
+  show($("four-eyes"), state.pending.has(id));
+}
+
+async function loadApprovals() {
+  try {
+    const res = await (await api("/api/audit/approvals")).json();
+    state.pending = new Set(res.approvals.map((a) => a.session_id));
+    show($("approvals-empty"), res.approvals.length === 0);
+    $("approvals").replaceChildren(...res.approvals.map((a) => {
+      const tr = document.createElement("tr");
+      tr.append(cell(fmtTime(a.requested_at)), cell(a.business_type), cell(a.teller), cell(a.session_id));
+      const td = document.createElement("td");
+      const b = document.createElement("button"); b.className = "small"; b.textContent = "Review";
+      b.onclick = () => select(a.session_id);
+      td.append(b); tr.append(td); return tr;
+    }));
+  } catch (e) { $("error").textContent = e.message; }
+}
+
+async function decideApproval(approve) {
+  try {
+    const res = await (await api(`/api/audit/sessions/${encodeURIComponent(state.session)}/approval`, {
+      method: "POST", body: JSON.stringify({ approve, reason: $("reason").value }) })).json();
+    $("approval-result").textContent = res.status === "approved" ? "Approval confirmed" : "Approval rejected";
+    loadApprovals();
+  } catch (e) { $("approval-result").textContent = e.message; }
 }
 
 function renderVerification(v, purged) {
@@ -180,6 +207,7 @@ async function start() {
   $("me").textContent = me.display_name;
   if (me.role !== "auditor") { $("error").textContent = "This console is for auditors."; return; }
   show($("access"), true);
+  loadApprovals();
   search(1);
 }
 
@@ -192,6 +220,8 @@ $("pause").onclick = () => state.players.forEach((p) => p.el.pause());
 $("scrub").oninput = () => seek(Number($("scrub").value));
 $("export").onclick = exportBundle;
 $("hold").onclick = toggleHold;
+$("confirm-approval").onclick = () => decideApproval(true);
+$("reject-approval").onclick = () => decideApproval(false);
 $("access-load").onclick = loadAccess;
 $("logout").onclick = async () => { await fetch("/api/logout", { method: "POST" }); location.reload(); };
 requestAnimationFrame(tick);

@@ -181,7 +181,10 @@ function connect() {
     $("decision-result").textContent = "";
   });
   sig.addEventListener("identity.status", (ev) => renderIdentity(ev.detail));
-  sig.addEventListener("review.recorded", (ev) => { $("decision-result").textContent = `Recorded: ${ev.detail.decision}`; });
+  sig.addEventListener("review.recorded", (ev) => {
+    $("decision-result").textContent = `Recorded: ${ev.detail.decision}` +
+      (ev.detail.pending_audit ? " (final after a second approval by an auditor)" : "");
+  });
   sig.connect();
   // what the teller does: clears the error shown beside that tool, then sends
   const send = (msg) => { $(areaOf(msg.type)).textContent = ""; sig.send(msg); };

@@ -75,8 +75,18 @@ class ReviewFacet:
                     reason_code=msg.reason_code, notes=msg.notes)
         notes = seal_field(call.data_key, f"{call.call_id}|notes", msg.notes) \
             if msg.notes and call.data_key else ""  # the trail holds them too, encrypted
-        stored = self._persist(self._store.add_decision, call.call_id, call.business_type,
-                               party.principal, msg.decision, msg.reason_code, notes,
-                               time.time())
+        now = time.time()
+        self._persist(self._store.add_decision, call.call_id, call.business_type,
+                      party.principal, msg.decision, msg.reason_code, notes, now)
+        four_eyes = bool(bt and bt.four_eyes and msg.decision == "approve")
+        if four_eyes:
+            self._event(call, "system", "review.pending_audit")
+        payload = {"call_id": call.call_id, "customer_id": call.customer_id,
+                   "business_type": call.business_type, "decision": msg.decision,
+                   "reason_code": msg.reason_code, "teller": party.principal,
+                   "decided_at": now, "four_eyes": None}
+        stored = self._persist(self._store.record_final_decision, f"decision:{call.call_id}",
+                               payload, now, four_eyes, self._settings.bank.enabled)
         self._when_recorded(stored, (party, m.ReviewRecorded(
-            call_id=call.call_id, decision=msg.decision, reason_code=msg.reason_code)))
+            call_id=call.call_id, decision=msg.decision, reason_code=msg.reason_code,
+            pending_audit=four_eyes)))

@@ -139,7 +139,8 @@ class HostFacet:
         bt = self._settings.review.business_type(call.business_type)
         result = outcome_of(served=call.accepted_at is not None, end_reason=call.end_reason,
                             decision=call.decision, reason_code=call.reason_code,
-                            needs_evidence=bool(bt and bt.required_evidence))
+                            needs_evidence=bool(bt and bt.required_evidence),
+                            four_eyes=bool(bt and bt.four_eyes))
         self._event(call, "system", call.state.value, reason=call.end_reason,
                     outcome=result.outcome.value, outcome_reason=result.reason)
         self._background(self._close_session(call))

@@ -3,7 +3,9 @@ auditors' search).
 
 - `missed`: the customer was never served (left or lost while waiting, or no teller).
 - `successful` / `unsuccessful` / `rescheduled`: the teller's decision says so
-  (approve; reject with its reason code or incomplete; reschedule).
+  (approve; reject with its reason code or incomplete; reschedule). A four-eyes approval
+  is `successful` with reason `pending_audit` until an auditor decides it (then the
+  store sets `successful` or `unsuccessful`/`four_eyes_rejected`).
 - `dropped`: no decision, and the call ended on a lost connection (a party's socket or
   its media) or a stopped node.
 - without a decision and without a drop: `successful` when the business type needs no
@@ -39,15 +41,19 @@ class CallOutcome:
 
 
 def outcome_of(*, served: bool, end_reason: str | None, decision: str | None,
-               reason_code: str | None, needs_evidence: bool) -> CallOutcome:
-    """`served`: a teller accepted the call (it reached connecting or later)."""
+               reason_code: str | None, needs_evidence: bool,
+               four_eyes: bool = False) -> CallOutcome:
+    """`served`: a teller accepted the call (it reached connecting or later);
+    `four_eyes`: an approval waits for an auditor (reason `pending_audit` until then)."""
     if not served:
         return CallOutcome(Outcome.MISSED, end_reason)
     if decision is not None:
         outcome = BY_DECISION[decision]
         reason = reason_code if decision == "reject" else (
             "incomplete" if decision == "incomplete" else reason_code)
-        return CallOutcome(outcome, reason if outcome != Outcome.SUCCESSFUL else None)
+        if outcome == Outcome.SUCCESSFUL:
+            return CallOutcome(outcome, "pending_audit" if four_eyes else None)
+        return CallOutcome(outcome, reason)
     if end_reason in DROP_REASONS:
         return CallOutcome(Outcome.DROPPED, end_reason)
     if needs_evidence:

@@ -11,6 +11,7 @@ import io
 import math
 import re
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ class HoldBody(ReasonBody):
     hold: bool
 
 
+class ApprovalBody(ReasonBody):
+    approve: bool
+
+
 class ExportBody(ReasonBody):
     recipient_public_key: str | None = Field(None, max_length=2000,
                                              description="X25519 public key, PEM")
@@ -81,8 +86,10 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 class AuditApi:
     def __init__(self, store: Store, staff: StaffAuth, trail: AuditTrail,
-                 kek: KekProvider, blobs: BlobStore, access: AccessLog) -> None:
+                 kek: KekProvider, blobs: BlobStore, access: AccessLog,
+                 send_to_bank: bool = False) -> None:
         self._store, self._staff, self._trail = store, staff, trail
+        self._send_to_bank = send_to_bank  # a bank webhook is configured
         self._kek, self._blobs, self._access = kek, blobs, access
         self._media: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
@@ -94,6 +101,8 @@ class AuditApi:
         r.add_post("/api/audit/sessions/{sid}/export", a(self.export))
         r.add_post("/api/audit/sessions/{sid}/hold", a(self.hold))
         r.add_get("/api/audit/access-log", a(self.access_log))
+        r.add_get("/api/audit/approvals", a(self.approvals))
+        r.add_post("/api/audit/sessions/{sid}/approval", a(self.approval))
 
     # ------------------------------------------------------------------ helpers
     def _auditors_only(self, handler: Handler) -> Callable[[web.Request],
@@ -306,6 +315,48 @@ class AuditApi:
         await asyncio.to_thread(self._store.set_legal_hold, sid, body.hold, user.username,
                                 body.reason)
         return web.json_response({"session_id": sid, "legal_hold": body.hold})
+
+    # ------------------------------------------------------------------ four eyes
+    async def approvals(self, request: web.Request, user: StaffUser) -> web.Response:
+        """Approvals waiting for a second person (oldest first)."""
+        pending = await asyncio.to_thread(self._store.pending_approvals)
+        await self._record(user.username, "approvals.list", None, "", results=len(pending))
+        return web.json_response({"approvals": [
+            {"session_id": a.call_id, "business_type": a.business_type, "teller": a.teller,
+             "requested_at": a.requested_at, "own": a.teller == user.username}
+            for a in pending]})
+
+    async def approval(self, request: web.Request, user: StaffUser) -> web.Response:
+        """The second person's decision on a teller's approval: an auditor other than
+        the teller, after opening the session, once the call is over."""
+        body = await self._body(request, ApprovalBody)
+        if body is None:
+            return _error(400, "invalid_request", "approve (true/false) and a reason are "
+                          "required")
+        sid = request.match_info["sid"]
+        found = await asyncio.to_thread(self._store.approval, sid) \
+            if SESSION_ID.match(sid) else None
+        if found is None:
+            return _error(404, "not_found", "no approval is waiting for this session")
+        if found.status != "pending":
+            return _error(409, "already_decided", f"already {found.status} by another auditor")
+        if found.teller == user.username:
+            return _error(403, "forbidden", "four eyes: the teller who approved cannot "
+                          "confirm their own approval")
+        call = await self._store.get_call(sid)
+        if call is None or call.get("state") != "closed":
+            return _error(409, "wrong_state", "the call is not over yet")
+        if not await asyncio.to_thread(self._store.opened_by, sid, user.username):
+            return _error(403, "open_first", "open (verify and read) the session first")
+        action = "four_eyes.approve" if body.approve else "four_eyes.reject"
+        await self._record(user.username, action, sid, body.reason)
+        won = await asyncio.to_thread(self._store.decide_approval, sid, user.username,
+                                      body.approve, body.reason, time.time(),
+                                      f"decision:{sid}", self._send_to_bank)
+        if not won:
+            return _error(409, "already_decided", "decided by another auditor meanwhile")
+        return web.json_response({"session_id": sid,
+                                  "status": "approved" if body.approve else "rejected"})
 
     # ------------------------------------------------------------------ access log
     async def access_log(self, request: web.Request, user: StaffUser) -> web.Response:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from vteller.gateway.audit_api import MAX_PAGE, ExportBody, HoldBody, ReasonBody
+from vteller.gateway.audit_api import MAX_PAGE, ApprovalBody, ExportBody, HoldBody, ReasonBody
 from vteller.gateway.http import CUSTOMER_ID, DemoTokenBody, LoginBody
 
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
@@ -92,6 +92,7 @@ def document(dev_mode: bool) -> dict[str, Any]:
                 _query("teller", {"type": "string"}), _query("customer", {"type": "string"}),
                 _query("business_type", {"type": "string"}),
                 _query("decision", {"type": "string"}), _query("flag", {"type": "string"}),
+                _query("outcome", {"type": "string"}),
                 _query("reason", {"type": "string"})])},
         "/api/audit/sessions/{sid}/open": {"post": _op(
             "verify a session, then open it for replay (a reason is required)",
@@ -111,6 +112,13 @@ def document(dev_mode: bool) -> dict[str, Any]:
         "/api/audit/sessions/{sid}/hold": {"post": _op(
             "set or clear a legal hold", _responses(200, "application/json", 400, 401, 403, 404),
             COOKIE, params=[SID], body=_json_body(HoldBody))},
+        "/api/audit/approvals": {"get": _op(
+            "approvals waiting for a second person (four eyes)",
+            _responses(200, "application/json", 401, 403), COOKIE)},
+        "/api/audit/sessions/{sid}/approval": {"post": _op(
+            "confirm or reject a teller's approval (another auditor, after opening it)",
+            _responses(200, "application/json", 400, 401, 403, 404, 409), COOKIE,
+            params=[SID], body=_json_body(ApprovalBody))},
         "/api/audit/access-log": {"get": _op(
             "the signed access log (auditors with review_access)",
             _responses(200, "application/json", 401, 403), COOKIE,

@@ -365,6 +365,7 @@ class ReviewRecorded(_Msg):
     call_id: str
     decision: str
     reason_code: str | None = None
+    pending_audit: bool = False  # four eyes: final once an auditor approves it
 
 
 class IdentityStatus(_Msg):

@@ -25,6 +25,9 @@ class BusinessType(BaseModel):
     alternatives: dict[str, frozenset[str]] = Field(
         default_factory=lambda: {"liveness_passed": frozenset({"liveness_attested"})},
         description="evidence that may stand in for a required one")
+    four_eyes: bool = Field(
+        False, description="an approval is final only when a different person with the "
+        "auditor role approves it after opening the session (RBI's concurrent audit)")
     restart_on_drop: bool = Field(
         False, description="a session whose connection or media dropped mid-call cannot "
         "be approved; the customer starts afresh (V-CIP)")

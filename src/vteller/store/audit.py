@@ -162,6 +162,12 @@ class AuditRepository:
             f'SELECT seq, at, "user", action, session_id, reason, detail FROM access_log '
             f"{where} ORDER BY seq DESC LIMIT ?", (*args, limit))
 
+    def opened_by(self, session_id: str, user: str) -> bool:
+        """Whether this auditor opened (verified and read) the session."""
+        return bool(self.db.execute(
+            'SELECT 1 FROM access_log WHERE session_id=? AND "user"=? AND action=? LIMIT 1',
+            (session_id, user, "open")))
+
     def access_rows(self, last: int | None = None) -> list[Row]:
         """Full rows in order: all of them, or the newest `last` + 1 (the anchor)."""
         if last is None:

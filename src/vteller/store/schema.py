@@ -169,7 +169,21 @@ def _m3_nodes(db: Database) -> None:
 
 def _m4_outcomes(db: Database) -> None:
     """Every call's outcome code and its reason (successful, unsuccessful, dropped,
-    missed, rescheduled), for the reports and the auditors' search."""
+    missed, rescheduled), for the reports and the auditors' search; four-eyes approvals
+    and the outbox of events for the bank backend."""
+    _ddl(db, """
+    CREATE TABLE IF NOT EXISTS approvals (
+        call_id TEXT PRIMARY KEY, business_type TEXT NOT NULL, teller TEXT NOT NULL,
+        requested_at REAL NOT NULL, status TEXT NOT NULL, auditor TEXT, reason TEXT,
+        decided_at REAL, payload TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS approvals_pending ON approvals (status, requested_at);
+    CREATE TABLE IF NOT EXISTS outbox (
+        event_id TEXT PRIMARY KEY, kind TEXT NOT NULL, payload TEXT NOT NULL,
+        created_at REAL NOT NULL, next_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+        claimed_by TEXT, claimed_until REAL, delivered_at REAL, last_error TEXT);
+    CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at)
+    """)
     for column in ("outcome", "outcome_reason"):
         if column not in _columns(db, "calls"):
             db.execute(f"ALTER TABLE calls ADD COLUMN {column} TEXT")
@@ -188,7 +202,7 @@ MIGRATIONS = (
     Migration(2, "call flags table, global log frontier, indexes", _m2_flags_and_log_state),
     Migration(3, "node leases, session owners, resume secrets, login attempts, used token "
               "ids, replay grants", _m3_nodes),
-    Migration(4, "call outcome codes", _m4_outcomes),
+    Migration(4, "call outcome codes, four-eyes approvals, bank outbox", _m4_outcomes),
 )
 LATEST = MIGRATIONS[-1].version
 

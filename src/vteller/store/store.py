@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vteller.store import schema
+from vteller.store.approvals import ApprovalRepository
 from vteller.store.audit import AuditRepository
 from vteller.store.calls import CallRepository
 from vteller.store.db import Database, Row, SqliteDatabase, connect
@@ -18,6 +19,7 @@ from vteller.store.staff import StaffRepository
 
 
 class Store(StaffRepository, CallRepository, AuditRepository, ReferenceRepository,
+            ApprovalRepository,
             NodeRepository, SharedStateRepository):
     def __init__(self, db: Database) -> None:
         self.db = db
