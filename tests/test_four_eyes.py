@@ -153,6 +153,11 @@ async def test_four_eyes_approval_then_signed_retried_webhook(bank):
     actions = [e["action"] for e in server.components.access.entries(50, card)]
     assert "four_eyes.approve" in actions and "open" in actions
     assert server.components.store.outbox_counts() == {"delivered": 2}
+    metrics = server.components.metrics.exposition().decode()
+    assert 'vteller_bank_events_total{node=' in metrics
+    assert [line.rsplit(" ", 1)[1] for line in metrics.splitlines()
+            if line.startswith("vteller_bank_events_total{") and 'result="retry"' in line
+            ] == ["2.0"]
     await tel.close()
 
 

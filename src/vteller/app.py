@@ -296,7 +296,7 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
         endpoint._manager = c.manager
         c.metrics.service.source = c.manager.dashboard
         c.metrics.loop_lag.start()
-        outbox = OutboxWorker(c.store, settings.bank, str(c.node)) \
+        outbox = OutboxWorker(c.store, settings.bank, str(c.node), c.metrics) \
             if settings.bank.enabled else None
         if outbox is not None:
             outbox.start()

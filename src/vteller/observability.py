@@ -39,6 +39,9 @@ class Metrics:
                                          "Face verification verdicts", ["verdict"], registry=r)
         self.liveness_results = Counter("vteller_liveness_results_total",
                                         "Liveness check results", ["state"], registry=r)
+        self.bank_events = Counter("vteller_bank_events_total", "Bank webhook deliveries "
+                                   "(delivered, retry, failed: given up)", ["result"],
+                                   registry=r)
         self.loop_lag = LoopLagMonitor(r)
         self.service = ServiceCollector(r)
 

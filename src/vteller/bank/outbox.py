@@ -15,6 +15,7 @@ import time
 import structlog
 
 from vteller.bank.webhook import BankWebhook, WebhookConfig
+from vteller.observability import Metrics
 from vteller.store import Store
 
 log = structlog.get_logger("vteller.bank")
@@ -23,7 +24,9 @@ BATCH = 20
 
 
 class OutboxWorker:
-    def __init__(self, store: Store, config: WebhookConfig, node: str) -> None:
+    def __init__(self, store: Store, config: WebhookConfig, node: str,
+                 metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
         self._store = store
         self._config = config
         self._node = node
@@ -64,6 +67,10 @@ class OutboxWorker:
         for event_id, kind, payload, attempts in due:
             result = await self._hook.post(event_id, kind, json.loads(payload))
             attempts += 1
+            outcome = "delivered" if result.ok else (
+                "failed" if attempts >= self._config.max_attempts else "retry")
+            if self._metrics is not None:
+                self._metrics.bank_events.labels(result=outcome).inc()
             if result.ok:
                 await asyncio.to_thread(self._store.outbox_delivered, event_id, time.time())
                 delivered += 1
