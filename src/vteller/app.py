@@ -28,7 +28,7 @@ from vteller.auth import (
     StaffAuth,
 )
 from vteller.auth.tokens import SharedUsedTokens
-from vteller.bank import OutboxWorker
+from vteller.bank import BankWebhook, OutboxWorker
 from vteller.calls import CallManager
 from vteller.cluster import NodeId, NodeLease, SessionSweeper
 from vteller.config import Settings, SettingsError
@@ -286,8 +286,9 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
         if sealed:
             log.warning("sealed_incomplete_sessions", count=len(sealed))
         sweeper.start()
+        bank = BankWebhook(settings.bank) if settings.bank.enabled else None
         c.manager = CallManager(settings, c.store, c.metrics, c.kek, c.trail, c.blobs,
-                                c.identity, c.router, node=str(c.node))
+                                c.identity, c.router, node=str(c.node), bank=bank)
         c.manager.cluster_view = lease.view
         stats = c.manager.stats  # the last hour's figures survive a restart or failover
         rows = await asyncio.to_thread(c.store.call_outcomes_since, time.time() - stats.window_s)
@@ -303,6 +304,8 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
         yield
         if outbox is not None:
             await outbox.stop()
+        if bank is not None:
+            await bank.close()
         c.metrics.loop_lag.stop()
         await c.manager.shutdown()
         await sweeper.stop()

@@ -160,6 +160,23 @@ async function main() {
     }
     if (["stopped", "revoked", "expired", "denied"].includes(m.state)) stopShare();
   });
+  sig.addEventListener("otp.state", (ev) => {
+    const m = ev.detail;
+    $("otp").dataset.state = m.state;
+    if (m.state === "sent") {
+      $("otp-prompt").textContent = t("otp_prompt", { digits: m.digits });
+      $("otp-code").value = ""; $("otp-result").textContent = "";
+      show($("otp"), true); show($("otp-form"), true); $("otp-code").focus();
+      speak(t("otp_prompt", { digits: m.digits }));
+      return;
+    }
+    const text = t("otp_" + m.state, { n: m.attempts_left });
+    $("otp-result").textContent = text; speak(text);
+    if (m.state !== "wrong") {
+      show($("otp-form"), false);
+      setTimeout(() => show($("otp"), false), 5000);
+    }
+  });
   sig.addEventListener("nav.prompt", (ev) => {
     const m = ev.detail;
     const title = document.createElement("strong"); title.id = "nav-title"; title.textContent = m.title;
@@ -192,6 +209,10 @@ async function main() {
   $("share-stop").onclick = () => { sig.send({ type: "assist.stop" }); stopShare(); };
   $("nav-open").onclick = () => { sig.send({ type: "nav.opened", destination: $("nav-open").dataset.id }); show($("nav"), false); };
   $("nav-dismiss").onclick = () => show($("nav"), false);
+  $("otp-form").onsubmit = (ev) => {
+    ev.preventDefault();
+    sig.send({ type: "otp.submit", code: $("otp-code").value.trim() });
+  };
 
   $("start").onclick = async () => {
     try {

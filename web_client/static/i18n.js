@@ -74,6 +74,12 @@ const STRINGS = {
     hint_hold_still: "Please hold your phone still",
     hint_face_camera: "Please look straight at the camera",
     hint_alone_in_frame: "Please make sure only you are in the picture",
+    otp_prompt: "Enter the {digits}-digit code we sent to your phone",
+    otp_submit: "Confirm",
+    otp_wrong: "That code is not right. Tries left: {n}.",
+    otp_verified: "Code confirmed. Thank you.",
+    otp_failed: "The code could not be confirmed. Your teller will help you.",
+    otp_expired: "The code has expired. Your teller can send a new one.",
   },
   zh: {
     title: "视频柜员",
@@ -143,6 +149,12 @@ const STRINGS = {
     hint_hold_still: "请拿稳手机",
     hint_face_camera: "请正对摄像头",
     hint_alone_in_frame: "请确保画面中只有您一人",
+    otp_prompt: "请输入我们发送到您手机的 {digits} 位验证码",
+    otp_submit: "确认",
+    otp_wrong: "验证码不正确，还可以再试 {n} 次。",
+    otp_verified: "验证码已确认，谢谢您。",
+    otp_failed: "验证码未能确认，柜员会协助您。",
+    otp_expired: "验证码已过期，柜员可以为您重新发送。",
   },
 };
 

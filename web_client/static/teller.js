@@ -21,7 +21,8 @@ const label = (code) => LABELS[code] || String(code).replaceAll("_", " ");
 // Each error appears beside the tools of the message that caused it, until the next
 // message of that area is sent.
 const ERROR_AREAS = [["offer.", "offer-error"], ["identity.", "identity-error"],
-  ["assist.", "assist-error"], ["nav.", "nav-error"], ["review.", "review-error"]];
+  ["assist.", "assist-error"], ["nav.", "nav-error"], ["review.", "review-error"],
+  ["otp.", "otp-error"]];
 const areaOf = (type) => (ERROR_AREAS.find(([prefix]) => (type || "").startsWith(prefix)) || [null, "error"])[1];
 function showError(type, text) { $(areaOf(type)).textContent = text; }
 
@@ -185,6 +186,14 @@ function connect() {
     $("decision-result").textContent = `Recorded: ${ev.detail.decision}` +
       (ev.detail.pending_audit ? " (final after a second approval by an auditor)" : "");
   });
+  const OTP_TEXT = { sent: "code sent; the customer types it", wrong: "wrong code entered",
+    verified: "verified (TAN)", failed: "failed: no attempts left", expired: "expired",
+    delivery_failed: "the bank could not be reached; try again" };
+  sig.addEventListener("otp.state", (ev) => {
+    const m = ev.detail;
+    $("otp-state").dataset.state = m.state;
+    $("otp-state").textContent = OTP_TEXT[m.state] + (m.state === "wrong" ? ` (${m.attempts_left} left)` : "");
+  });
   sig.connect();
   // what the teller does: clears the error shown beside that tool, then sends
   const send = (msg) => { $(areaOf(msg.type)).textContent = ""; sig.send(msg); };
@@ -209,6 +218,7 @@ function connect() {
   $("assist-request").onclick = () => send({ type: "assist.request", purpose: $("assist-purpose").value || "guide you in the app" });
   $("assist-stop").onclick = () => send({ type: "assist.stop" });
   $("nav-push").onclick = () => send({ type: "nav.push", destination: $("nav-destination").value });
+  $("otp-request").onclick = () => send({ type: "otp.request" });
   $("decide").onclick = () => send({ type: "review.decide", decision: $("decision").value,
     reason_code: $("reason-code").value || null, notes: $("decision-notes").value });
 

@@ -40,6 +40,11 @@ class WebhookConfig(BaseModel):
     retry_max_s: float = Field(600.0, gt=0, le=86400)
     max_attempts: int = Field(50, ge=1, le=1000, description="then the event is kept as "
                               "failed (metrics, log) for an operator to replay")
+    otp_digits: int = Field(6, ge=4, le=8, description="one-time codes (second factor)")
+    otp_ttl_s: float = Field(300.0, ge=30, le=1800)
+    otp_attempts: int = Field(3, ge=1, le=10, description="wrong entries allowed per code")
+    otp_codes_per_call: int = Field(3, ge=1, le=10, description="codes a teller may "
+                                    "request in one call (each one is an SMS)")
 
     @model_validator(mode="after")
     def _secret_with_url(self) -> WebhookConfig:

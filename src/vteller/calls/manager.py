@@ -5,8 +5,8 @@ Every state change is synchronous code on the event loop, so each step is atomic
 re-checks the call afterwards. Store writes and audit appends go through one ordered
 journal. The manager is one class in facets, one file each: `parties` (connections,
 resume), `queue` (offers, teller states, supervisor, feedback), `consent` (screen
-share, navigation), `decisions` (review), `identity_bridge`, `host` (media legs, the
-end of a call); this file holds the state, the dispatch table and the lifecycle.
+share, navigation), `decisions` (review), `identity_bridge`, `second_factor` (one-time
+codes), `host` (media legs, the end of a call); this file holds the state, the dispatch table and the lifecycle.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from vteller.audit import KekProvider
 from vteller.audit.trail import AuditTrail
+from vteller.bank import BankWebhook
 from vteller.calls.consent import ConsentFacet
 from vteller.calls.decisions import ReviewFacet
 from vteller.calls.host import HostFacet
@@ -30,6 +31,7 @@ from vteller.calls.journal import Journal
 from vteller.calls.parties import PartiesFacet
 from vteller.calls.party import Party
 from vteller.calls.queue import QueueFacet
+from vteller.calls.second_factor import SecondFactorFacet
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
 from vteller.config import Settings
 from vteller.identity import IdentityService
@@ -49,11 +51,13 @@ Handler = Callable[[Party, Any], Any]  # (sender, message) -> None or an awaitab
 
 
 class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityFacet,
-                  HostFacet):
+                  SecondFactorFacet, HostFacet):
     def __init__(self, settings: Settings, store: Store, metrics: Metrics,
                  kek: KekProvider, trail: AuditTrail, blobs: BlobStore,
                  identity: IdentityService | None = None,
-                 router: RoutingStore | None = None, node: str = "local") -> None:
+                 router: RoutingStore | None = None, node: str = "local",
+                 bank: BankWebhook | None = None) -> None:
+        self._bank = bank
         self._settings = settings
         self._node = node
         self._blocked_ice = settings.blocked_ice_networks()
@@ -106,6 +110,8 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
             "identity.judge": self._on_identity_judge,
             "identity.spoken_check": self._on_identity_spoken_check,
             "identity.attest": self._on_identity_attest,
+            "otp.request": self._on_otp_request,
+            "otp.submit": self._on_otp_submit,
         }
 
     def start(self) -> None:

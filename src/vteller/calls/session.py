@@ -108,6 +108,8 @@ class Call:
     identity: Any = None  # identity.IdentitySession once a check starts
     identity_tap: Any = None  # media.LatestFrameTap on the customer camera
     evidence_blobs: dict[str, str] = field(default_factory=dict)  # name -> digest
+    otp: Any = None  # bank.otp.OneTimeCode while a code is out
+    otp_codes: int = 0  # codes requested in this call
 
     @property
     def customer_id(self) -> str:

@@ -197,8 +197,21 @@ class IdentityAttest(_ClientMsg):
     notes: Annotated[str, Field(min_length=3, max_length=500)]
 
 
+class OtpRequest(_ClientMsg):
+    """Teller: have the bank send the customer a one-time code (second factor)."""
+
+    type: Literal["otp.request"]
+
+
+class OtpSubmit(_ClientMsg):
+    """Customer: the code received on the registered phone."""
+
+    type: Literal["otp.submit"]
+    code: Annotated[str, Field(pattern=r"^[0-9]{4,8}$")]
+
+
 ClientMessage = Annotated[
-    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest,
+    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
@@ -207,7 +220,7 @@ CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
               WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller, SupervisorAssign, AssistRequest,
               AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide,
               IdentityVerify, IdentityLiveness, IdentityJudge, IdentitySpokenCheck,
-              IdentityAttest)
+              IdentityAttest, OtpRequest, OtpSubmit)
 }
 _client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
@@ -238,6 +251,8 @@ ROLES_FOR: dict[str, frozenset[str]] = {
     "identity.judge": frozenset({"teller"}),
     "identity.spoken_check": frozenset({"teller"}),
     "identity.attest": frozenset({"teller"}),
+    "otp.request": frozenset({"teller"}),
+    "otp.submit": frozenset({"customer"}),
 }
 
 
@@ -440,6 +455,20 @@ class Dashboard(_Msg):
         "waiting, connections, expired (lease run out: being sealed)")
 
 
+class OtpState(_Msg):
+    """To both parties: the second factor. `sent`: the customer types the code
+    (`digits`, `expires_in_s`); `wrong`: try again (`attempts_left`); `verified`;
+    `failed` (no attempts left), `expired`, `delivery_failed` (the bank could not be
+    reached): the teller may request a new code."""
+
+    type: Literal["otp.state"] = "otp.state"
+    call_id: str
+    state: Literal["sent", "wrong", "verified", "failed", "expired", "delivery_failed"]
+    digits: int | None = None
+    expires_in_s: int | None = None
+    attempts_left: int | None = None
+
+
 class Error(_Msg):
     type: Literal["error"] = "error"
     code: str
@@ -452,5 +481,5 @@ SERVER_MESSAGES: dict[str, type[_Msg]] = {
     for m in (Welcome, Pong, QueueStatus, TellerState, OfferIncoming, OfferRevoked,
               CallStarted, WebrtcAnswer, PeerState, CallEnded, Dashboard, AssistStateMsg,
               NavPrompt, CallContext, ReviewRecorded, IdentityStatus, IdentityChallenge,
-              IdentityHint, Error)
+              IdentityHint, OtpState, Error)
 }
