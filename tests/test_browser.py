@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from pathlib import Path
@@ -361,6 +362,53 @@ async def test_four_eyes_approval_in_chromium(browser, tmp_path):
         await auditor.wait_for_selector("#approval-result:has-text('Approval confirmed')")
         await auditor.wait_for_selector("#approvals-empty:not([hidden])")
         await auditor.screenshot(path=str(tmp_path / "auditor-four-eyes.png"), full_page=True)
+    finally:
+        server.stop()
+
+
+async def test_sales_script_in_chromium(browser, tmp_path):
+    """A sales script (dual recording): the teller reads each statement and asks, the
+    customer confirms it on screen (a question first on one); approval is refused
+    until every statement is confirmed, then accepted."""
+    types = json.dumps([{"id": "general", "title": "Fund sale", "script": [
+        {"id": "product", "title": "The product", "text": "It is a fund, not a deposit."},
+        {"id": "risks", "title": "Risks", "text": "I may lose money I invest."}]}])
+    server = start_serve(tmp_path / "srv", "--dev",
+                         env={"VTELLER_REVIEW__BUSINESS_TYPES": types})
+    try:
+        teller = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        customer = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        await staff_login(teller, server, "/teller", "teller1")
+        await teller.click("#available")
+        await teller.wait_for_selector("#teller-state[data-state=available]")
+        await customer.goto(f"{server.url}/customer")
+        await customer.fill("#birth-year", "1980")
+        await customer.click("#start")
+        await teller.wait_for_selector("#offer:not([hidden])")
+        await teller.click("#accept")
+        await teller.wait_for_selector("#script-panel:not([hidden])")
+        await teller.click("#decide")  # approve before the script: refused
+        await teller.wait_for_selector("#review-error:has-text('not confirmed')")
+
+        await teller.click("#script-steps li[data-step=product] button")
+        await customer.wait_for_selector("#script:not([hidden])")
+        assert "not a deposit" in await customer.text_content("#script-text")
+        assert "1 of 2" in await customer.text_content("#script-index")
+        await customer.click("#script-question")
+        await teller.wait_for_selector("#script-steps li[data-step=product][data-state=question]")
+        await teller.click("#script-steps li[data-step=product] button")  # ask again
+        await customer.wait_for_selector("#script:not([hidden])")
+        await customer.click("#script-confirm")
+        await teller.wait_for_selector("#script-steps li[data-step=product][data-state=confirmed]")
+        await teller.click("#script-steps li[data-step=risks] button")
+        await customer.wait_for_selector("#script:not([hidden])")
+        assert "lose money" in await customer.text_content("#script-text")
+        await customer.click("#script-confirm")
+        await teller.wait_for_selector("#script-steps li[data-step=risks][data-state=confirmed]")
+        await teller.select_option("#decision", "approve")
+        await teller.click("#decide")
+        await teller.wait_for_selector("#decision-result:has-text('approve')")
+        await teller.screenshot(path=str(tmp_path / "teller-script.png"), full_page=True)
     finally:
         server.stop()
 

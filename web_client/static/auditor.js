@@ -126,7 +126,7 @@ function buildPlayer(res) {
     const t = e.at - state.t0;
     b.textContent = clock(Math.max(0, t)); b.dataset.t = t;
     b.onclick = () => seek(t);
-    const extra = e.verdict || e.state || e.decision || e.evidence || e.destination || e.reason || "";
+    const extra = e.step_title || e.verdict || e.state || e.decision || e.evidence || e.destination || e.reason || "";
     li.append(b, document.createTextNode(` ${e.actor}: ${e.kind}${extra ? ` (${extra})` : ""}`));
     li.dataset.kind = e.kind;
     return li;

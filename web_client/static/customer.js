@@ -160,6 +160,15 @@ async function main() {
     }
     if (["stopped", "revoked", "expired", "denied"].includes(m.state)) stopShare();
   });
+  sig.addEventListener("script.step", (ev) => {
+    const m = ev.detail;
+    $("script").dataset.step = m.step;
+    $("script-index").textContent = t("script_index", { index: m.index, total: m.total });
+    $("script-title").textContent = m.title;
+    $("script-text").textContent = m.text;
+    show($("script"), true);
+    speak(`${m.title}. ${m.text}`);
+  });
   sig.addEventListener("otp.state", (ev) => {
     const m = ev.detail;
     $("otp").dataset.state = m.state;
@@ -209,6 +218,8 @@ async function main() {
   $("share-stop").onclick = () => { sig.send({ type: "assist.stop" }); stopShare(); };
   $("nav-open").onclick = () => { sig.send({ type: "nav.opened", destination: $("nav-open").dataset.id }); show($("nav"), false); };
   $("nav-dismiss").onclick = () => show($("nav"), false);
+  $("script-confirm").onclick = () => { sig.send({ type: "script.confirm", step: $("script").dataset.step }); show($("script"), false); };
+  $("script-question").onclick = () => { sig.send({ type: "script.question", step: $("script").dataset.step }); show($("script"), false); };
   $("otp-form").onsubmit = (ev) => {
     ev.preventDefault();
     sig.send({ type: "otp.submit", code: $("otp-code").value.trim() });

@@ -22,7 +22,7 @@ const label = (code) => LABELS[code] || String(code).replaceAll("_", " ");
 // message of that area is sent.
 const ERROR_AREAS = [["offer.", "offer-error"], ["identity.", "identity-error"],
   ["assist.", "assist-error"], ["nav.", "nav-error"], ["review.", "review-error"],
-  ["otp.", "otp-error"]];
+  ["otp.", "otp-error"], ["script.", "script-error"]];
 const areaOf = (type) => (ERROR_AREAS.find(([prefix]) => (type || "").startsWith(prefix)) || [null, "error"])[1];
 function showError(type, text) { $(areaOf(type)).textContent = text; }
 
@@ -194,6 +194,26 @@ function connect() {
     $("otp-state").dataset.state = m.state;
     $("otp-state").textContent = OTP_TEXT[m.state] + (m.state === "wrong" ? ` (${m.attempts_left} left)` : "");
   });
+  const SCRIPT_TEXT = { open: "not read yet", read: "waiting for the customer",
+    question: "the customer has a question: answer it, then ask again", confirmed: "confirmed" };
+  sig.addEventListener("script.state", (ev) => {
+    show($("script-panel"), true);
+    $("script-steps").replaceChildren(...ev.detail.steps.map((s) => {
+      const li = document.createElement("li"); li.dataset.step = s.id; li.dataset.state = s.state;
+      const title = document.createElement("strong"); title.textContent = s.title;
+      const text = document.createElement("p"); text.textContent = s.text;
+      const st = document.createElement("span"); st.className = "state"; st.textContent = SCRIPT_TEXT[s.state];
+      li.append(title, " ", st, text);
+      if (s.state !== "confirmed") {
+        const b = document.createElement("button"); b.className = "small secondary";
+        b.textContent = s.state === "open" ? "Read: ask to confirm" : "Ask again";
+        b.onclick = () => send({ type: "script.read", step: s.id });
+        li.append(b);
+      }
+      return li;
+    }));
+  });
+  sig.addEventListener("call.ended", () => show($("script-panel"), false));
   sig.connect();
   // what the teller does: clears the error shown beside that tool, then sends
   const send = (msg) => { $(areaOf(msg.type)).textContent = ""; sig.send(msg); };

@@ -61,6 +61,12 @@ class ReviewFacet:
                 raise ProtocolError(ErrorCode.MEDIA_DROPPED,
                                     "cannot approve: the connection dropped during this session "
                                     f"({call.media_dropped}); the customer must start afresh")
+            unconfirmed = self.unconfirmed_steps(call)
+            if unconfirmed:
+                self._event(call, "teller", "review.refused", script=unconfirmed)
+                raise ProtocolError(ErrorCode.SCRIPT_INCOMPLETE,
+                                    "cannot approve: the customer has not confirmed "
+                                    + ", ".join(unconfirmed))
             missing = bt.missing(call.evidence) if bt else []
             if missing:
                 self._event(call, "teller", "review.refused", missing=missing)

@@ -6,7 +6,7 @@ re-checks the call afterwards. Store writes and audit appends go through one ord
 journal. The manager is one class in facets, one file each: `parties` (connections,
 resume), `queue` (offers, teller states, supervisor, feedback), `consent` (screen
 share, navigation), `decisions` (review), `identity_bridge`, `second_factor` (one-time
-codes), `host` (media legs, the end of a call); this file holds the state, the dispatch table and the lifecycle.
+codes), `disclosure` (sales scripts), `host` (media legs, the end of a call); this file holds the state, the dispatch table and the lifecycle.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from vteller.audit.trail import AuditTrail
 from vteller.bank import BankWebhook
 from vteller.calls.consent import ConsentFacet
 from vteller.calls.decisions import ReviewFacet
+from vteller.calls.disclosure import DisclosureFacet
 from vteller.calls.host import HostFacet
 from vteller.calls.identity_bridge import IdentityFacet
 from vteller.calls.journal import Journal
@@ -51,7 +52,7 @@ Handler = Callable[[Party, Any], Any]  # (sender, message) -> None or an awaitab
 
 
 class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityFacet,
-                  SecondFactorFacet, HostFacet):
+                  SecondFactorFacet, DisclosureFacet, HostFacet):
     def __init__(self, settings: Settings, store: Store, metrics: Metrics,
                  kek: KekProvider, trail: AuditTrail, blobs: BlobStore,
                  identity: IdentityService | None = None,
@@ -112,6 +113,9 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
             "identity.attest": self._on_identity_attest,
             "otp.request": self._on_otp_request,
             "otp.submit": self._on_otp_submit,
+            "script.read": self._on_script_read,
+            "script.confirm": self._on_script_confirm,
+            "script.question": self._on_script_question,
         }
 
     def start(self) -> None:

@@ -179,6 +179,7 @@ class QueueFacet:
         party.send(m.CallStarted(call_id=call.call_id, peer=customer.info()))
         customer.send(m.CallStarted(call_id=call.call_id, peer=party.info()))
         party.send(self._context(call))
+        self._send_script_state(call)
         self._event(call, "teller", "accepted", teller=party.principal)
         customer.send(m.QueueStatus(call_id=call.call_id, state="connecting"))
         self._metrics.answer_s.observe(call.accepted_at - call.queued_at)

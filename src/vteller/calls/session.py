@@ -110,6 +110,7 @@ class Call:
     evidence_blobs: dict[str, str] = field(default_factory=dict)  # name -> digest
     otp: Any = None  # bank.otp.OneTimeCode while a code is out
     otp_codes: int = 0  # codes requested in this call
+    script: dict[str, str] = field(default_factory=dict)  # step -> read|question|confirmed
 
     @property
     def customer_id(self) -> str:

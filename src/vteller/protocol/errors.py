@@ -21,6 +21,7 @@ class ErrorCode(StrEnum):
     NOT_ALLOWED = "not_allowed"
     EVIDENCE_MISSING = "evidence_missing"
     MEDIA_DROPPED = "media_dropped"  # approval refused: the session must start afresh
+    SCRIPT_INCOMPLETE = "script_incomplete"  # approval refused: statements unconfirmed
     NO_REFERENCE = "no_reference"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     SERVICE_UNAVAILABLE = "service_unavailable"  # the shared routing store is unreachable

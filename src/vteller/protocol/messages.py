@@ -210,8 +210,32 @@ class OtpSubmit(_ClientMsg):
     code: Annotated[str, Field(pattern=r"^[0-9]{4,8}$")]
 
 
+StepId = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+
+
+class ScriptRead(_ClientMsg):
+    """Teller: this statement was read; ask the customer to confirm it."""
+
+    type: Literal["script.read"]
+    step: StepId
+
+
+class ScriptConfirm(_ClientMsg):
+    """Customer: confirms the statement on screen."""
+
+    type: Literal["script.confirm"]
+    step: StepId
+
+
+class ScriptQuestion(_ClientMsg):
+    """Customer: has a question about the statement before confirming it."""
+
+    type: Literal["script.question"]
+    step: StepId
+
+
 ClientMessage = Annotated[
-    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit,
+    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit | ScriptRead | ScriptConfirm | ScriptQuestion,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
@@ -220,7 +244,7 @@ CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
               WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller, SupervisorAssign, AssistRequest,
               AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide,
               IdentityVerify, IdentityLiveness, IdentityJudge, IdentitySpokenCheck,
-              IdentityAttest, OtpRequest, OtpSubmit)
+              IdentityAttest, OtpRequest, OtpSubmit, ScriptRead, ScriptConfirm, ScriptQuestion)
 }
 _client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
@@ -253,6 +277,9 @@ ROLES_FOR: dict[str, frozenset[str]] = {
     "identity.attest": frozenset({"teller"}),
     "otp.request": frozenset({"teller"}),
     "otp.submit": frozenset({"customer"}),
+    "script.read": frozenset({"teller"}),
+    "script.confirm": frozenset({"customer"}),
+    "script.question": frozenset({"customer"}),
 }
 
 
@@ -469,6 +496,27 @@ class OtpState(_Msg):
     attempts_left: int | None = None
 
 
+class ScriptState(_Msg):
+    """To the teller: the sales script's statements in order, each `open`, `read`
+    (waiting for the customer), `question` (the customer asks first) or `confirmed`."""
+
+    type: Literal["script.state"] = "script.state"
+    call_id: str
+    steps: list[dict[str, str]]
+
+
+class ScriptStepMsg(_Msg):
+    """To the customer: one statement to confirm (`index` of `total`)."""
+
+    type: Literal["script.step"] = "script.step"
+    call_id: str
+    step: str
+    title: str
+    text: str
+    index: int
+    total: int
+
+
 class Error(_Msg):
     type: Literal["error"] = "error"
     code: str
@@ -481,5 +529,5 @@ SERVER_MESSAGES: dict[str, type[_Msg]] = {
     for m in (Welcome, Pong, QueueStatus, TellerState, OfferIncoming, OfferRevoked,
               CallStarted, WebrtcAnswer, PeerState, CallEnded, Dashboard, AssistStateMsg,
               NavPrompt, CallContext, ReviewRecorded, IdentityStatus, IdentityChallenge,
-              IdentityHint, OtpState, Error)
+              IdentityHint, OtpState, ScriptState, ScriptStepMsg, Error)
 }

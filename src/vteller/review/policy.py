@@ -8,12 +8,25 @@ missing; a business type's `alternatives` name what may stand in for a requireme
 identification keeps gesture liveness). Reject (with a configured reason code) and
 incomplete are always possible, and so is reschedule (the customer comes back at an
 agreed time). A type with `restart_on_drop` refuses approval once the call's connection
-or media dropped.
+or media dropped; a type with a `script` (dual recording of sales) refuses it until the
+customer confirmed every statement.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
+
+
+class ScriptStep(BaseModel):
+    """One required statement of a sales script (dual recording): the teller reads it,
+    the customer confirms it on screen."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    id: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
+    title: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=4000, description="what the customer "
+                      "confirms (shown, and spoken in elderly mode)")
 
 
 class BusinessType(BaseModel):
@@ -28,6 +41,9 @@ class BusinessType(BaseModel):
     four_eyes: bool = Field(
         False, description="an approval is final only when a different person with the "
         "auditor role approves it after opening the session (RBI's concurrent audit)")
+    script: list[ScriptStep] = Field(
+        default_factory=list, description="required statements in order (dual recording "
+        "of sales): approval is refused until the customer confirmed every one")
     restart_on_drop: bool = Field(
         False, description="a session whose connection or media dropped mid-call cannot "
         "be approved; the customer starts afresh (V-CIP)")
@@ -52,6 +68,20 @@ class ReviewPolicy(BaseModel):
         BusinessType(id="video_ident", title="Video identification",
                      required_evidence=frozenset({"face_verified", "liveness_passed"}),
                      alternatives={}, restart_on_drop=True),
+        BusinessType(id="wealth_product_sale", title="Wealth management product sale",
+                     required_evidence=frozenset({"face_verified"}), script=[
+                         ScriptStep(id="product", title="The product",
+                                    text="I have been told the name, type, term and issuer "
+                                    "of the product, and that it is not a deposit."),
+                         ScriptStep(id="risks", title="Risks",
+                                    text="I understand that I may lose part or all of the "
+                                    "money I invest, and that past returns do not promise "
+                                    "future returns."),
+                         ScriptStep(id="key_facts", title="Key facts",
+                                    text="I have been told the fees, the risk level of the "
+                                    "product and my own risk rating, and how and when I "
+                                    "can get my money back."),
+                     ]),
     ])
     reason_codes: list[str] = Field(default_factory=lambda: [
         "identity_not_confirmed", "documents_missing", "customer_declined",
