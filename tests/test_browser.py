@@ -413,6 +413,36 @@ async def test_sales_script_in_chromium(browser, tmp_path):
         server.stop()
 
 
+async def test_customer_shares_location_in_chromium(browser, tmp_path):
+    """A region-limited service: the page asks, the customer shares the phone's place
+    (Chromium's geolocation, granted), the teller sees it allowed."""
+    types = json.dumps([{"id": "general", "title": "V-CIP", "allowed_regions": [
+        {"id": "in", "south": 6.5, "west": 68.0, "north": 35.7, "east": 97.5}]}])
+    server = start_serve(tmp_path / "srv", "--dev",
+                         env={"VTELLER_REVIEW__BUSINESS_TYPES": types})
+    try:
+        teller = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        context = await browser.new_context(
+            ignore_https_errors=True, permissions=["geolocation"],
+            geolocation={"latitude": 28.61, "longitude": 77.21, "accuracy": 20})
+        customer = await context.new_page()
+        await staff_login(teller, server, "/teller", "teller1")
+        await teller.click("#available")
+        await teller.wait_for_selector("#teller-state[data-state=available]")
+        await customer.goto(f"{server.url}/customer")
+        await customer.fill("#birth-year", "1980")
+        await customer.click("#start")
+        await teller.wait_for_selector("#offer:not([hidden])")
+        await teller.click("#accept")
+        await teller.wait_for_selector("#location-state[data-state=not_shared]")
+        await customer.wait_for_selector("#location:not([hidden])")
+        await customer.click("#location-share")
+        await teller.wait_for_selector("#location-state[data-state=allowed]")
+        assert "(in)" in await teller.text_content("#location-state")
+    finally:
+        server.stop()
+
+
 async def test_customer_page_in_chinese_reaches_a_chinese_speaking_teller(browser, tmp_path):
     """A phone set to Chinese gets the page in Chinese and joins with language zh, so a
     teller who speaks Chinese is offered the call; in elderly mode Hang up stays on

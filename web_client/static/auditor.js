@@ -126,7 +126,9 @@ function buildPlayer(res) {
     const t = e.at - state.t0;
     b.textContent = clock(Math.max(0, t)); b.dataset.t = t;
     b.onclick = () => seek(t);
-    const extra = e.step_title || e.verdict || e.state || e.decision || e.evidence || e.destination || e.reason || "";
+    const place = e.kind === "location.reported"
+      ? `${e.lat.toFixed(4)}, ${e.lon.toFixed(4)} ±${Math.round(e.accuracy_m)} m${e.region ? ` in ${e.region}` : ""}` : "";
+    const extra = place || e.step_title || e.verdict || e.state || e.decision || e.evidence || e.destination || e.reason || "";
     li.append(b, document.createTextNode(` ${e.actor}: ${e.kind}${extra ? ` (${extra})` : ""}`));
     li.dataset.kind = e.kind;
     return li;

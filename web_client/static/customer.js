@@ -160,6 +160,9 @@ async function main() {
     }
     if (["stopped", "revoked", "expired", "denied"].includes(m.state)) stopShare();
   });
+  sig.addEventListener("location.ask", () => {
+    show($("location"), true); $("location-result").textContent = ""; speak(t("location_ask"));
+  });
   sig.addEventListener("script.step", (ev) => {
     const m = ev.detail;
     $("script").dataset.step = m.step;
@@ -218,6 +221,16 @@ async function main() {
   $("share-stop").onclick = () => { sig.send({ type: "assist.stop" }); stopShare(); };
   $("nav-open").onclick = () => { sig.send({ type: "nav.opened", destination: $("nav-open").dataset.id }); show($("nav"), false); };
   $("nav-dismiss").onclick = () => show($("nav"), false);
+  $("location-share").onclick = () => {
+    if (!navigator.geolocation) { $("location-result").textContent = t("location_failed"); return; }
+    navigator.geolocation.getCurrentPosition((pos) => {
+      sig.send({ type: "location.report", lat: pos.coords.latitude, lon: pos.coords.longitude,
+        accuracy_m: Math.min(pos.coords.accuracy, 1000000) });
+      show($("location"), false);
+    }, () => { $("location-result").textContent = t("location_failed"); },
+    { enableHighAccuracy: true, timeout: 15000 });
+  };
+  $("location-no").onclick = () => show($("location"), false);
   $("script-confirm").onclick = () => { sig.send({ type: "script.confirm", step: $("script").dataset.step }); show($("script"), false); };
   $("script-question").onclick = () => { sig.send({ type: "script.question", step: $("script").dataset.step }); show($("script"), false); };
   $("otp-form").onsubmit = (ev) => {

@@ -214,6 +214,14 @@ function connect() {
     }));
   });
   sig.addEventListener("call.ended", () => show($("script-panel"), false));
+  const PLACE_TEXT = { allowed: "in an allowed region", outside: "OUTSIDE the allowed regions",
+    shared: "shared", not_shared: "not shared yet" };
+  sig.addEventListener("location.state", (ev) => {
+    const m = ev.detail;
+    $("location-state").dataset.state = m.state;
+    $("location-state").textContent = PLACE_TEXT[m.state] + (m.region ? ` (${m.region})` : "") +
+      (m.required ? "; required for approval" : "");
+  });
   sig.connect();
   // what the teller does: clears the error shown beside that tool, then sends
   const send = (msg) => { $(areaOf(msg.type)).textContent = ""; sig.send(msg); };

@@ -61,6 +61,10 @@ class ReviewFacet:
                 raise ProtocolError(ErrorCode.MEDIA_DROPPED,
                                     "cannot approve: the connection dropped during this session "
                                     f"({call.media_dropped}); the customer must start afresh")
+            place = self._place_refusal(call)
+            if place is not None:
+                self._event(call, "teller", "review.refused", reason="location")
+                raise ProtocolError(ErrorCode.LOCATION_NOT_ALLOWED, "cannot approve: " + place)
             unconfirmed = self.unconfirmed_steps(call)
             if unconfirmed:
                 self._event(call, "teller", "review.refused", script=unconfirmed)

@@ -6,7 +6,8 @@ re-checks the call afterwards. Store writes and audit appends go through one ord
 journal. The manager is one class in facets, one file each: `parties` (connections,
 resume), `queue` (offers, teller states, supervisor, feedback), `consent` (screen
 share, navigation), `decisions` (review), `identity_bridge`, `second_factor` (one-time
-codes), `disclosure` (sales scripts), `host` (media legs, the end of a call); this file holds the state, the dispatch table and the lifecycle.
+codes), `disclosure` (sales scripts), `place` (location, teller
+networks), `host` (media legs, the end of a call); this file holds the state, the dispatch table and the lifecycle.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from vteller.calls.identity_bridge import IdentityFacet
 from vteller.calls.journal import Journal
 from vteller.calls.parties import PartiesFacet
 from vteller.calls.party import Party
+from vteller.calls.place import PlaceFacet
 from vteller.calls.queue import QueueFacet
 from vteller.calls.second_factor import SecondFactorFacet
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
@@ -52,7 +54,7 @@ Handler = Callable[[Party, Any], Any]  # (sender, message) -> None or an awaitab
 
 
 class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityFacet,
-                  SecondFactorFacet, DisclosureFacet, HostFacet):
+                  SecondFactorFacet, DisclosureFacet, PlaceFacet, HostFacet):
     def __init__(self, settings: Settings, store: Store, metrics: Metrics,
                  kek: KekProvider, trail: AuditTrail, blobs: BlobStore,
                  identity: IdentityService | None = None,
@@ -116,6 +118,7 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
             "script.read": self._on_script_read,
             "script.confirm": self._on_script_confirm,
             "script.question": self._on_script_question,
+            "location.report": self._on_location_report,
         }
 
     def start(self) -> None:

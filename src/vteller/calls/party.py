@@ -12,7 +12,10 @@ from vteller.protocol import messages as m
 
 
 class Connection(Protocol):
-    """What the gateway gives the manager: a non-blocking send and a close."""
+    """What the gateway gives the manager: a non-blocking send, a close, and the peer's
+    address as this node sees it."""
+
+    address: str
 
     def send(self, message: BaseModel) -> None: ...
 

@@ -135,6 +135,9 @@ class QueueFacet:
             raise ProtocolError(ErrorCode.WRONG_STATE, "no such teller logged in")
         if self.router.teller(teller.principal).state != TellerState.AVAILABLE:
             raise ProtocolError(ErrorCode.WRONG_STATE, "the teller is not available")
+        if not self._teller_may_serve(teller, call):
+            raise ProtocolError(ErrorCode.NOT_ALLOWED, "this business type may be served "
+                                "only from its configured networks")
         if not self._offer(call, teller):
             raise ProtocolError(ErrorCode.WRONG_STATE, "taken meanwhile")
         self._event(call, "supervisor", "supervisor.assigned", supervisor=party.principal,
@@ -180,6 +183,7 @@ class QueueFacet:
         customer.send(m.CallStarted(call_id=call.call_id, peer=party.info()))
         party.send(self._context(call))
         self._send_script_state(call)
+        self._ask_location(call)
         self._event(call, "teller", "accepted", teller=party.principal)
         customer.send(m.QueueStatus(call_id=call.call_id, state="connecting"))
         self._metrics.answer_s.observe(call.accepted_at - call.queued_at)
@@ -254,6 +258,12 @@ class QueueFacet:
         """Offer a waiting request to an available teller and start the ring timer;
         False if another decision took the request or the teller first."""
         if self.router.offer(call.call_id, teller.principal) is None:
+            return False
+        if not self._teller_may_serve(teller, call):  # never offered: as if declined
+            self.router.requeue(call.call_id, teller.principal, clock.now())
+            self.router.set_state(teller.principal, TellerState.AVAILABLE)
+            self._event(call, "system", "offer.skipped", teller=teller.principal,
+                        reason="teller_network")
             return False
         call.to(CallState.OFFERED)
         call.teller_key = teller.key

@@ -111,6 +111,9 @@ class Call:
     otp: Any = None  # bank.otp.OneTimeCode while a code is out
     otp_codes: int = 0  # codes requested in this call
     script: dict[str, str] = field(default_factory=dict)  # step -> read|question|confirmed
+    region: str | None = None  # allowed region the customer's last location is in
+    located: bool = False  # the customer shared a location in this call
+    location_reports: int = 0
 
     @property
     def customer_id(self) -> str:

@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class WsConnection:
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, address: str = "") -> None:
         self._ws = ws
+        self.address = address  # the peer's IP as this node sees it
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX)
         self._writer = asyncio.create_task(self._write())
         self.closed = False

@@ -80,7 +80,7 @@ class SignalingEndpoint:
         ws = web.WebSocketResponse(heartbeat=self._settings.heartbeat_s,
                                    max_msg_size=HARD_FRAME_LIMIT)
         await ws.prepare(request)
-        conn = WsConnection(ws)
+        conn = WsConnection(ws, request.remote or "")
         session = _Session(self, request, conn)
         self._unauthenticated[address] = self._unauthenticated.get(address, 0) + 1
         session.on_authenticated = lambda: self._authenticated(address)

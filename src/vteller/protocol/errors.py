@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     EVIDENCE_MISSING = "evidence_missing"
     MEDIA_DROPPED = "media_dropped"  # approval refused: the session must start afresh
     SCRIPT_INCOMPLETE = "script_incomplete"  # approval refused: statements unconfirmed
+    LOCATION_NOT_ALLOWED = "location_not_allowed"  # approval refused: place unknown or outside
     NO_REFERENCE = "no_reference"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     SERVICE_UNAVAILABLE = "service_unavailable"  # the shared routing store is unreachable

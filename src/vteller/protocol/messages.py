@@ -234,8 +234,17 @@ class ScriptQuestion(_ClientMsg):
     step: StepId
 
 
+class LocationReport(_ClientMsg):
+    """Customer, with consent: where the phone is (the page's geolocation)."""
+
+    type: Literal["location.report"]
+    lat: Annotated[float, Field(ge=-90, le=90)]
+    lon: Annotated[float, Field(ge=-180, le=180)]
+    accuracy_m: Annotated[float, Field(ge=0, le=1_000_000)]
+
+
 ClientMessage = Annotated[
-    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit | ScriptRead | ScriptConfirm | ScriptQuestion,
+    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit | ScriptRead | ScriptConfirm | ScriptQuestion | LocationReport,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
@@ -244,7 +253,8 @@ CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
               WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller, SupervisorAssign, AssistRequest,
               AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide,
               IdentityVerify, IdentityLiveness, IdentityJudge, IdentitySpokenCheck,
-              IdentityAttest, OtpRequest, OtpSubmit, ScriptRead, ScriptConfirm, ScriptQuestion)
+              IdentityAttest, OtpRequest, OtpSubmit, ScriptRead, ScriptConfirm, ScriptQuestion,
+              LocationReport)
 }
 _client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
@@ -280,6 +290,7 @@ ROLES_FOR: dict[str, frozenset[str]] = {
     "script.read": frozenset({"teller"}),
     "script.confirm": frozenset({"customer"}),
     "script.question": frozenset({"customer"}),
+    "location.report": frozenset({"customer"}),
 }
 
 
@@ -505,6 +516,25 @@ class ScriptState(_Msg):
     steps: list[dict[str, str]]
 
 
+class LocationState(_Msg):
+    """To the teller: whether the customer shared a place and whether the business type
+    allows it (`region`: the allowed region it is in). Coordinates stay in the trail."""
+
+    type: Literal["location.state"] = "location.state"
+    call_id: str
+    state: Literal["allowed", "outside", "shared", "not_shared"]
+    region: str | None = None
+    accuracy_m: float | None = None
+    required: bool = False
+
+
+class LocationAsk(_Msg):
+    """To the customer: this service needs the phone's location (with consent)."""
+
+    type: Literal["location.ask"] = "location.ask"
+    call_id: str
+
+
 class ScriptStepMsg(_Msg):
     """To the customer: one statement to confirm (`index` of `total`)."""
 
@@ -529,5 +559,5 @@ SERVER_MESSAGES: dict[str, type[_Msg]] = {
     for m in (Welcome, Pong, QueueStatus, TellerState, OfferIncoming, OfferRevoked,
               CallStarted, WebrtcAnswer, PeerState, CallEnded, Dashboard, AssistStateMsg,
               NavPrompt, CallContext, ReviewRecorded, IdentityStatus, IdentityChallenge,
-              IdentityHint, OtpState, ScriptState, ScriptStepMsg, Error)
+              IdentityHint, OtpState, ScriptState, ScriptStepMsg, LocationState, LocationAsk, Error)
 }

@@ -14,7 +14,9 @@ customer confirmed every statement.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import ipaddress
+
+from pydantic import BaseModel, Field, field_validator
 
 
 class ScriptStep(BaseModel):
@@ -27,6 +29,23 @@ class ScriptStep(BaseModel):
     title: str = Field(min_length=1, max_length=200)
     text: str = Field(min_length=1, max_length=4000, description="what the customer "
                       "confirms (shown, and spoken in elderly mode)")
+
+
+class Region(BaseModel):
+    """A place customers may be in: a latitude/longitude box (degrees)."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    id: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
+    south: float = Field(ge=-90, le=90)
+    west: float = Field(ge=-180, le=180)
+    north: float = Field(ge=-90, le=90)
+    east: float = Field(ge=-180, le=180)
+
+    def contains(self, lat: float, lon: float) -> bool:
+        inside_lon = self.west <= lon <= self.east if self.west <= self.east \
+            else lon >= self.west or lon <= self.east  # a box across the antimeridian
+        return self.south <= lat <= self.north and inside_lon
 
 
 class BusinessType(BaseModel):
@@ -44,9 +63,34 @@ class BusinessType(BaseModel):
     script: list[ScriptStep] = Field(
         default_factory=list, description="required statements in order (dual recording "
         "of sales): approval is refused until the customer confirmed every one")
+    allowed_regions: list[Region] = Field(
+        default_factory=list, description="the customer must share a location inside one "
+        "of these (V-CIP: in the country); empty: any place, location optional")
+    teller_networks: list[str] = Field(
+        default_factory=list, description="CIDRs tellers must connect from to be offered "
+        "this type (V-CIP: officials on the bank's premises); empty: any network")
     restart_on_drop: bool = Field(
         False, description="a session whose connection or media dropped mid-call cannot "
         "be approved; the customer starts afresh (V-CIP)")
+
+    @field_validator("teller_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
+        return value
+
+    def teller_may_serve(self, address: str) -> bool:
+        if not self.teller_networks:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False  # unknown address: not on the bank's premises
+        return any(ip in ipaddress.ip_network(n, strict=False) for n in self.teller_networks)
+
+    def region_of(self, lat: float, lon: float) -> str | None:
+        return next((r.id for r in self.allowed_regions if r.contains(lat, lon)), None)
 
     def missing(self, have: set[str]) -> list[str]:
         """Required evidence neither present nor replaced by an accepted alternative."""
