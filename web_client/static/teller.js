@@ -22,7 +22,7 @@ const label = (code) => LABELS[code] || String(code).replaceAll("_", " ");
 // message of that area is sent.
 const ERROR_AREAS = [["offer.", "offer-error"], ["identity.", "identity-error"],
   ["assist.", "assist-error"], ["nav.", "nav-error"], ["review.", "review-error"],
-  ["otp.", "otp-error"], ["script.", "script-error"]];
+  ["otp.", "otp-error"], ["script.", "script-error"], ["id.", "iddoc-error"]];
 const areaOf = (type) => (ERROR_AREAS.find(([prefix]) => (type || "").startsWith(prefix)) || [null, "error"])[1];
 function showError(type, text) { $(areaOf(type)).textContent = text; }
 
@@ -194,6 +194,7 @@ function connect() {
     $("otp-state").dataset.state = m.state;
     $("otp-state").textContent = OTP_TEXT[m.state] + (m.state === "wrong" ? ` (${m.attempts_left} left)` : "");
   });
+  const docs = {};
   const SCRIPT_TEXT = { open: "not read yet", read: "waiting for the customer",
     question: "the customer has a question: answer it, then ask again", confirmed: "confirmed" };
   sig.addEventListener("script.state", (ev) => {
@@ -213,9 +214,22 @@ function connect() {
       return li;
     }));
   });
-  sig.addEventListener("call.ended", () => show($("script-panel"), false));
+  sig.addEventListener("call.ended", () => {
+    show($("script-panel"), false);
+    for (const side of ["front", "back"]) delete docs[side];
+    $("id-doc-state").textContent = ""; $("otp-state").textContent = "";
+    $("location-state").textContent = "not asked";
+  });
   const PLACE_TEXT = { allowed: "in an allowed region", outside: "OUTSIDE the allowed regions",
     shared: "shared", not_shared: "not shared yet" };
+  sig.addEventListener("id.state", (ev) => {
+    const m = ev.detail;
+    docs[m.side] = m.side === "back" ? "back captured" : m.faces === 0
+      ? "front captured, no face found on it: capture again"
+      : `front captured; photo vs reference ${m.distance_reference ?? "-"}, vs live face ${m.distance_live ?? "-"}: ${m.matched ? "match" : "NO MATCH"}`;
+    $("id-doc-state").dataset.matched = m.matched ?? "";
+    $("id-doc-state").textContent = [docs.front, docs.back].filter(Boolean).join("; ");
+  });
   sig.addEventListener("location.state", (ev) => {
     const m = ev.detail;
     $("location-state").dataset.state = m.state;
@@ -247,6 +261,8 @@ function connect() {
   $("assist-stop").onclick = () => send({ type: "assist.stop" });
   $("nav-push").onclick = () => send({ type: "nav.push", destination: $("nav-destination").value });
   $("otp-request").onclick = () => send({ type: "otp.request" });
+  $("id-front").onclick = () => send({ type: "id.capture", side: "front" });
+  $("id-back").onclick = () => send({ type: "id.capture", side: "back" });
   $("decide").onclick = () => send({ type: "review.decide", decision: $("decision").value,
     reason_code: $("reason-code").value || null, notes: $("decision-notes").value });
 

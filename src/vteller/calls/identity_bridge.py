@@ -157,8 +157,14 @@ class IdentityFacet:
 
     async def _store_snapshot(self, call: Call, name: str, rgb: Any, frame_at: float,
                               dist: float) -> None:
-        """The best-matching frame as JPEG, encrypted with the session's data key (both
-        in a worker thread)."""
+        """The best-matching frame as evidence."""
+        digest = await self._store_image(call, name, rgb)
+        self._event(call, "system", "identity.snapshot", file=name, digest=digest,
+                    frame_at=frame_at, distance=dist)
+
+    async def _store_image(self, call: Call, name: str, rgb: Any) -> str:
+        """A frame as JPEG, encrypted with the session's data key (both in a worker
+        thread), kept as an evidence blob whose digest the session's seal binds."""
         key, blobs = call.data_key, self._blobs
 
         def write() -> str:
@@ -170,8 +176,7 @@ class IdentityFacet:
 
         digest = await asyncio.to_thread(write)
         call.evidence_blobs[name] = digest
-        self._event(call, "system", "identity.snapshot", file=name, digest=digest,
-                    frame_at=frame_at, distance=dist)
+        return digest
 
     async def _close_identity(self, call: Call) -> None:
         if call.identity is not None:

@@ -7,7 +7,7 @@ journal. The manager is one class in facets, one file each: `parties` (connectio
 resume), `queue` (offers, teller states, supervisor, feedback), `consent` (screen
 share, navigation), `decisions` (review), `identity_bridge`, `second_factor` (one-time
 codes), `disclosure` (sales scripts), `place` (location, teller
-networks), `host` (media legs, the end of a call); this file holds the state, the dispatch table and the lifecycle.
+networks), `id_document` (pictures of the ID), `host` (media legs, the end of a call); this file holds the state, the dispatch table and the lifecycle.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from vteller.calls.consent import ConsentFacet
 from vteller.calls.decisions import ReviewFacet
 from vteller.calls.disclosure import DisclosureFacet
 from vteller.calls.host import HostFacet
+from vteller.calls.id_document import IdDocumentFacet
 from vteller.calls.identity_bridge import IdentityFacet
 from vteller.calls.journal import Journal
 from vteller.calls.parties import PartiesFacet
@@ -54,7 +55,8 @@ Handler = Callable[[Party, Any], Any]  # (sender, message) -> None or an awaitab
 
 
 class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityFacet,
-                  SecondFactorFacet, DisclosureFacet, PlaceFacet, HostFacet):
+                  SecondFactorFacet, DisclosureFacet, PlaceFacet, IdDocumentFacet,
+                  HostFacet):
     def __init__(self, settings: Settings, store: Store, metrics: Metrics,
                  kek: KekProvider, trail: AuditTrail, blobs: BlobStore,
                  identity: IdentityService | None = None,
@@ -119,6 +121,7 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
             "script.confirm": self._on_script_confirm,
             "script.question": self._on_script_question,
             "location.report": self._on_location_report,
+            "id.capture": self._on_id_capture,
         }
 
     def start(self) -> None:

@@ -114,6 +114,8 @@ class Call:
     region: str | None = None  # allowed region the customer's last location is in
     located: bool = False  # the customer shared a location in this call
     location_reports: int = 0
+    id_captures: int = 0  # pictures of the ID document taken
+    id_sides: set[str] = field(default_factory=set)
 
     @property
     def customer_id(self) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 import structlog
 
 from vteller.identity import worker
+from vteller.identity.document import DocumentFace, check_document
 from vteller.identity.faces import Observation, distance
 from vteller.identity.liveness import (
     LivenessCheck,
@@ -145,6 +146,8 @@ class IdentitySession:
         self.liveness: LivenessCheck | None = None
         self.spoken: SpokenCheck | None = None
         self.trend: deque[float] = deque(maxlen=TREND)
+        # the newest encoding of the one live face (to compare an ID document's photo)
+        self.live_encoding: np.ndarray | None = None
         self.verdict_s: float | None = None
         self.judged: str | None = None
         self.cpu_s = 0.0
@@ -226,6 +229,11 @@ class IdentitySession:
                                   "step": 0, "steps": 1})
         self._status()
         return state
+
+    async def check_document(self, rgb: np.ndarray) -> DocumentFace:
+        """The face printed on an ID document in this frame against the reference and
+        the live face."""
+        return await check_document(self._analyzer, rgb, self._reference, self.live_encoding)
 
     def judge(self, accept: bool) -> None:
         """The teller's judgement of a borderline result (recorded by the caller)."""
@@ -326,6 +334,8 @@ class IdentitySession:
         self.cpu_s += obs.cpu_s
         self.analysed += 1
         dist = None
+        if obs.encoding is not None and obs.faces == 1:
+            self.live_encoding = obs.encoding
         if obs.encoding is not None and self._reference is not None and obs.faces == 1:
             dist = distance(obs.encoding, self._reference)
             self.trend.append(dist)

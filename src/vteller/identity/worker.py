@@ -77,6 +77,14 @@ def analyse(rgb: np.ndarray, encode: bool, landmarks: bool, detect_width: int,
     return obs, grey, diff, thumb
 
 
+def document_faces(rgb: np.ndarray, limit: int = 4) -> list[tuple[Box, np.ndarray]]:
+    """Every face in a frame showing an ID document (full resolution, upsampled once:
+    a printed photo is small), largest first, each with its encoding."""
+    assert _engine is not None, "worker not initialised"
+    boxes = _engine.detect(rgb, detect_width=0, upsample=1)[:limit]
+    return [(b, _engine.encode(rgb, b)) for b in boxes]
+
+
 def reference(photo: bytes, policy: IdentityPolicy) -> ReferenceFace:
     assert _engine is not None, "worker not initialised"
     return analyse_reference(_engine, photo, policy)

@@ -243,8 +243,16 @@ class LocationReport(_ClientMsg):
     accuracy_m: Annotated[float, Field(ge=0, le=1_000_000)]
 
 
+class IdCapture(_ClientMsg):
+    """Teller: keep the customer's current camera frame as a picture of the ID document
+    (the server takes the frame it received; nothing is uploaded by a client)."""
+
+    type: Literal["id.capture"]
+    side: Literal["front", "back"]
+
+
 ClientMessage = Annotated[
-    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit | ScriptRead | ScriptConfirm | ScriptQuestion | LocationReport,
+    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit | ScriptRead | ScriptConfirm | ScriptQuestion | LocationReport | IdCapture,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
@@ -254,7 +262,7 @@ CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
               AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide,
               IdentityVerify, IdentityLiveness, IdentityJudge, IdentitySpokenCheck,
               IdentityAttest, OtpRequest, OtpSubmit, ScriptRead, ScriptConfirm, ScriptQuestion,
-              LocationReport)
+              LocationReport, IdCapture)
 }
 _client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
@@ -291,6 +299,7 @@ ROLES_FOR: dict[str, frozenset[str]] = {
     "script.confirm": frozenset({"customer"}),
     "script.question": frozenset({"customer"}),
     "location.report": frozenset({"customer"}),
+    "id.capture": frozenset({"teller"}),
 }
 
 
@@ -528,6 +537,20 @@ class LocationState(_Msg):
     required: bool = False
 
 
+class IdState(_Msg):
+    """To the teller: a side of the ID document was captured. For the front: faces
+    found, the printed photo's distance to the reference and to the live face, and
+    whether both are below the match threshold."""
+
+    type: Literal["id.state"] = "id.state"
+    call_id: str
+    side: Literal["front", "back"]
+    faces: int | None = None
+    distance_reference: float | None = None
+    distance_live: float | None = None
+    matched: bool | None = None
+
+
 class LocationAsk(_Msg):
     """To the customer: this service needs the phone's location (with consent)."""
 
@@ -559,5 +582,5 @@ SERVER_MESSAGES: dict[str, type[_Msg]] = {
     for m in (Welcome, Pong, QueueStatus, TellerState, OfferIncoming, OfferRevoked,
               CallStarted, WebrtcAnswer, PeerState, CallEnded, Dashboard, AssistStateMsg,
               NavPrompt, CallContext, ReviewRecorded, IdentityStatus, IdentityChallenge,
-              IdentityHint, OtpState, ScriptState, ScriptStepMsg, LocationState, LocationAsk, Error)
+              IdentityHint, OtpState, ScriptState, ScriptStepMsg, LocationState, LocationAsk, IdState, Error)
 }
