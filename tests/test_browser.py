@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -276,6 +277,13 @@ async def test_auditor_verifies_replays_and_seeks_in_chromium(browser, tmp_path)
         await auditor.click("#open")
         await auditor.wait_for_selector("#verification[data-ok=true]")
         assert "Integrity verified" in await auditor.text_content("#verification")
+        started = await auditor.text_content("#results tr td")
+        assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (UTC|GMT)", started), started
+        assert "teller accepted" in await auditor.text_content("#timeline")  # labels
+        assert await auditor.locator("#markers .marker").count() >= 5  # events on the scrubber
+        media_start = await auditor.evaluate("() => window.vteller.mediaStart")
+        assert media_start > 0  # the queue and the offer come before any media
+        assert abs(float(await auditor.input_value("#scrub")) - media_start) < 0.5
         video = auditor.locator("video[data-track='customer.video.webm.vtenc']")
         await video.wait_for()
         await auditor.wait_for_function(
@@ -354,6 +362,7 @@ async def test_four_eyes_approval_in_chromium(browser, tmp_path):
         await row.locator("button").click()
         await auditor.wait_for_selector("#four-eyes:not([hidden])")
         await auditor.fill("#reason", "second approval of the enquiry, ticket QA-7")
+        await auditor.fill("#approval-reason", "identity and answers checked in the replay")
         await auditor.click("#confirm-approval")  # not opened yet: refused
         await auditor.wait_for_selector("#approval-result:has-text('open')")
         await auditor.click("#open")

@@ -3,7 +3,34 @@ import { show, staffLogin } from "./signaling.js";
 const $ = (id) => document.getElementById(id);
 const state = { page: 1, session: null, opened: null, t0: 0, duration: 0, players: [], pending: new Set() };
 window.vteller = state;
-const fmtTime = (t) => new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19);
+// local time with the zone shown (the browser's Intl API), e.g. "2026-11-30 21:04:05 GMT+8"
+const TIME = new Intl.DateTimeFormat("sv-SE", { year: "numeric", month: "2-digit", day: "2-digit",
+  hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+const fmtTime = (t) => TIME.format(new Date(t * 1000));
+// what each trail event means, in words (unknown kinds are shown as they are)
+const EVENT_LABELS = {
+  "queued": "joined the queue", "offered": "offered to a teller", "accepted": "teller accepted",
+  "offer.failed": "offer not taken", "offer.skipped": "not offered (teller network)",
+  "media.connected": "media connected", "media.failed": "media failed", "media.closed": "media closed",
+  "media.dropped": "connection dropped", "ended": "call ended", "closed": "session closed",
+  "abandoned": "left before being served", "evidence": "evidence recorded",
+  "review.decision": "decision", "review.refused": "decision refused",
+  "review.pending_audit": "approval waits for a second person",
+  "consent.requested": "screen share asked", "consent.granted": "screen share allowed",
+  "consent.active": "screen shared", "consent.stopped": "screen share stopped",
+  "consent.denied": "screen share denied", "consent.revoked": "screen share revoked",
+  "nav.pushed": "app page suggested", "nav.opened": "app page opened",
+  "identity.verdict": "face check result", "identity.snapshot": "face snapshot kept",
+  "identity.liveness_result": "liveness result", "identity.judged": "teller judged the face",
+  "identity.presence": "presence alert", "script.read": "statement read",
+  "script.question": "customer asked about a statement", "script.confirmed": "statement confirmed",
+  "otp.requested": "one-time code asked", "otp.sent": "one-time code sent",
+  "otp.entered": "one-time code entered", "otp.delivery_failed": "one-time code not sent",
+  "location.reported": "customer's location", "id_document.captured": "ID document captured",
+  "session.sealed_incomplete": "sealed incomplete (node stopped)", "handed_over": "handed over",
+  "continued_from": "continues an earlier call",
+};
+const eventLabel = (kind) => EVENT_LABELS[kind] || kind;
 const clock = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
 
 async function api(path, options = {}) {
@@ -20,7 +47,7 @@ function cell(text) { const td = document.createElement("td"); td.textContent = 
 async function search(page = 1) {
   $("error").textContent = "";
   const q = new URLSearchParams({ page });
-  const day = (id) => $(id).value && Date.parse($(id).value) / 1000;
+  const day = (id) => $(id).value && new Date(`${$(id).value}T00:00`).getTime() / 1000;  // local midnight
   if ($("f-from").value) q.set("from", day("f-from"));
   if ($("f-to").value) q.set("to", day("f-to") + 86400);
   for (const [id, key] of [["f-teller", "teller"], ["f-customer", "customer"], ["f-business", "business_type"],
@@ -51,6 +78,7 @@ function select(id) {
   $("case-id").textContent = id; show($("case"), true); show($("player"), false);
   $("verification").replaceChildren();
   $("approval-result").textContent = "";
+  for (const id of ["open-error", "hold-error", "export-result"]) $(id).textContent = "";
   show($("four-eyes"), state.pending.has(id));
 }
 
@@ -73,7 +101,7 @@ async function loadApprovals() {
 async function decideApproval(approve) {
   try {
     const res = await (await api(`/api/audit/sessions/${encodeURIComponent(state.session)}/approval`, {
-      method: "POST", body: JSON.stringify({ approve, reason: $("reason").value }) })).json();
+      method: "POST", body: JSON.stringify({ approve, reason: $("approval-reason").value }) })).json();
     $("approval-result").textContent = res.status === "approved" ? "Approval confirmed" : "Approval rejected";
     loadApprovals();
   } catch (e) { $("approval-result").textContent = e.message; }
@@ -93,7 +121,7 @@ function renderVerification(v, purged) {
 }
 
 async function openSession() {
-  $("error").textContent = "";
+  $("open-error").textContent = "";
   try {
     const res = await (await api(`/api/audit/sessions/${encodeURIComponent(state.session)}/open`, {
       method: "POST", body: JSON.stringify({ reason: $("reason").value }) })).json();
@@ -103,7 +131,7 @@ async function openSession() {
     $("hold").textContent = res.legal_hold ? "Clear legal hold" : "Set legal hold";
     if (res.purged) return;
     buildPlayer(res);
-  } catch (e) { $("error").textContent = e.message; }
+  } catch (e) { $("open-error").textContent = e.message; }
 }
 
 function buildPlayer(res) {
@@ -111,11 +139,16 @@ function buildPlayer(res) {
   $("videos").replaceChildren(); state.duration = 0;
   const media = res.tracks.filter((t) => t.kind !== "image" && t.starts_at != null);
   state.t0 = Math.min(...media.map((t) => t.starts_at), ...res.events.map((e) => e.at));
+  // replay starts where the media starts, not at the first event (the queue)
+  state.mediaStart = media.length ? Math.min(...media.map((t) => t.starts_at)) - state.t0 : 0;
   state.players = media.map((t) => {
     const el = document.createElement(t.kind === "audio" ? "audio" : "video");
     el.src = `/api/audit/sessions/${encodeURIComponent(res.session_id)}/media/${encodeURIComponent(t.name)}?grant=${encodeURIComponent(res.grant)}`;
     el.preload = "auto"; el.dataset.track = t.name; el.title = t.name;
-    el.onloadedmetadata = () => { state.duration = Math.max(state.duration, t.starts_at - state.t0 + (isFinite(el.duration) ? el.duration : 0)); $("scrub").max = state.duration; };
+    el.onloadedmetadata = () => {
+      state.duration = Math.max(state.duration, t.starts_at - state.t0 + (isFinite(el.duration) ? el.duration : 0));
+      $("scrub").max = state.duration; drawMarkers(state.events || []);
+    };
     if (t.kind === "video") { const fig = document.createElement("figure"); const cap = document.createElement("figcaption"); cap.textContent = t.name.split(".").slice(0, 2).join(" "); fig.append(el, cap); $("videos").append(fig); }
     else $("videos").append(el);
     return { el, offset: t.starts_at - state.t0 };
@@ -129,16 +162,31 @@ function buildPlayer(res) {
     const place = e.kind === "location.reported"
       ? `${e.lat.toFixed(4)}, ${e.lon.toFixed(4)} ±${Math.round(e.accuracy_m)} m${e.region ? ` in ${e.region}` : ""}` : "";
     const extra = place || e.step_title || e.verdict || e.state || e.decision || e.evidence || e.destination || e.reason || "";
-    li.append(b, document.createTextNode(` ${e.actor}: ${e.kind}${extra ? ` (${extra})` : ""}`));
-    li.dataset.kind = e.kind;
+    li.append(b, document.createTextNode(` ${e.actor}: ${eventLabel(e.kind)}${extra ? ` (${extra})` : ""}`));
+    li.dataset.kind = e.kind; li.title = e.kind;
     return li;
   }));
+  drawMarkers(res.events);
+  seek(state.mediaStart);
   $("evidence").replaceChildren(...res.tracks.filter((t) => t.kind === "image").map((t) => {
     const img = document.createElement("img");
     img.src = `/api/audit/sessions/${encodeURIComponent(res.session_id)}/media/${encodeURIComponent(t.name)}?grant=${encodeURIComponent(res.grant)}`;
     img.alt = "best-matching verification frame"; img.className = "evidence"; return img;
   }));
   show($("player"), true);
+}
+
+// the events as ticks on the scrubber (redrawn when the duration is known)
+function drawMarkers(events) {
+  state.events = events;
+  const span = Number($("scrub").max) || 1;
+  $("markers").replaceChildren(...events.map((e) => {
+    const m = document.createElement("span");
+    m.className = "marker"; m.dataset.kind = e.kind;
+    m.style.left = `${Math.min(100, Math.max(0, ((e.at - state.t0) / span) * 100))}%`;
+    m.title = `${clock(Math.max(0, e.at - state.t0))} ${eventLabel(e.kind)}`;
+    return m;
+  }));
 }
 
 function seek(t) {
@@ -164,7 +212,7 @@ async function exportBundle() {
   const bar = $("export-progress"); show(bar, true); bar.removeAttribute("value");
   try {
     const r = await api(`/api/audit/sessions/${encodeURIComponent(state.session)}/export`, {
-      method: "POST", body: JSON.stringify({ reason: $("reason").value }) });
+      method: "POST", body: JSON.stringify({ reason: $("export-reason").value }) });
     const total = Number(r.headers.get("Content-Length")) || 0;
     const reader = r.body.getReader(); const parts = []; let got = 0;
     for (;;) {
@@ -185,11 +233,12 @@ async function toggleHold() {
   const hold = !state.opened?.legal_hold;
   try {
     await api(`/api/audit/sessions/${encodeURIComponent(state.session)}/hold`, {
-      method: "POST", body: JSON.stringify({ hold, reason: $("reason").value }) });
-    state.opened.legal_hold = hold ? { reason: $("reason").value } : null;
-    $("hold-state").textContent = hold ? `on hold: ${$("reason").value}` : "hold cleared";
+      method: "POST", body: JSON.stringify({ hold, reason: $("hold-reason").value }) });
+    state.opened.legal_hold = hold ? { reason: $("hold-reason").value } : null;
+    $("hold-state").textContent = hold ? `on hold: ${$("hold-reason").value}` : "hold cleared";
     $("hold").textContent = hold ? "Clear legal hold" : "Set legal hold";
-  } catch (e) { $("error").textContent = e.message; }
+    $("hold-error").textContent = "";
+  } catch (e) { $("hold-error").textContent = e.message; }
 }
 
 async function loadAccess() {
