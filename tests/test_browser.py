@@ -88,7 +88,10 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
         assert await customer.is_visible("#green")  # 65 years old: green channel
         assert await customer.evaluate("document.body.classList.contains('elderly')")
         assert await teller.text_content("#offer-name") == "Barack Customer"
-        await teller.click("#accept")
+        assert await teller.evaluate("document.body.dataset.ringing") == "true"  # the ring
+        await teller.keyboard.press("Alt+A")  # accept from the keyboard
+        await teller.wait_for_selector("#call:not([hidden])")
+        assert await teller.evaluate("document.body.dataset.ringing") is None
 
         # decoded frames arrive on both sides, through the server, and keep growing
         first_c, first_t = await wait_frames(customer, 10), await wait_frames(teller, 10)
@@ -102,6 +105,13 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
         assert await supervisor.text_content("#f-staffed") == "1"
         assert "default" in await supervisor.text_content("#s-aht")  # not measured yet
         await supervisor.screenshot(path=str(tmp_path / "supervisor.png"))
+
+                # the teller mutes from the keyboard: the customer's page is told
+        await teller.keyboard.press("Alt+M")
+        await teller.wait_for_selector("#teller-mute[aria-pressed=true]")
+        assert await teller.evaluate("vteller.local.getAudioTracks()[0].enabled") is False
+        await teller.click("#teller-mute")
+        await teller.wait_for_selector("#teller-mute[aria-pressed=false]")
 
         # screen share: request -> allow -> the teller decodes screen frames -> stop
         assert await teller.evaluate(SCREEN_FRAMES) == 0

@@ -26,6 +26,24 @@ const ERROR_AREAS = [["offer.", "offer-error"], ["identity.", "identity-error"],
 const areaOf = (type) => (ERROR_AREAS.find(([prefix]) => (type || "").startsWith(prefix)) || [null, "error"])[1];
 function showError(type, text) { $(areaOf(type)).textContent = text; }
 
+// The ring: a soft two-tone chime every 2 s while an offer waits (Web Audio, no file).
+const ring = {
+  timer: null, ctx: null,
+  chime() {
+    this.ctx = this.ctx || new AudioContext();
+    const now = this.ctx.currentTime;
+    for (const [i, freq] of [[0, 880], [1, 660]]) {
+      const osc = this.ctx.createOscillator(), gain = this.ctx.createGain();
+      osc.frequency.value = freq; gain.gain.setValueAtTime(0.0001, now + i * 0.25);
+      gain.gain.exponentialRampToValueAtTime(0.2, now + i * 0.25 + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, now + i * 0.25 + 0.22);
+      osc.connect(gain).connect(this.ctx.destination); osc.start(now + i * 0.25); osc.stop(now + i * 0.25 + 0.25);
+    }
+  },
+  start() { this.stop(); try { this.chime(); } catch { /* no audio device */ } this.timer = setInterval(() => { try { this.chime(); } catch { /* ignore */ } }, 2000); document.body.dataset.ringing = "true"; },
+  stop() { clearInterval(this.timer); this.timer = null; delete document.body.dataset.ringing; },
+};
+
 // Countdowns: the offer's ring, wrap-up, and the call's running time.
 const timers = { offerUntil: null, wrapUntil: null, callSince: null };
 function tick() {
@@ -140,6 +158,7 @@ function connect() {
   const LANGUAGE_NAMES = { en: "English", zh: "Chinese (中文)" };
   sig.addEventListener("offer.incoming", (ev) => {
     state.offer = ev.detail;
+    ring.start();
     $("offer-name").textContent = ev.detail.customer.display_name;
     $("offer-business").textContent = label(ev.detail.business_type);
     timers.offerUntil = Date.now() + ev.detail.ring_timeout_s * 1000; tick();
@@ -147,8 +166,9 @@ function connect() {
     $("offer-language").textContent = LANGUAGE_NAMES[ev.detail.language] || ev.detail.language;
     show($("offer"), true);
   });
-  sig.addEventListener("offer.revoked", () => { state.offer = null; timers.offerUntil = null; show($("offer"), false); });
+  sig.addEventListener("offer.revoked", () => { ring.stop(); state.offer = null; timers.offerUntil = null; show($("offer"), false); });
   sig.addEventListener("call.started", async (ev) => {
+    ring.stop();
     show($("offer"), false); timers.offerUntil = null;
     timers.callSince = Date.now(); tick();
     for (const [, id] of ERROR_AREAS) $(id).textContent = "";
@@ -270,9 +290,28 @@ function connect() {
   $("wrapup-done").onclick = () => send({ type: "teller.status", status: "available" });
   $("wrapup-extend").onclick = () => send({ type: "teller.wrap_up_extend", seconds: 60 });
   $("break").onclick = () => send({ type: "teller.status", status: "break", reason: "personal" });
-  $("accept").onclick = () => state.offer && send({ type: "offer.accept", call_id: state.offer.call_id });
-  $("reject").onclick = () => state.offer && send({ type: "offer.reject", call_id: state.offer.call_id });
+  $("accept").onclick = () => { ring.stop(); if (state.offer) send({ type: "offer.accept", call_id: state.offer.call_id }); };
+  $("reject").onclick = () => { ring.stop(); if (state.offer) send({ type: "offer.reject", call_id: state.offer.call_id }); };
   $("hangup").onclick = () => send({ type: "call.hangup" });
+  const toggle = (kind) => {  // the teller's own microphone or camera, told to the customer
+    if (!state.local) return;
+    const track = kind === "audio" ? state.local.getAudioTracks()[0] : state.local.getVideoTracks()[0];
+    track.enabled = !track.enabled;
+    const button = $(kind === "audio" ? "teller-mute" : "teller-camera");
+    button.setAttribute("aria-pressed", String(!track.enabled));
+    button.textContent = kind === "audio" ? (track.enabled ? "Mute" : "Unmute") : (track.enabled ? "Camera off" : "Camera on");
+    if (state.pc) sig.send({ type: "call.media_state", audio: state.local.getAudioTracks()[0].enabled,
+      video: state.local.getVideoTracks()[0].enabled });
+  };
+  $("teller-mute").onclick = () => toggle("audio");
+  $("teller-camera").onclick = () => toggle("video");
+  // keyboard shortcuts for an eight-hour day (Alt+letter: never typed into a field)
+  document.addEventListener("keydown", (ev) => {
+    if (!ev.altKey || ev.ctrlKey || ev.metaKey) return;
+    const key = ev.key.toLowerCase();
+    const target = { a: "accept", h: "hangup", m: "teller-mute" }[key];
+    if (target && !$(target).closest("[hidden]")) { ev.preventDefault(); $(target).click(); }
+  });
   $("logout").onclick = async () => { sig.close(); await fetch("/api/logout", { method: "POST" }); location.reload(); };
 }
 
