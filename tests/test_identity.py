@@ -212,9 +212,9 @@ async def test_live_verification_obama_verified_with_evidence(server, faces_dir)
     status = await _verdict(teller_sig)  # the business type needs face_verified: auto start
     assert status["verdict"] == "verified", status
     # 3 samples (min_samples), or 2 (early_samples) when both are clearly below the
-    # threshold: every distance < 0.5 - 0.1 (clear_margin)
-    clear = status["samples"] == 2 and max(status["trend"]) < 0.4
-    assert status["distance"] < 0.5 and (status["samples"] >= 3 or clear), status
+    # threshold (checked on the verdict event's window below: the panel's trend also
+    # holds samples the window turned away, e.g. too much yaw on a loaded machine)
+    assert status["distance"] < 0.5 and status["samples"] >= 2, status
     assert status["verdict_s"] < 5
     ctx = await teller_sig.recv("call.context", evidence=["face_verified"])
     assert ctx["call_id"] == call_id
