@@ -147,6 +147,15 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
         await customer.click("#hangup")
         await teller.wait_for_selector("#teller-state[data-state=wrap_up]")
         await customer.wait_for_selector("#start-panel:not([hidden])")
+        # the end screen: the reference to quote and a survey
+        await customer.wait_for_selector("#end:not([hidden])")
+        assert len(await customer.text_content("#end-reference")) >= 8
+        await customer.click("#survey button[type=submit]")  # no score yet
+        await customer.wait_for_selector("#survey-result:has-text('1 to 5')")
+        await customer.check("#survey input[value='4']")
+        await customer.fill("#survey-comment", "clear and quick")
+        await customer.click("#survey button[type=submit]")
+        await customer.wait_for_selector("#survey-result:has-text('Thank you')")
         await teller.click("#wrapup-done")
         await teller.wait_for_selector("#teller-state[data-state=available]")
         artefacts = Path("/tmp/vteller-browser")

@@ -84,6 +84,13 @@ function stopMedia() {  // camera and microphone off once the call is over
 
 function endCall(text) {
   stopShare(); show($("consent"), false); show($("challenge"), false); show($("share-bar"), false); show($("nav"), false);
+  for (const id of ["script", "otp", "location"]) show($(id), false);
+  if (state.callId && state.served) {  // an end screen with the reference and the survey
+    $("end-reference").textContent = state.callId;
+    $("survey").reset(); show($("survey"), true); $("survey-result").textContent = "";
+    state.surveyCall = state.callId; show($("end"), true);
+  }
+  state.served = false;
   state.pc?.close(); state.pc = null; state.callId = null;
   stopMedia();
   show($("in-call"), false); show($("start-panel"), true);
@@ -122,6 +129,7 @@ async function main() {
     else if (m.state === "active") status(t("connected"), false);
   });
   sig.addEventListener("call.started", async (ev) => {
+    state.served = true; state.callId = ev.detail.call_id;
     $("peer-name").textContent = ev.detail.peer.display_name;
     show($("in-call"), true); show($("waiting"), false);
     await negotiate(sig);
@@ -238,7 +246,18 @@ async function main() {
     sig.send({ type: "otp.submit", code: $("otp-code").value.trim() });
   };
 
+  $("survey").onsubmit = (ev) => {
+    ev.preventDefault();
+    const score = new FormData($("survey")).get("score");
+    if (!score) { $("survey-result").textContent = t("survey_pick"); return; }
+    sig.send({ type: "survey.submit", call_id: state.surveyCall, score: Number(score),
+      comment: $("survey-comment").value.trim() });
+  };
+  sig.addEventListener("survey.recorded", () => {
+    show($("survey"), false); $("survey-result").textContent = t("survey_thanks");
+  });
   $("start").onclick = async () => {
+    show($("end"), false);
     try {
       $("error").textContent = "";
       state.token = state.token || await getToken();

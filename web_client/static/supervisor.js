@@ -99,6 +99,7 @@ async function loadReviews() {
     row.incomplete, row.reschedule, pct(row.pass_rate)]);
   table("outcomes", report.outcomes, (row) => [row.business_type, ...["successful", "unsuccessful",
     "dropped", "missed", "rescheduled", "open", "total"].map((k) => row[k] || 0)]);
+  table("surveys", report.surveys, (row) => [row.business_type, row.responses, row.average.toFixed(2), row.low]);
 }
 
 function connect() {

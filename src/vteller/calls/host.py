@@ -37,6 +37,15 @@ class HostFacet:
         party.media = {"audio": msg.audio, "video": msg.video}
         self._tell_peer(party, "connected")
 
+    def _on_survey_submit(self, party: Party, msg: m.SurveySubmit) -> None:
+        """The customer's rating of the call just served (once per call)."""
+        if party.survey_call != msg.call_id:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no call of yours to rate")
+        party.survey_call = None
+        stored = self._persist(self._store.add_survey, msg.call_id, msg.score,
+                               msg.comment.strip(), time.time())
+        self._when_recorded(stored, (party, m.SurveyRecorded(call_id=msg.call_id)))
+
     def _on_call_hangup(self, party: Party, msg: m.Hangup) -> None:
         call = self._call_of(party)
         if call is not None and call.state in IN_CALL:
@@ -117,6 +126,7 @@ class HostFacet:
         customer = self.parties.get(call.customer_key)
         if customer is not None:
             customer.call_id = None
+            customer.survey_call = call.call_id
             customer.send(m.CallEnded(call_id=call.call_id, reason=reason))
         teller = self.parties.get(call.teller_key or "")
         if teller is not None:

@@ -122,6 +122,7 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
             "script.question": self._on_script_question,
             "location.report": self._on_location_report,
             "id.capture": self._on_id_capture,
+            "survey.submit": self._on_survey_submit,
         }
 
     def start(self) -> None:

@@ -35,6 +35,7 @@ class Party:
     segments: frozenset[str] = frozenset()
     media: dict[str, bool] = field(default_factory=lambda: {"audio": True, "video": True})
     last_status: tuple[Any, ...] | None = None
+    survey_call: str | None = None  # the served call this customer may rate (once)
 
     @property
     def elderly(self) -> bool:

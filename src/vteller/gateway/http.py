@@ -183,7 +183,9 @@ def setup_routes(
         now = time.time()
         rows = await store.review_report(now - hours * 3600, now)
         outcomes = await store.outcome_report(now - hours * 3600, now)
-        return web.json_response({"hours": hours, "rows": rows, "outcomes": outcomes})
+        surveys = await store.survey_report(now - hours * 3600, now)
+        return web.json_response({"hours": hours, "rows": rows, "outcomes": outcomes,
+                                  "surveys": surveys})
 
     async def demo_token(request: web.Request) -> web.Response:
         assert dev_issuer is not None

@@ -251,8 +251,17 @@ class IdCapture(_ClientMsg):
     side: Literal["front", "back"]
 
 
+class SurveySubmit(_ClientMsg):
+    """Customer, after a call: how it went (1-5) and an optional comment, once."""
+
+    type: Literal["survey.submit"]
+    call_id: CallId
+    score: Annotated[int, Field(ge=1, le=5)]
+    comment: Annotated[str, Field(max_length=500)] = ""
+
+
 ClientMessage = Annotated[
-    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit | ScriptRead | ScriptConfirm | ScriptQuestion | LocationReport | IdCapture,
+    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit | ScriptRead | ScriptConfirm | ScriptQuestion | LocationReport | IdCapture | SurveySubmit,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
@@ -262,7 +271,7 @@ CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
               AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide,
               IdentityVerify, IdentityLiveness, IdentityJudge, IdentitySpokenCheck,
               IdentityAttest, OtpRequest, OtpSubmit, ScriptRead, ScriptConfirm, ScriptQuestion,
-              LocationReport, IdCapture)
+              LocationReport, IdCapture, SurveySubmit)
 }
 _client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
@@ -300,6 +309,7 @@ ROLES_FOR: dict[str, frozenset[str]] = {
     "script.question": frozenset({"customer"}),
     "location.report": frozenset({"customer"}),
     "id.capture": frozenset({"teller"}),
+    "survey.submit": frozenset({"customer"}),
 }
 
 
@@ -551,6 +561,11 @@ class IdState(_Msg):
     matched: bool | None = None
 
 
+class SurveyRecorded(_Msg):
+    type: Literal["survey.recorded"] = "survey.recorded"
+    call_id: str
+
+
 class LocationAsk(_Msg):
     """To the customer: this service needs the phone's location (with consent)."""
 
@@ -582,5 +597,5 @@ SERVER_MESSAGES: dict[str, type[_Msg]] = {
     for m in (Welcome, Pong, QueueStatus, TellerState, OfferIncoming, OfferRevoked,
               CallStarted, WebrtcAnswer, PeerState, CallEnded, Dashboard, AssistStateMsg,
               NavPrompt, CallContext, ReviewRecorded, IdentityStatus, IdentityChallenge,
-              IdentityHint, OtpState, ScriptState, ScriptStepMsg, LocationState, LocationAsk, IdState, Error)
+              IdentityHint, OtpState, ScriptState, ScriptStepMsg, LocationState, LocationAsk, IdState, SurveyRecorded, Error)
 }

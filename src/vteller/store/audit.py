@@ -214,6 +214,8 @@ class AuditRepository:
             self.db.execute("UPDATE calls SET customer_id='purged' WHERE call_id=?",
                             (session_id,))
             self.db.execute("UPDATE decisions SET notes='' WHERE call_id=?", (session_id,))
+            self.db.execute("UPDATE surveys SET comment='' WHERE call_id=?", (session_id,))
+            self.db.execute("UPDATE approvals SET payload='{}' WHERE call_id=?", (session_id,))
             self.db.execute(
                 "INSERT INTO purged_sessions VALUES (?,?,?) ON CONFLICT (session_id) DO UPDATE "
                 "SET at=excluded.at, reason=excluded.reason", (session_id, at, reason))

@@ -154,6 +154,22 @@ class CallRepository:
             row["pass_rate"] = row["approve"] / total if total else None
         return sorted(table.values(), key=lambda r: (r["business_type"], r["teller"]))
 
+    async def add_survey(self, call_id: str, score: int, comment: str, at: float) -> None:
+        await asyncio.to_thread(
+            self.db.execute, "INSERT INTO surveys VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+            (call_id, score, comment, at))
+
+    async def survey_report(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Satisfaction per business type for calls queued between two times."""
+        rows = await asyncio.to_thread(
+            self.db.execute,
+            "SELECT c.business_type, COUNT(*), AVG(s.score), SUM(CASE WHEN s.score <= 2 "
+            "THEN 1 ELSE 0 END) FROM surveys s JOIN calls c ON c.call_id = s.call_id "
+            "WHERE c.queued_at>=? AND c.queued_at<? GROUP BY c.business_type "
+            "ORDER BY c.business_type", (since, until))
+        return [{"business_type": bt, "responses": int(n), "average": round(float(avg), 2),
+                 "low": int(low)} for bt, n, avg, low in rows]
+
     async def outcome_report(self, since: float, until: float) -> list[dict[str, Any]]:
         """Calls per business type and outcome code queued between two times (epoch
         seconds); calls not over yet count as `open`."""

@@ -182,7 +182,10 @@ def _m4_outcomes(db: Database) -> None:
         created_at REAL NOT NULL, next_at REAL NOT NULL,
         state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
         claimed_by TEXT, claimed_until REAL, delivered_at REAL, last_error TEXT);
-    CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at)
+    CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at);
+    CREATE TABLE IF NOT EXISTS surveys (
+        call_id TEXT PRIMARY KEY, score INTEGER NOT NULL, comment TEXT NOT NULL,
+        at REAL NOT NULL)
     """)
     for column in ("outcome", "outcome_reason"):
         if column not in _columns(db, "calls"):
@@ -202,7 +205,8 @@ MIGRATIONS = (
     Migration(2, "call flags table, global log frontier, indexes", _m2_flags_and_log_state),
     Migration(3, "node leases, session owners, resume secrets, login attempts, used token "
               "ids, replay grants", _m3_nodes),
-    Migration(4, "call outcome codes, four-eyes approvals, bank outbox", _m4_outcomes),
+    Migration(4, "call outcome codes, four-eyes approvals, bank outbox, surveys",
+              _m4_outcomes),
 )
 LATEST = MIGRATIONS[-1].version
 
