@@ -11,8 +11,8 @@ from tests.conftest import accept_call
 from tests.test_auditor import session_for
 from vteller.calls.outcome import CallOutcome, Outcome, outcome_of
 
-S, U, D, M, R = (Outcome.SUCCESSFUL, Outcome.UNSUCCESSFUL, Outcome.DROPPED, Outcome.MISSED,
-                 Outcome.RESCHEDULED)
+S, U, D, M, R, T = (Outcome.SUCCESSFUL, Outcome.UNSUCCESSFUL, Outcome.DROPPED,
+                    Outcome.MISSED, Outcome.RESCHEDULED, Outcome.TRANSFERRED)
 
 
 @pytest.mark.parametrize("served,end,decision,reason,needs,expected", [
@@ -28,6 +28,8 @@ S, U, D, M, R = (Outcome.SUCCESSFUL, Outcome.UNSUCCESSFUL, Outcome.DROPPED, Outc
     (True, "hangup_teller", "reschedule", None, True, (R, None)),
     (True, "hangup_teller", "reschedule", "customer_declined", False, (R, "customer_declined")),
     (True, "customer_disconnected", None, None, True, (D, "customer_disconnected")),
+    (True, "transferred", None, None, True, (T, None)),
+    (True, "transferred", "reject", "not_eligible", True, (U, "not_eligible")),
     (True, "teller_disconnected", None, None, False, (D, "teller_disconnected")),
     (True, "server_shutdown", None, None, False, (D, "server_shutdown")),
     (True, "hangup_customer", None, None, True, (U, "no_decision")),

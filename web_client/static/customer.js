@@ -138,7 +138,15 @@ async function main() {
   sig.addEventListener("call.peer", (ev) => {
     $("peer-status").textContent = ev.detail.connection === "reconnecting" ? t("peer_reconnecting") : "";
   });
-  sig.addEventListener("call.ended", (ev) => { show($("waiting"), false); endCall(ev.detail.reason.startsWith("hangup") ? t("ended_thanks") : t("ended_reason", { reason: ev.detail.reason })); });
+  sig.addEventListener("call.ended", (ev) => {
+    if (ev.detail.reason === "transferred") {  // to another teller: keep camera and microphone
+      state.pc?.close(); state.pc = null; state.served = false;
+      for (const id of ["script", "otp", "location", "consent", "nav", "challenge"]) show($(id), false);
+      stopShare(); show($("in-call"), false); show($("waiting"), true);
+      status(t("transferring")); speak(t("transferring"));
+      return;
+    }
+    show($("waiting"), false); endCall(ev.detail.reason.startsWith("hangup") ? t("ended_thanks") : t("ended_reason", { reason: ev.detail.reason })); });
   sig.addEventListener("error", (ev) => {
     const m = ev.detail;
     if (m.code === "service_unavailable" && m.re === "queue.join") {  // the queue is briefly unreachable

@@ -98,7 +98,7 @@ async function loadReviews() {
   table("reviews", report.rows, (row) => [row.business_type, row.teller, row.approve, row.reject,
     row.incomplete, row.reschedule, pct(row.pass_rate)]);
   table("outcomes", report.outcomes, (row) => [row.business_type, ...["successful", "unsuccessful",
-    "dropped", "missed", "rescheduled", "open", "total"].map((k) => row[k] || 0)]);
+    "dropped", "missed", "rescheduled", "transferred", "open", "total"].map((k) => row[k] || 0)]);
   table("surveys", report.surveys, (row) => [row.business_type, row.responses, row.average.toFixed(2), row.low]);
 }
 

@@ -22,7 +22,8 @@ const label = (code) => LABELS[code] || String(code).replaceAll("_", " ");
 // message of that area is sent.
 const ERROR_AREAS = [["offer.", "offer-error"], ["identity.", "identity-error"],
   ["assist.", "assist-error"], ["nav.", "nav-error"], ["review.", "review-error"],
-  ["otp.", "otp-error"], ["script.", "script-error"], ["id.", "iddoc-error"]];
+  ["otp.", "otp-error"], ["script.", "script-error"], ["id.", "iddoc-error"],
+  ["call.transfer", "transfer-error"]];
 const areaOf = (type) => (ERROR_AREAS.find(([prefix]) => (type || "").startsWith(prefix)) || [null, "error"])[1];
 function showError(type, text) { $(areaOf(type)).textContent = text; }
 
@@ -200,6 +201,12 @@ function connect() {
     $("nav-destination").replaceChildren(...c.destinations.map((d) => new Option(d.title, d.id)));
     $("reason-code").replaceChildren(new Option("(reason)", ""), ...c.reason_codes.map((r) => new Option(r, r)));
     $("decision-result").textContent = "";
+    if ($("transfer-type").dataset.call !== c.call_id) {  // once per call: keep the teller's choice
+      $("transfer-type").dataset.call = c.call_id;
+      $("transfer-type").replaceChildren(...(c.transfer_types || []).map((b) => new Option(b.title, b.id)));
+      $("transfer-type").value = c.business_type.id;
+      $("transfer-teller").value = ""; $("transfer-note").value = "";
+    }
   });
   sig.addEventListener("identity.status", (ev) => renderIdentity(ev.detail));
   sig.addEventListener("review.recorded", (ev) => {
@@ -303,6 +310,9 @@ function connect() {
     if (state.pc) sig.send({ type: "call.media_state", audio: state.local.getAudioTracks()[0].enabled,
       video: state.local.getVideoTracks()[0].enabled });
   };
+  $("transfer").onclick = () => send({ type: "call.transfer",
+    business_type: $("transfer-type").value || null, teller: $("transfer-teller").value.trim() || null,
+    note: $("transfer-note").value.trim() });
   $("teller-mute").onclick = () => toggle("audio");
   $("teller-camera").onclick = () => toggle("video");
   // keyboard shortcuts for an eight-hour day (Alt+letter: never typed into a field)

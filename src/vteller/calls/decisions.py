@@ -29,7 +29,8 @@ class ReviewFacet:
                            if bt else {}},
             evidence=sorted(call.evidence),
             destinations=[{"id": d.id, "title": d.title} for d in self._settings.assist.destinations],
-            reason_codes=review.reason_codes)
+            reason_codes=review.reason_codes,
+            transfer_types=[{"id": b.id, "title": b.title} for b in review.business_types])
 
     def add_evidence(self, call_id: str, evidence: str, actor: str = "system",
                      **data: Any) -> None:

@@ -7,7 +7,7 @@ journal. The manager is one class in facets, one file each: `parties` (connectio
 resume), `queue` (offers, teller states, supervisor, feedback), `consent` (screen
 share, navigation), `decisions` (review), `identity_bridge`, `second_factor` (one-time
 codes), `disclosure` (sales scripts), `place` (location, teller
-networks), `id_document` (pictures of the ID), `host` (media legs, the end of a call); this file holds the state, the dispatch table and the lifecycle.
+networks), `id_document` (pictures of the ID), `transfer`, `host` (media legs, the end of a call); this file holds the state, the dispatch table and the lifecycle.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from vteller.calls.place import PlaceFacet
 from vteller.calls.queue import QueueFacet
 from vteller.calls.second_factor import SecondFactorFacet
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
+from vteller.calls.transfer import TransferFacet
 from vteller.config import Settings
 from vteller.identity import IdentityService
 from vteller.observability import Metrics
@@ -56,7 +57,7 @@ Handler = Callable[[Party, Any], Any]  # (sender, message) -> None or an awaitab
 
 class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityFacet,
                   SecondFactorFacet, DisclosureFacet, PlaceFacet, IdDocumentFacet,
-                  HostFacet):
+                  TransferFacet, HostFacet):
     def __init__(self, settings: Settings, store: Store, metrics: Metrics,
                  kek: KekProvider, trail: AuditTrail, blobs: BlobStore,
                  identity: IdentityService | None = None,
@@ -123,6 +124,7 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
             "location.report": self._on_location_report,
             "id.capture": self._on_id_capture,
             "survey.submit": self._on_survey_submit,
+            "call.transfer": self._on_call_transfer,
         }
 
     def start(self) -> None:

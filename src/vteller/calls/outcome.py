@@ -6,6 +6,8 @@ auditors' search).
   (approve; reject with its reason code or incomplete; reschedule). A four-eyes approval
   is `successful` with reason `pending_audit` until an auditor decides it (then the
   store sets `successful` or `unsuccessful`/`four_eyes_rejected`).
+- `transferred`: no decision, handed to another queue or teller (the customer's next
+  call names this one in `continued_from`).
 - `dropped`: no decision, and the call ended on a lost connection (a party's socket or
   its media) or a stopped node.
 - without a decision and without a drop: `successful` when the business type needs no
@@ -24,6 +26,7 @@ class Outcome(StrEnum):
     DROPPED = "dropped"
     MISSED = "missed"
     RESCHEDULED = "rescheduled"
+    TRANSFERRED = "transferred"  # handed to another queue or teller (a new call follows)
 
 
 # end reasons of a call that was in progress and lost, not ended by a party's hangup
@@ -54,6 +57,8 @@ def outcome_of(*, served: bool, end_reason: str | None, decision: str | None,
         if outcome == Outcome.SUCCESSFUL:
             return CallOutcome(outcome, "pending_audit" if four_eyes else None)
         return CallOutcome(outcome, reason)
+    if end_reason == "transferred":
+        return CallOutcome(Outcome.TRANSFERRED, None)
     if end_reason in DROP_REASONS:
         return CallOutcome(Outcome.DROPPED, end_reason)
     if needs_evidence:

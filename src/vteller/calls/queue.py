@@ -43,9 +43,11 @@ class QueueFacet:
         self._enqueue(party, msg.business_type, msg.language)
 
     def _enqueue(self, party: Party, business_type: str, language: str,
-                 enqueued_at: float | None = None, continued_from: str | None = None) -> None:
+                 enqueued_at: float | None = None, continued_from: str | None = None,
+                 dispatch: bool = True) -> Call:
         """A new call waiting in the queue. `enqueued_at` and `continued_from`: a request
-        a stopped node left waiting, queued again here with its original time."""
+        a stopped node left waiting, or a transferred call, queued with its original
+        time."""
         call = Call(new_call_id(), party.key, business_type, language,
                     encoded_media=self._settings.media_forwarding == "encoded")
         request = Request(call.call_id, business_type, language, party.segments,
@@ -69,8 +71,10 @@ class QueueFacet:
         self._persist(self._store.record_call, call.call_id, party.principal, call.state.value,
                       call.queued_at, business_type, language, request.pclass.value)
         log.info("queued", call_id=call.call_id, business_type=call.business_type)
-        self._dispatch()
+        if dispatch:
+            self._dispatch()
         self._push_queue_status(force=True)
+        return call
 
     def _on_queue_leave(self, party: Party, msg: m.QueueLeave) -> None:
         call = self._call_of(party)

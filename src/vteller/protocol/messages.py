@@ -260,8 +260,18 @@ class SurveySubmit(_ClientMsg):
     comment: Annotated[str, Field(max_length=500)] = ""
 
 
+class CallTransfer(_ClientMsg):
+    """Teller: hand the customer to another queue (business type) or a named available
+    teller; the customer keeps their original place in line."""
+
+    type: Literal["call.transfer"]
+    business_type: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9_]+$")] | None = None
+    teller: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")] | None = None
+    note: Annotated[str, Field(max_length=500)] = ""
+
+
 ClientMessage = Annotated[
-    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit | ScriptRead | ScriptConfirm | ScriptQuestion | LocationReport | IdCapture | SurveySubmit,
+    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit | ScriptRead | ScriptConfirm | ScriptQuestion | LocationReport | IdCapture | SurveySubmit | CallTransfer,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
@@ -271,7 +281,7 @@ CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
               AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide,
               IdentityVerify, IdentityLiveness, IdentityJudge, IdentitySpokenCheck,
               IdentityAttest, OtpRequest, OtpSubmit, ScriptRead, ScriptConfirm, ScriptQuestion,
-              LocationReport, IdCapture, SurveySubmit)
+              LocationReport, IdCapture, SurveySubmit, CallTransfer)
 }
 _client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
@@ -310,6 +320,7 @@ ROLES_FOR: dict[str, frozenset[str]] = {
     "location.report": frozenset({"customer"}),
     "id.capture": frozenset({"teller"}),
     "survey.submit": frozenset({"customer"}),
+    "call.transfer": frozenset({"teller"}),
 }
 
 
@@ -430,6 +441,8 @@ class CallContext(_Msg):
     evidence: list[str]
     destinations: list[dict[str, str]]
     reason_codes: list[str]
+    transfer_types: list[dict[str, str]] = Field(default_factory=list, description="queues "
+                                                 "a call may be transferred to: {id, title}")
 
 
 class ReviewRecorded(_Msg):
