@@ -471,6 +471,23 @@ async def test_customer_shares_location_in_chromium(browser, tmp_path):
         server.stop()
 
 
+async def test_customer_checks_camera_and_microphone_in_chromium(browser, tmp_path):
+    """Before joining: the customer sees their own picture and the microphone level
+    moves (Chromium's fake camera and its beeping fake microphone)."""
+    server = start_serve(tmp_path / "srv", "--dev")
+    try:
+        customer = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        await customer.goto(f"{server.url}/customer")
+        await customer.click("#check-devices")
+        await customer.wait_for_function(
+            "() => document.querySelector('#preview').videoWidth > 0", timeout=15000)
+        await customer.wait_for_function(
+            "() => document.querySelector('#mic-level').value > 0.02", timeout=15000)
+        await customer.wait_for_selector("#device-result:has-text('work')")
+    finally:
+        server.stop()
+
+
 async def test_customer_page_in_chinese_reaches_a_chinese_speaking_teller(browser, tmp_path):
     """A phone set to Chinese gets the page in Chinese and joins with language zh, so a
     teller who speaks Chinese is offered the call; in elderly mode Hang up stays on

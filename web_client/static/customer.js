@@ -80,6 +80,41 @@ function stopMedia() {  // camera and microphone off once the call is over
   state.local?.getTracks().forEach((track) => track.stop());
   state.local = null;
   $("self").srcObject = null;
+  $("preview").srcObject = null; show($("device-check"), false);
+}
+
+// Before joining: see yourself and watch the microphone level (the same devices the
+// call will use; released with the call, or after a minute if no call starts).
+async function checkDevices() {
+  show($("device-check"), true);
+  $("device-result").textContent = "";
+  try {
+    await startMedia();
+  } catch (e) {
+    $("device-result").textContent = t(e.name === "NotAllowedError" ? "devices_blocked" : "devices_missing");
+    return;
+  }
+  $("preview").srcObject = state.local;
+  const ctx = new AudioContext();
+  const analyser = ctx.createAnalyser(); analyser.fftSize = 512;
+  ctx.createMediaStreamSource(state.local).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  let heard = false;
+  const until = Date.now() + 60000;
+  const step = () => {
+    if (!state.local || Date.now() > until) {
+      ctx.close();
+      if (!state.pc && !state.callId) stopMedia();
+      return;
+    }
+    analyser.getFloatTimeDomainData(samples);
+    const level = Math.min(1, Math.sqrt(samples.reduce((s, v) => s + v * v, 0) / samples.length) * 4);
+    $("mic-level").value = level;
+    if (level > 0.02 && !heard) { heard = true; }
+    $("device-result").textContent = t(heard ? "devices_ok" : "devices_speak");
+    requestAnimationFrame(step);
+  };
+  step();
 }
 
 function endCall(text) {
@@ -254,6 +289,7 @@ async function main() {
     sig.send({ type: "otp.submit", code: $("otp-code").value.trim() });
   };
 
+  $("check-devices").onclick = checkDevices;
   $("survey").onsubmit = (ev) => {
     ev.preventDefault();
     const score = new FormData($("survey")).get("score");
