@@ -488,6 +488,28 @@ async def test_customer_checks_camera_and_microphone_in_chromium(browser, tmp_pa
         server.stop()
 
 
+async def test_closed_hours_shown_in_chinese_in_chromium(browser, tmp_path):
+    """Outside the opening hours: the customer's page says so in their language, with
+    the hours, the bank's zone and the next opening."""
+    from tests.test_hours import _closed_now
+
+    server = start_serve(tmp_path / "srv", "--dev", env={
+        "VTELLER_ROUTING__OPENING_HOURS": json.dumps(_closed_now())})
+    try:
+        customer = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        await customer.goto(f"{server.url}/customer#lang=zh")
+        await customer.fill("#birth-year", "1950")
+        await customer.click("#start")
+        await customer.wait_for_selector("#closed:not([hidden])")
+        assert "现在不是视频柜员服务时间" in await customer.text_content("#closed-title")
+        assert "下次开放时间" in await customer.text_content("#closed-next")
+        hours = await customer.text_content("#closed-hours")
+        assert "10:00-11:00" in hours and "UTC" in hours and "不开放" in hours
+        assert await customer.is_visible("#start")  # may try again later
+    finally:
+        server.stop()
+
+
 async def test_customer_page_in_chinese_reaches_a_chinese_speaking_teller(browser, tmp_path):
     """A phone set to Chinese gets the page in Chinese and joins with language zh, so a
     teller who speaks Chinese is offered the call; in elderly mode Hang up stays on

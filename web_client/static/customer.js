@@ -76,6 +76,25 @@ async function stopShare() {
   state.screen = null;
 }
 
+// The opening hours, in the customer's language and time zone (the browser's Intl).
+function showHours(closed = true) {
+  const s = state.service;
+  if (!s) return;
+  $("closed-title").textContent = t(closed ? "closed_title" : "no_teller_hours");
+  const lang = i18n.lang === "zh" ? "zh-CN" : "en-GB";
+  const when = new Intl.DateTimeFormat(lang, { weekday: "long", hour: "2-digit", minute: "2-digit", timeZoneName: "short" });
+  $("closed-next").textContent = s.next_open_at ? t("next_open", { when: when.format(new Date(s.next_open_at * 1000)) }) : "";
+  const dayName = new Intl.DateTimeFormat(lang, { weekday: "long" });
+  const monday = new Date(Date.UTC(2024, 0, 1, 12));  // a Monday
+  $("closed-hours").replaceChildren(...Object.entries(s.days).map(([, periods], i) => {
+    const li = document.createElement("li");
+    const day = dayName.format(new Date(monday.getTime() + i * 86400000));
+    li.textContent = `${day}: ${periods.length ? periods.map(([a, b]) => `${a}-${b}`).join(", ") : t("closed_day")}`;
+    return li;
+  }), Object.assign(document.createElement("li"), { textContent: t("hours_zone", { zone: s.timezone }) }));
+  show($("closed"), true);
+}
+
 function stopMedia() {  // camera and microphone off once the call is over
   state.local?.getTracks().forEach((track) => track.stop());
   state.local = null;
@@ -140,6 +159,7 @@ async function main() {
   // a customer token opens one connection (single use); reconnects resume with the secret
   const sig = new Signaling(() => { const token = state.token; state.token = null; return { token }; });
   sig.addEventListener("welcome", async (ev) => {
+    state.service = ev.detail.service;
     state.elderly = ev.detail.elderly;
     document.body.classList.toggle("elderly", state.elderly);
     const call = ev.detail.state.call;
@@ -154,7 +174,7 @@ async function main() {
     const m = ev.detail;
     state.callId = m.call_id;
     $("green").hidden = !m.green_channel;
-    if (m.state === "queued" && !m.servable) status(t("no_teller"));
+    if (m.state === "queued" && !m.servable) { status(t("no_teller")); if (state.service) showHours(false); }
     else if (m.state === "queued") {
       const wait = m.ewt_s === null ? "" : m.ewt_s < 60 ? t("wait_under_minute") : t("wait_minutes", { n: Math.round(m.ewt_s / 60) });
       status((m.position === 1 ? t("you_are_next") : t("number_in_line", { n: m.position })) + wait);
@@ -184,6 +204,10 @@ async function main() {
     show($("waiting"), false); endCall(ev.detail.reason.startsWith("hangup") ? t("ended_thanks") : t("ended_reason", { reason: ev.detail.reason })); });
   sig.addEventListener("error", (ev) => {
     const m = ev.detail;
+    if (m.code === "closed") {  // outside the opening hours: say so, with the hours
+      show($("waiting"), false); show($("start-panel"), true); stopMedia();
+      showHours(); return;
+    }
     if (m.code === "service_unavailable" && m.re === "queue.join") {  // the queue is briefly unreachable
       show($("waiting"), false); show($("start-panel"), true);
       $("error").textContent = t("busy_try_again");
@@ -301,7 +325,7 @@ async function main() {
     show($("survey"), false); $("survey-result").textContent = t("survey_thanks");
   });
   $("start").onclick = async () => {
-    show($("end"), false);
+    show($("end"), false); show($("closed"), false);
     try {
       $("error").textContent = "";
       state.token = state.token || await getToken();

@@ -40,7 +40,20 @@ class QueueFacet:
                                 "this server is restarting; reconnect in a moment")
         if self._call_of(party) is not None:
             raise ProtocolError(ErrorCode.WRONG_STATE, "already queued or in a call")
+        hours = self.policy.opening_hours
+        if hours is not None and not hours.is_open(time.time()):
+            raise ProtocolError(ErrorCode.CLOSED, "the video channel is closed now; see the "
+                                "opening hours")
         self._enqueue(party, msg.business_type, msg.language)
+
+    def service_hours(self) -> dict[str, Any] | None:
+        """For a customer's welcome: open now, the next opening, the hours."""
+        hours = self.policy.opening_hours
+        if hours is None:
+            return None
+        now = time.time()
+        return {"open": hours.is_open(now), "next_open_at": hours.next_opening(now),
+                **hours.describe()}
 
     def _enqueue(self, party: Party, business_type: str, language: str,
                  enqueued_at: float | None = None, continued_from: str | None = None,

@@ -275,6 +275,7 @@ class _Session:
             display_name=party.display_name, resume=resume, resumed=resumed,
             heartbeat_s=ep._settings.heartbeat_s, grace_s=ep._settings.reconnect_grace_s,
             ice_servers=ep._settings.ice_servers, state=manager.snapshot(party),
-            elderly=party.elderly))
+            elderly=party.elderly,
+            service=manager.service_hours() if party.role == "customer" else None))
         log.info("connected", role=party.role, resumed=resumed)
 

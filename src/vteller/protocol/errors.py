@@ -25,6 +25,7 @@ class ErrorCode(StrEnum):
     LOCATION_NOT_ALLOWED = "location_not_allowed"  # approval refused: place unknown or outside
     NO_REFERENCE = "no_reference"
     STORAGE_UNAVAILABLE = "storage_unavailable"
+    CLOSED = "closed"  # outside the opening hours (welcome.service has them)
     SERVICE_UNAVAILABLE = "service_unavailable"  # the shared routing store is unreachable
     INTERNAL = "internal"
 

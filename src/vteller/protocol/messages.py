@@ -347,6 +347,8 @@ class Welcome(_Msg):
     ice_servers: list[dict[str, Any]]
     state: dict[str, Any] = Field(description="current queue/teller/call state")
     elderly: bool = False
+    service: dict[str, Any] | None = Field(None, description="customers: {open, next_open_at, "
+                                           "hours} when opening hours are configured")
 
 
 class Pong(_Msg):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from vteller.routing.hours import OpeningHours
 from vteller.routing.model import PriorityClass
 
 
@@ -47,6 +48,8 @@ class RoutingPolicy(BaseModel):
     forecast_interval_s: float = Field(1800.0, ge=60, le=86400, description="staffing "
                                        "forecast interval: the next is taken to be like the last")
     default_handle_time_s: float = Field(180.0, gt=0)
+    opening_hours: OpeningHours | None = Field(
+        None, description="when customers may join (unset: always); see routing/hours.py")
 
     def priority(self, pclass: PriorityClass, waited_s: float) -> float:
         return self.class_base.get(pclass, 0.0) + self.aging_per_s * waited_s
