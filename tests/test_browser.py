@@ -510,6 +510,39 @@ async def test_closed_hours_shown_in_chinese_in_chromium(browser, tmp_path):
         server.stop()
 
 
+KEY_TELLER_CONTROLS = ("#customer-name", "#remote", "#hangup", "#teller-mute", "#decide",
+                       "#decision", "#id-verify", "#id-liveness", "#assist-request")
+
+
+async def test_teller_console_fits_one_1440x900_screen_in_chromium(browser, tmp_path):
+    """In a call, the customer's video, the call controls, the decision and the identity
+    and screen-share tools are all on screen at 1440x900 without scrolling (the tools
+    column scrolls on its own for the rest)."""
+    server = start_serve(tmp_path / "srv", "--dev")
+    try:
+        teller = await (await browser.new_context(
+            ignore_https_errors=True, viewport={"width": 1440, "height": 900})).new_page()
+        customer = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        await staff_login(teller, server, "/teller", "teller1")
+        await teller.click("#available")
+        await teller.wait_for_selector("#teller-state[data-state=available]")
+        await customer.goto(f"{server.url}/customer")
+        await customer.fill("#birth-year", "1980")
+        await customer.click("#start")
+        await teller.wait_for_selector("#offer:not([hidden])")
+        await teller.click("#accept")
+        await wait_frames(teller, 10)
+        await teller.evaluate("window.scrollTo(0, 0)")
+        outside = await teller.evaluate("""(ids) => ids.filter((id) => {
+            const r = document.querySelector(id).getBoundingClientRect();
+            return r.width === 0 || r.top < 0 || r.bottom > innerHeight || r.right > innerWidth;
+          })""", list(KEY_TELLER_CONTROLS))
+        await teller.screenshot(path=str(tmp_path / "teller-1440.png"))
+        assert outside == [], outside
+    finally:
+        server.stop()
+
+
 async def test_customer_page_in_chinese_reaches_a_chinese_speaking_teller(browser, tmp_path):
     """A phone set to Chinese gets the page in Chinese and joins with language zh, so a
     teller who speaks Chinese is offered the call; in elderly mode Hang up stays on

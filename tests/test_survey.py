@@ -1,5 +1,6 @@
 """The customer's end screen survey, over the wire: one rating per served call, kept
-with the call, reported per business type; refused for calls not served or not theirs."""
+with the call, reported per business type; refused for calls not served or not theirs.
+And the customer's earlier calls in the teller's context."""
 
 from __future__ import annotations
 
@@ -45,3 +46,27 @@ async def test_one_rating_per_served_call_reported(server):
                                   "average": 3.67, "low": 1}]
     await other.close()
     await tel.close()
+
+
+async def test_the_teller_sees_the_customers_earlier_calls(server):
+    tel = await server.teller("teller1")
+    cust = await server.customer("c-h")
+    first = await accept_call(tel, cust)
+    context = await tel.recv("call.context")
+    assert context["history"] == []  # first call
+    await tel.send({"type": "review.decide", "decision": "reschedule"})
+    await tel.recv("review.recorded")
+    await cust.send({"type": "call.hangup"})
+    await cust.recv("call.ended")
+    await tel.request({"type": "teller.status", "status": "available"}, "teller.state",
+                      state="available")
+    await server.manager.flush()
+    await cust.send({"type": "queue.join", "business_type": "card_issuance_review"})
+    offer = await tel.recv("offer.incoming")
+    await tel.send({"type": "offer.accept", "call_id": offer["call_id"]})
+    context = await tel.recv("call.context", call_id=offer["call_id"])
+    assert [(h["business_type"], h["outcome"]) for h in context["history"]] == [
+        ("general", "rescheduled")]
+    assert first != offer["call_id"]
+    await tel.close()
+    await cust.close()

@@ -201,6 +201,11 @@ function connect() {
     $("nav-destination").replaceChildren(...c.destinations.map((d) => new Option(d.title, d.id)));
     $("reason-code").replaceChildren(new Option("(reason)", ""), ...c.reason_codes.map((r) => new Option(r, r)));
     $("decision-result").textContent = "";
+    const day = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
+    const titles = Object.fromEntries((c.transfer_types || []).map((b) => [b.id, b.title]));
+    $("customer-history").textContent = c.history && c.history.length
+      ? `Earlier calls: ${c.history.map((h) => `${day.format(new Date(h.at * 1000))} ${titles[h.business_type] || h.business_type}: ${h.outcome || "not over"}${h.reason ? ` (${label(h.reason)})` : ""}`).join("; ")}`
+      : "First call with us.";
     if ($("transfer-type").dataset.call !== c.call_id) {  // once per call: keep the teller's choice
       $("transfer-type").dataset.call = c.call_id;
       $("transfer-type").replaceChildren(...(c.transfer_types || []).map((b) => new Option(b.title, b.id)));

@@ -7,6 +7,7 @@ participant); it uses the manager's state and helpers.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -30,7 +31,16 @@ class ReviewFacet:
             evidence=sorted(call.evidence),
             destinations=[{"id": d.id, "title": d.title} for d in self._settings.assist.destinations],
             reason_codes=review.reason_codes,
-            transfer_types=[{"id": b.id, "title": b.title} for b in review.business_types])
+            transfer_types=[{"id": b.id, "title": b.title} for b in review.business_types],
+            history=call.history)
+
+    async def _load_history(self, call: Call) -> None:
+        """The customer's earlier calls, read while they wait (for the teller's context)."""
+        call.history = await asyncio.to_thread(self._store.calls_of_customer,
+                                               call.customer_id, call.queued_at - 0.001)
+        teller = self.parties.get(call.teller_key or "")
+        if teller is not None and call.state in IN_CALL and call.history:
+            teller.send(self._context(call))  # accepted before the read finished
 
     def add_evidence(self, call_id: str, evidence: str, actor: str = "system",
                      **data: Any) -> None:

@@ -84,6 +84,7 @@ class QueueFacet:
         self._persist(self._store.record_call, call.call_id, party.principal, call.state.value,
                       call.queued_at, business_type, language, request.pclass.value)
         log.info("queued", call_id=call.call_id, business_type=call.business_type)
+        self._background(self._load_history(call))
         if dispatch:
             self._dispatch()
         self._push_queue_status(force=True)

@@ -116,6 +116,7 @@ class Call:
     location_reports: int = 0
     id_captures: int = 0  # pictures of the ID document taken
     id_sides: set[str] = field(default_factory=set)
+    history: list[dict[str, Any]] = field(default_factory=list)  # the customer's earlier calls
 
     @property
     def customer_id(self) -> str:

@@ -445,6 +445,9 @@ class CallContext(_Msg):
     reason_codes: list[str]
     transfer_types: list[dict[str, str]] = Field(default_factory=list, description="queues "
                                                  "a call may be transferred to: {id, title}")
+    history: list[dict[str, Any]] = Field(default_factory=list, description="the customer's "
+                                          "earlier calls, newest first: {at, business_type, "
+                                          "outcome, reason}")
 
 
 class ReviewRecorded(_Msg):

@@ -85,6 +85,17 @@ class CallRepository:
                 "ELSE 'dropped' END, outcome_reason = 'node_stopped' "
                 "WHERE call_id=? AND outcome IS NULL", (call_id,))
 
+    def calls_of_customer(self, customer_id: str, before: float, limit: int = 5
+                          ) -> list[dict[str, Any]]:
+        """The customer's earlier calls, newest first, for the teller's context: when,
+        what for, how it ended."""
+        rows = self.db.execute(
+            "SELECT queued_at, business_type, outcome, outcome_reason FROM calls "
+            "WHERE customer_id=? AND queued_at < ? ORDER BY queued_at DESC LIMIT ?",
+            (customer_id, before, limit))
+        return [{"at": r[0], "business_type": r[1], "outcome": r[2], "reason": r[3]}
+                for r in rows]
+
     def flag_call(self, call_id: str, flag: str) -> None:
         """One rule for every flag (identity_mismatch, liveness_failed, consent_used,
         incomplete): a row in call_flags, written once."""
