@@ -258,6 +258,8 @@ function connect() {
     const m = ev.detail;
     docs[m.side] = m.side === "back" ? "back captured" : m.faces === 0
       ? "front captured, no face found on it: capture again"
+      : m.distance_reference === null && m.distance_live === null
+      ? "front captured, but its photo could not be told from the customer's face: verify the face first, then have the card fill the camera"
       : `front captured; photo vs reference ${m.distance_reference ?? "-"}, vs live face ${m.distance_live ?? "-"}: ${m.matched ? "match" : "NO MATCH"}`;
     $("id-doc-state").dataset.matched = m.matched ?? "";
     $("id-doc-state").textContent = [docs.front, docs.back].filter(Boolean).join("; ");

@@ -4,7 +4,11 @@ V-CIP: a match against the ID photo).
 
 With two or more faces in the frame the customer holds the card beside their face:
 the smallest face is the printed photo and the largest the live one. With one face
-the card fills the frame, and the live face is the session's newest live encoding."""
+the card fills the frame, and the live face is the one face verification last saw.
+One face is taken for the printed photo only when verification has seen the live face
+and this one is not nearly it (`SAME_FRAME_FACE`): otherwise it may be the customer's
+own face with the card's photo missed (small and blurred in compressed video), and a
+match claimed then would be false, so nothing is matched."""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ from vteller.identity.faces import distance
 
 if TYPE_CHECKING:
     from vteller.identity.session import Analyzer
+
+
+SAME_FRAME_FACE = 0.3  # a printed photo of the same person was 0.44-0.51 from the live face
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,11 @@ async def check_document(analyzer: Analyzer, rgb: np.ndarray, reference: np.ndar
     printed = found[-1][1]  # largest first: the last is the smallest
     if len(found) >= 2:
         live = found[0][1]
+    elif live is None or distance(printed, live) < SAME_FRAME_FACE:
+        # the customer's own face (or no way to tell it from the card's): nothing matched
+        return DocumentFace(1, None, None, False)
     to_ref = distance(printed, reference) if reference is not None else None
     to_live = distance(printed, live) if live is not None else None
     known = [d for d in (to_ref, to_live) if d is not None]
-    matched = bool(known) and all(d < analyzer.policy.match_threshold for d in known)
+    matched = bool(known) and all(d < analyzer.policy.document_match_threshold for d in known)
     return DocumentFace(len(found), to_ref, to_live, matched)

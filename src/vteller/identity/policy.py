@@ -33,6 +33,10 @@ class IdentityPolicy(BaseModel):
     # live frames
     match_threshold: float = Field(0.5, gt=0, lt=1.5, description="verified below this")
     mismatch_threshold: float = Field(0.6, gt=0, lt=1.5, description="mismatch at or above")
+    document_match_threshold: float = Field(
+        0.55, gt=0, lt=1.5, description="an ID document's printed photo matches the reference "
+        "and the live face below this (one still, small and often years old: looser than "
+        "the live window's median)")
     window: int = Field(5, ge=1, le=50, description="samples aggregated (median)")
     window_max: int = Field(10, ge=1, le=100, description="the window grows to this when "
                             "its median is within `straddle_margin` of a threshold")

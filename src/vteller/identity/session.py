@@ -146,7 +146,8 @@ class IdentitySession:
         self.liveness: LivenessCheck | None = None
         self.spoken: SpokenCheck | None = None
         self.trend: deque[float] = deque(maxlen=TREND)
-        # the newest encoding of the one live face (to compare an ID document's photo)
+        # the live face's newest encoding from verification (to compare an ID document's
+        # printed photo with)
         self.live_encoding: np.ndarray | None = None
         self.verdict_s: float | None = None
         self.judged: str | None = None
@@ -334,7 +335,9 @@ class IdentitySession:
         self.cpu_s += obs.cpu_s
         self.analysed += 1
         dist = None
-        if obs.encoding is not None and obs.faces == 1:
+        if obs.encoding is not None and obs.faces == 1 and verifying:
+            # only while verifying, when the customer faces the camera: later frames may
+            # show the ID card held up to it
             self.live_encoding = obs.encoding
         if obs.encoding is not None and self._reference is not None and obs.faces == 1:
             dist = distance(obs.encoding, self._reference)

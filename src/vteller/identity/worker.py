@@ -78,10 +78,10 @@ def analyse(rgb: np.ndarray, encode: bool, landmarks: bool, detect_width: int,
 
 
 def document_faces(rgb: np.ndarray, limit: int = 4) -> list[tuple[Box, np.ndarray]]:
-    """Every face in a frame showing an ID document (full resolution, upsampled once:
-    a printed photo is small), largest first, each with its encoding."""
+    """Every face in a frame showing an ID document (full resolution, upsampled twice:
+    a printed photo is small; ~1 s, once per capture), largest first, with encodings."""
     assert _engine is not None, "worker not initialised"
-    boxes = _engine.detect(rgb, detect_width=0, upsample=1)[:limit]
+    boxes = _engine.detect(rgb, detect_width=0, upsample=2)[:limit]
     return [(b, _engine.encode(rgb, b)) for b in boxes]
 
 
