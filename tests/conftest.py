@@ -193,6 +193,14 @@ async def accept_call(teller: SignalClient, customer: SignalClient,
     return offer["call_id"]
 
 
+async def end_call(teller: SignalClient, customer: SignalClient) -> None:
+    """The customer hangs up and the teller ends wrap-up (the call's session closes)."""
+    await customer.send({"type": "call.hangup"})
+    await teller.recv("teller.state", state="wrap_up")
+    await teller.request({"type": "teller.status", "status": "available"}, "teller.state",
+                         state="available")
+
+
 async def start_server(settings: Settings) -> tuple[web.AppRunner, RunningServer]:
     cert, key, _ = ensure_dev_certificates(settings.certs_dir, ["localhost", "127.0.0.1"])
     components = build(settings)

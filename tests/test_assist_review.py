@@ -8,7 +8,7 @@ import itertools
 import aiohttp
 import pytest
 
-from tests.conftest import accept_call
+from tests.conftest import accept_call, end_call
 from tests.helpers import Party, insecure_ssl
 from vteller.assist import Consent, ConsentState
 from vteller.assist.consent import TRANSITIONS
@@ -179,10 +179,7 @@ async def test_reject_needs_reason_and_report(server):
             assert "reason_code" in (await tel.error("invalid_message"))["message"]
             await tel.send({"type": "review.decide", "decision": "approve"})  # general: no evidence
         await tel.recv("review.recorded")
-        await cust.send({"type": "call.hangup"})
-        await tel.recv("teller.state", state="wrap_up")
-        await tel.request({"type": "teller.status", "status": "available"}, "teller.state",
-                          state="available")
+        await end_call(tel, cust)
         await cust.close()
     await server.manager.flush()
     server.add_staff("sup1", "supervisor")

@@ -55,6 +55,27 @@ async def staff_login(page, server, path: str, username: str) -> None:
     await page.click("button[type=submit]")
 
 
+async def browser_call(browser, server, teller_viewport=None, customer_context=None,
+                       accept: bool = True):  # type: ignore[no-untyped-def]
+    """A teller (teller1) available, a customer (born 1980) asking for a teller, the offer
+    shown and, with `accept`, accepted: (teller page, customer page)."""
+    teller = await (await browser.new_context(
+        ignore_https_errors=True, **({"viewport": teller_viewport} if teller_viewport else {})
+    )).new_page()
+    customer = await (await browser.new_context(
+        ignore_https_errors=True, **(customer_context or {}))).new_page()
+    await staff_login(teller, server, "/teller", "teller1")
+    await teller.click("#available")
+    await teller.wait_for_selector("#teller-state[data-state=available]")
+    await customer.goto(f"{server.url}/customer")
+    await customer.fill("#birth-year", "1980")
+    await customer.click("#start")
+    await teller.wait_for_selector("#offer:not([hidden])")
+    if accept:
+        await teller.click("#accept")
+    return teller, customer
+
+
 async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
     server = start_serve(tmp_path / "srv", "--dev")
     try:
@@ -264,16 +285,7 @@ async def test_auditor_verifies_replays_and_seeks_in_chromium(browser, tmp_path)
     plays the recordings and seeks with the timeline; after tampering it shows failed."""
     server = start_serve(tmp_path / "srv", "--dev", env={"VTELLER_RECORD_CALLS": "true"})
     try:
-        teller = await (await browser.new_context(ignore_https_errors=True)).new_page()
-        customer = await (await browser.new_context(ignore_https_errors=True)).new_page()
-        await staff_login(teller, server, "/teller", "teller1")
-        await teller.click("#available")
-        await teller.wait_for_selector("#teller-state[data-state=available]")
-        await customer.goto(f"{server.url}/customer")
-        await customer.fill("#birth-year", "1980")
-        await customer.click("#start")
-        await teller.wait_for_selector("#offer:not([hidden])")
-        await teller.click("#accept")
+        teller, customer = await browser_call(browser, server)
         await wait_frames(teller, 90)  # ~3 s of video recorded
         await teller.select_option("#decision", "incomplete")
         await teller.click("#decide")
@@ -353,16 +365,7 @@ async def test_four_eyes_approval_in_chromium(browser, tmp_path):
     server = start_serve(tmp_path / "srv", "--dev",
                          env={"VTELLER_REVIEW__BUSINESS_TYPES": types})
     try:
-        teller = await (await browser.new_context(ignore_https_errors=True)).new_page()
-        customer = await (await browser.new_context(ignore_https_errors=True)).new_page()
-        await staff_login(teller, server, "/teller", "teller1")
-        await teller.click("#available")
-        await teller.wait_for_selector("#teller-state[data-state=available]")
-        await customer.goto(f"{server.url}/customer")
-        await customer.fill("#birth-year", "1980")
-        await customer.click("#start")
-        await teller.wait_for_selector("#offer:not([hidden])")
-        await teller.click("#accept")
+        teller, customer = await browser_call(browser, server)
         await wait_frames(teller, 30)  # the call is up
         await teller.select_option("#decision", "approve")
         await teller.click("#decide")
@@ -404,16 +407,7 @@ async def test_sales_script_in_chromium(browser, tmp_path):
     server = start_serve(tmp_path / "srv", "--dev",
                          env={"VTELLER_REVIEW__BUSINESS_TYPES": types})
     try:
-        teller = await (await browser.new_context(ignore_https_errors=True)).new_page()
-        customer = await (await browser.new_context(ignore_https_errors=True)).new_page()
-        await staff_login(teller, server, "/teller", "teller1")
-        await teller.click("#available")
-        await teller.wait_for_selector("#teller-state[data-state=available]")
-        await customer.goto(f"{server.url}/customer")
-        await customer.fill("#birth-year", "1980")
-        await customer.click("#start")
-        await teller.wait_for_selector("#offer:not([hidden])")
-        await teller.click("#accept")
+        teller, customer = await browser_call(browser, server)
         await teller.wait_for_selector("#script-panel:not([hidden])")
         await teller.click("#decide")  # approve before the script: refused
         await teller.wait_for_selector("#review-error:has-text('not confirmed')")
@@ -449,19 +443,9 @@ async def test_customer_shares_location_in_chromium(browser, tmp_path):
     server = start_serve(tmp_path / "srv", "--dev",
                          env={"VTELLER_REVIEW__BUSINESS_TYPES": types})
     try:
-        teller = await (await browser.new_context(ignore_https_errors=True)).new_page()
-        context = await browser.new_context(
-            ignore_https_errors=True, permissions=["geolocation"],
-            geolocation={"latitude": 28.61, "longitude": 77.21, "accuracy": 20})
-        customer = await context.new_page()
-        await staff_login(teller, server, "/teller", "teller1")
-        await teller.click("#available")
-        await teller.wait_for_selector("#teller-state[data-state=available]")
-        await customer.goto(f"{server.url}/customer")
-        await customer.fill("#birth-year", "1980")
-        await customer.click("#start")
-        await teller.wait_for_selector("#offer:not([hidden])")
-        await teller.click("#accept")
+        teller, customer = await browser_call(browser, server, customer_context={
+            "permissions": ["geolocation"],
+            "geolocation": {"latitude": 28.61, "longitude": 77.21, "accuracy": 20}})
         await teller.wait_for_selector("#location-state[data-state=not_shared]")
         await customer.wait_for_selector("#location:not([hidden])")
         await customer.click("#location-share")
@@ -520,17 +504,8 @@ async def test_teller_console_fits_one_1440x900_screen_in_chromium(browser, tmp_
     column scrolls on its own for the rest)."""
     server = start_serve(tmp_path / "srv", "--dev")
     try:
-        teller = await (await browser.new_context(
-            ignore_https_errors=True, viewport={"width": 1440, "height": 900})).new_page()
-        customer = await (await browser.new_context(ignore_https_errors=True)).new_page()
-        await staff_login(teller, server, "/teller", "teller1")
-        await teller.click("#available")
-        await teller.wait_for_selector("#teller-state[data-state=available]")
-        await customer.goto(f"{server.url}/customer")
-        await customer.fill("#birth-year", "1980")
-        await customer.click("#start")
-        await teller.wait_for_selector("#offer:not([hidden])")
-        await teller.click("#accept")
+        teller, _ = await browser_call(browser, server,
+                                       teller_viewport={"width": 1440, "height": 900})
         await wait_frames(teller, 10)
         await teller.evaluate("window.scrollTo(0, 0)")
         outside = await teller.evaluate("""(ids) => ids.filter((id) => {

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.conftest import accept_call, free_port, make_settings, start_server
+from tests.conftest import accept_call, end_call, free_port, make_settings, start_server
 from tests.test_auditor import session_for
 from vteller.bank import verify_signature
 from vteller.tls import CA_CERT, ensure_dev_certificates, server_ssl_context
@@ -78,10 +78,7 @@ async def _decided_call(server, tel, customer: str, business_type: str, decision
     await tel.send({"type": "review.decide", **decision})
     recorded = await tel.recv("review.recorded")
     assert recorded["pending_audit"] is pending
-    await cust.send({"type": "call.hangup"})
-    await tel.recv("teller.state", state="wrap_up")
-    await tel.request({"type": "teller.status", "status": "available"}, "teller.state",
-                      state="available")
+    await end_call(tel, cust)
     await cust.close()
     await server.manager.flush()
     return call_id

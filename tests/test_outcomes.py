@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.conftest import accept_call
+from tests.conftest import accept_call, end_call
 from tests.test_auditor import session_for
 from vteller.calls.outcome import CallOutcome, Outcome, outcome_of
 
@@ -45,10 +45,7 @@ async def _close(tel, cust, decision: dict | None) -> None:
     if decision is not None:
         await tel.send({"type": "review.decide", **decision})
         await tel.recv("review.recorded")
-    await cust.send({"type": "call.hangup"})
-    await tel.recv("teller.state", state="wrap_up")
-    await tel.request({"type": "teller.status", "status": "available"}, "teller.state",
-                      state="available")
+    await end_call(tel, cust)
     await cust.close()
 
 
