@@ -130,6 +130,10 @@ async def test_purge_removes_customer_id_notes_and_searched_ids(server):
     call_id = await accept_call(teller, customer)
     await customer.send({"type": "call.hangup"})
     await teller.recv("teller.state", state="wrap_up")
+    await customer.recv("call.ended")  # the survey's comment names the customer too
+    await customer.send({"type": "survey.submit", "call_id": call_id, "score": 3,
+                         "comment": "this is cust-4711, I lost the card"})
+    await customer.recv("survey.recorded")
     notes = "customer cust-4711 lost the card at the station"
     await teller.send({"type": "review.decide", "decision": "incomplete", "notes": notes})
     await teller.recv("review.recorded")

@@ -216,6 +216,8 @@ class AuditRepository:
             self.db.execute("UPDATE decisions SET notes='' WHERE call_id=?", (session_id,))
             self.db.execute("UPDATE surveys SET comment='' WHERE call_id=?", (session_id,))
             self.db.execute("UPDATE approvals SET payload='{}' WHERE call_id=?", (session_id,))
+            self.db.execute("UPDATE outbox SET payload='{}' WHERE event_id=? AND state<>'pending'",
+                            (f"decision:{session_id}",))
             self.db.execute(
                 "INSERT INTO purged_sessions VALUES (?,?,?) ON CONFLICT (session_id) DO UPDATE "
                 "SET at=excluded.at, reason=excluded.reason", (session_id, at, reason))
