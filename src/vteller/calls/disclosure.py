@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 from vteller.calls.party import Party
-from vteller.calls.session import IN_CALL, Call
+from vteller.calls.session import Call
 from vteller.protocol import ErrorCode, ProtocolError
 from vteller.protocol import messages as m
 from vteller.review.policy import ScriptStep
@@ -25,9 +25,7 @@ class DisclosureFacet:
         return [s.id for s in self._script(call) if call.script.get(s.id) != "confirmed"]
 
     def _script_step(self, party: Party, step_id: str) -> tuple[Call, ScriptStep, int]:
-        call = self._call_of(party)
-        if call is None or call.state not in IN_CALL:
-            raise ProtocolError(ErrorCode.WRONG_STATE, "not in a call")
+        call = self._live_call(party)
         steps = self._script(call)
         index = next((i for i, s in enumerate(steps) if s.id == step_id), None)
         if index is None:

@@ -45,15 +45,15 @@ class IdDocumentFacet:
         face = await session.check_document(rgb) if msg.side == "front" else None
         if call.state not in IN_CALL:
             return
+        found = face.as_event() if face is not None else {}
         frame_at = round(time.time() - (time.monotonic() - received_at), 3)
         self._event(call, "teller", "id_document.captured", side=msg.side, file=name,
-                    digest=digest, frame_at=frame_at, **(face.as_event() if face else {}))
+                    digest=digest, frame_at=frame_at, **found)
         call.id_sides.add(msg.side)
-        party.send(m.IdState(call_id=call.call_id, side=msg.side, **(
-            face.as_event() if face else {})))
+        party.send(m.IdState(call_id=call.call_id, side=msg.side, **found))
         if face is not None and face.matched:
             self.add_evidence(call.call_id, "id_photo_matched", actor="system",
-                              distance_reference=face.as_event()["distance_reference"],
-                              distance_live=face.as_event()["distance_live"])
+                              distance_reference=found["distance_reference"],
+                              distance_live=found["distance_live"])
         if call.id_sides == {"front", "back"} and "id_document_captured" not in call.evidence:
             self.add_evidence(call.call_id, "id_document_captured", actor="teller")

@@ -23,14 +23,8 @@ SEND_BACKOFF_S = 0.5  # then doubled: the customer is waiting in the call
 
 
 class SecondFactorFacet:
-    def _otp_call(self, party: Party) -> Call:
-        call = self._call_of(party)
-        if call is None or call.state not in IN_CALL:
-            raise ProtocolError(ErrorCode.WRONG_STATE, "not in a call")
-        return call
-
     def _on_otp_request(self, party: Party, msg: m.OtpRequest) -> None:
-        call = self._otp_call(party)
+        call = self._live_call(party)
         config = self._settings.bank
         if self._bank is None:
             raise ProtocolError(ErrorCode.NOT_ALLOWED,
@@ -74,7 +68,7 @@ class SecondFactorFacet:
             expires_in_s=round(otp.expires_at - time.time()), attempts_left=otp.attempts_left))
 
     def _on_otp_submit(self, party: Party, msg: m.OtpSubmit) -> None:
-        call = self._otp_call(party)
+        call = self._live_call(party)
         if call.otp is None:
             raise ProtocolError(ErrorCode.WRONG_STATE, "no one-time code is waiting")
         result = call.otp.check(msg.code, time.time())

@@ -561,7 +561,6 @@ class LocationState(_Msg):
     call_id: str
     state: Literal["allowed", "outside", "shared", "not_shared"]
     region: str | None = None
-    accuracy_m: float | None = None
     required: bool = False
 
 
