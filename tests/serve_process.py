@@ -26,11 +26,12 @@ class ServeProcess:
 
 
 def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None,
-                timeout: float = 60, until: str = "Ctrl-C stops") -> ServeProcess:
+                timeout: float = 60, until: str = "Ctrl-C stops", port: int | None = None
+                ) -> ServeProcess:
     """Start it and read its output up to the line containing `until` (the ready line;
     a standby prints "standby:" and waits)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     full_env = {**os.environ, "VTELLER_DATA_DIR": str(tmp / "var"),
                 "VTELLER_CERTS_DIR": str(tmp / "certs"), "VTELLER_PORT": str(port),
                 "VTELLER_KEK_DIR": str(tmp / "secrets"),

@@ -31,6 +31,7 @@ from vteller.auth.tokens import SharedUsedTokens
 from vteller.bank import BankWebhook, OutboxWorker
 from vteller.calls import CallManager
 from vteller.cluster import NodeId, NodeLease, SessionSweeper
+from vteller.cluster.bus import NodeBus
 from vteller.config import Settings, SettingsError
 from vteller.gateway import openapi, setup_routes
 from vteller.gateway.audit_api import AuditApi
@@ -215,8 +216,9 @@ def build(settings: Settings, serving: bool = True) -> Components:
         if settings.standby and not settings.redis_url:
             raise SettingsError("VTELLER_STANDBY needs VTELLER_REDIS_URL (the queue a "
                                 "standby takes over lives there)")
+        claim = serving and not (settings.standby or settings.share_queue)
         router = make_router(settings.routing, settings.redis_url, settings.redis_prefix,
-                             node=str(node) if serving and not settings.standby else None,
+                             node=str(node) if claim else None,
                              lease_s=settings.node_lease_s)
     except RoutingUnavailable as exc:
         raise SettingsError(f"VTELLER_REDIS_URL: {exc}") from None
@@ -287,8 +289,11 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
             log.warning("sealed_incomplete_sessions", count=len(sealed))
         sweeper.start()
         bank = BankWebhook(settings.bank) if settings.bank.enabled else None
+        bus = NodeBus(settings.redis_url, settings.redis_prefix, str(c.node),
+                      str(settings.node_url), settings.node_lease_s) \
+            if settings.share_queue and settings.redis_url else None
         c.manager = CallManager(settings, c.store, c.metrics, c.kek, c.trail, c.blobs,
-                                c.identity, c.router, node=str(c.node), bank=bank)
+                                c.identity, c.router, node=str(c.node), bank=bank, bus=bus)
         c.manager.cluster_view = lease.view
         stats = c.manager.stats  # the last hour's figures survive a restart or failover
         rows = await asyncio.to_thread(c.store.call_outcomes_since, time.time() - stats.window_s)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -76,6 +76,17 @@ class Settings(BaseSettings):
         False, description="start as a standby of the node holding VTELLER_REDIS_PREFIX: "
         "wait (not listening) until its lease runs out, then take over the queue; "
         "customers resume here and keep their place")
+    share_queue: bool = Field(
+        False, description="every node on VTELLER_REDIS_PREFIX is active and they share "
+        "one queue: a node offers customers to the tellers connected to it and a customer "
+        "offered by another node is moved there (needs VTELLER_NODE_URL)")
+    node_url: str | None = Field(
+        None, pattern=r"^wss://[^/\s]+/\S*$", description="wss://host:port/ws where "
+        "clients reach this node itself (not the balanced address): a customer moved to "
+        "this node reconnects there")
+    move_timeout_s: float = Field(
+        8.0, gt=0, le=60, description="how long a node holds a teller for a customer it "
+        "asked another node to move here; then the customer goes back to the queue")
     drain_s: float = Field(
         600.0, ge=0, le=86400, description="on SIGTERM: no new calls, calls in progress "
         "may finish for at most this long (0: end them at once); with a shared queue the "
@@ -147,6 +158,16 @@ class Settings(BaseSettings):
     s3: S3Config = Field(default_factory=S3Config)
     bank: WebhookConfig = Field(default_factory=WebhookConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _cluster_mode(self) -> Settings:
+        if self.share_queue and not (self.redis_url and self.node_url):
+            raise ValueError("VTELLER_SHARE_QUEUE needs VTELLER_REDIS_URL (the shared queue) "
+                             "and VTELLER_NODE_URL (where moved customers reconnect)")
+        if self.share_queue and self.standby:
+            raise ValueError("VTELLER_SHARE_QUEUE and VTELLER_STANDBY exclude each other "
+                             "(every node sharing a queue is active)")
+        return self
 
     @field_validator("ice_blocked_networks")
     @classmethod

@@ -7,9 +7,14 @@ export class Signaling extends EventTarget {
     this.closedByUs = false;
     this.retry = 0;
     this.welcome = null;
+    this.moveTo = null;            // node.move: the next connect goes there, once
   }
   connect() {
-    const ws = new WebSocket(`wss://${location.host}/ws`);
+    // a node that hosts this customer's call asked for it (node.move); if that fails,
+    // the usual address resumes and keeps the place in the queue
+    const url = this.moveTo || `wss://${location.host}/ws`;
+    this.moveTo = null;
+    const ws = new WebSocket(url);
     this.ws = ws;
     ws.onopen = () => {
       this.retry = 0;
@@ -24,6 +29,7 @@ export class Signaling extends EventTarget {
         this.resume = msg.resume;
         sessionStorage.setItem("vteller.resume", msg.resume);
       }
+      if (msg.type === "node.move") { this.moveTo = msg.url; this.retry = 0; return; }
       if (msg.type === "error" && msg.code === "resume_failed") {
         this.resume = null;
         sessionStorage.removeItem("vteller.resume");
@@ -36,7 +42,7 @@ export class Signaling extends EventTarget {
     ws.onclose = () => {
       this.dispatchEvent(new CustomEvent("disconnected"));
       if (this.closedByUs) return;
-      const delay = Math.min(5000, 500 * 2 ** this.retry++);
+      const delay = this.moveTo ? 0 : Math.min(5000, 500 * 2 ** this.retry++);
       setTimeout(() => this.connect(), delay);
     };
   }

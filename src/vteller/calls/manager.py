@@ -7,7 +7,9 @@ journal. The manager is one class in facets, one file each: `parties` (connectio
 resume), `queue` (offers, teller states, supervisor, feedback), `consent` (screen
 share, navigation), `decisions` (review), `identity_bridge`, `second_factor` (one-time
 codes), `disclosure` (sales scripts), `place` (location, teller
-networks), `id_document` (pictures of the ID), `transfer`, `host` (media legs, the end of a call); this file holds the state, the dispatch table and the lifecycle.
+networks), `id_document` (pictures of the ID), `transfer`, `placement` (several
+active nodes on one queue), `host` (media legs, the end of a call); this file holds the
+state, the dispatch table and the lifecycle.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from vteller.calls.journal import Journal
 from vteller.calls.parties import PartiesFacet
 from vteller.calls.party import Party
 from vteller.calls.place import PlaceFacet
+from vteller.calls.placement import Arrival, PlacementFacet
 from vteller.calls.queue import QueueFacet
 from vteller.calls.second_factor import SecondFactorFacet
 from vteller.calls.session import IN_CALL, WAITING, Call, CallState
 from vteller.calls.transfer import TransferFacet
+from vteller.cluster.bus import Handoff, NodeBus
 from vteller.config import Settings
 from vteller.identity import IdentityService
 from vteller.observability import Metrics
@@ -55,15 +59,18 @@ TICK_S = 1.0
 Handler = Callable[[Party, Any], Any]  # (sender, message) -> None or an awaitable
 
 
-class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityFacet,
-                  SecondFactorFacet, DisclosureFacet, PlaceFacet, IdDocumentFacet,
-                  TransferFacet, HostFacet):
+class CallManager(PartiesFacet, QueueFacet, PlacementFacet, ConsentFacet, ReviewFacet,
+                  IdentityFacet, SecondFactorFacet, DisclosureFacet, PlaceFacet,
+                  IdDocumentFacet, TransferFacet, HostFacet):
     def __init__(self, settings: Settings, store: Store, metrics: Metrics,
                  kek: KekProvider, trail: AuditTrail, blobs: BlobStore,
                  identity: IdentityService | None = None,
                  router: RoutingStore | None = None, node: str = "local",
-                 bank: BankWebhook | None = None) -> None:
+                 bank: BankWebhook | None = None, bus: NodeBus | None = None) -> None:
         self._bank = bank
+        self._bus = bus  # several active nodes on one queue (VTELLER_SHARE_QUEUE)
+        # requests of other nodes' customers taken for this node's tellers, by call id
+        self._arriving: dict[str, Arrival] = {}
         self._settings = settings
         self._node = node
         self._blocked_ice = settings.blocked_ice_networks()
@@ -130,7 +137,10 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
     def start(self) -> None:
         """Start the journal and the routing tick (on the running event loop)."""
         self._journal.start()
-        self._background(self._take_over())
+        if self._bus is not None:
+            self._bus.start(self)
+        else:  # a shared queue has no left-over requests: each names its live node
+            self._background(self._take_over())
         self._ticker = asyncio.create_task(self._tick_loop(), name="routing-tick")
 
     def load(self) -> dict[str, int]:
@@ -265,10 +275,14 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
                 teller = self.parties.get(call.teller_key or "")
                 if teller is not None:  # back in the line first, so it is taken over
                     self._offer_failed(teller, "server_restarting", decline=False)
+            for call_id in list(self._arriving):
+                self._arrival_failed(call_id, True, "draining")
             self.router.release()
             for party in list(self.parties.values()):
                 call = self._call_of(party)
                 if call is None or call.state == CallState.QUEUED:
+                    if call is not None and self._bus is not None:
+                        self._leave_request(party, call)
                     self._hand_over(party, call)
         deadline = asyncio.get_running_loop().time() + limit_s
         while any(c.state in IN_CALL for c in self.calls.values()):
@@ -277,27 +291,47 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
                 break
             await asyncio.sleep(0.25)
 
-    def _hand_over(self, party: Party, call: Call | None) -> None:
-        """Let another node take this party (and its waiting request, left in the shared
-        queue): forget it here without the side effects of a disconnect, close its
-        session with a `handed_over` event, and ask the client to reconnect."""
+    def _leave_request(self, party: Party, call: Call) -> None:
+        """Draining with active peers: the waiting request leaves the queue with a
+        hand-off record, so the node the customer resumes on queues it at its place."""
+        assert self._bus is not None
+        try:
+            request = self.router.remove(call.call_id)
+            if request is not None:
+                self._bus.hand_off(party.key, Handoff(call.call_id, self._node,
+                                                      request=request),
+                                   self._settings.reconnect_grace_s)
+        except Exception:  # the customer then resumes from the database record
+            log.warning("hand_off_not_recorded", call_id=call.call_id)
+
+    def _hand_over(self, party: Party, call: Call | None, reason: str = "server_restarting"
+                   ) -> None:
+        """Let another node take this party (and its waiting request): forget it here
+        without the side effects of a disconnect, close its session with a `handed_over`
+        event, and ask the client to reconnect (`reason` "moved": to the node that
+        hosts its call)."""
         conn, party.conn = party.conn, None
         if party.grace is not None:
             party.grace.cancel()
         self.parties.pop(party.key, None)
         self._by_resume.pop(party.resume_hash, None)
+        if self._bus is not None:
+            self._bus.clear_home(party.key)
         if party.role == "teller":
             self._cancel_wrap_timer(party.principal)
         if call is not None:
             self._cancel_ring(call.call_id)
-            self._event(call, "system", "handed_over", reason="server_restarting")
+            self._event(call, "system", "handed_over", reason=reason)
             self.calls.pop(call.call_id, None)
             self._background(self._close_session(call))
+            moved = reason == "moved"  # continued on the next node
             self._persist(self._store.update_call, call.call_id, state="abandoned",
-                          end_reason="handed_over", ended_at=time.time(), outcome="missed",
-                          outcome_reason="handed_over")  # continued on the next node
+                          end_reason="handed_over", ended_at=time.time(),
+                          outcome="transferred" if moved else "missed",
+                          outcome_reason="moved" if moved else "handed_over")
         if conn is not None:
-            conn.close(1012, "server restarting: reconnect")
+            conn.close(1012, "moved: reconnect to the node named" if reason == "moved"
+                       else "server restarting: reconnect")
 
     async def shutdown(self) -> None:
         """End every call and seal every session trail (a kill -9 instead leaves them
@@ -321,6 +355,10 @@ class CallManager(PartiesFacet, QueueFacet, ConsentFacet, ReviewFacet, IdentityF
                     self._finish(call)
         if self._ticker is not None:
             self._ticker.cancel()
+        for arrival in self._arriving.values():
+            arrival.timer.cancel()
+        if self._bus is not None:
+            await asyncio.to_thread(self._bus.stop)
         for task in [*self._ring.values(), *self._wrap_timers.values(),
                      *(p.grace for p in self.parties.values() if p.grace)]:
             task.cancel()

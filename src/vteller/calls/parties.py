@@ -8,7 +8,6 @@ participant); it uses the manager's state and helpers.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import secrets
 import time
 from typing import Any
@@ -16,8 +15,9 @@ from typing import Any
 import structlog
 
 from vteller.calls.handover import Handover
-from vteller.calls.party import Connection, Party
+from vteller.calls.party import Connection, Party, resume_hash
 from vteller.calls.session import IN_CALL, WAITING, CallState
+from vteller.cluster.bus import Handoff
 from vteller.protocol import ErrorCode, ProtocolError
 from vteller.protocol import messages as m
 from vteller.routing import (
@@ -29,10 +29,6 @@ from vteller.routing.redis_store import RoutingUnavailable
 
 log = structlog.get_logger("vteller.calls")
 
-
-def _hash(token: str) -> str:
-    """Resume secrets are kept only as SHA-256."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class PartiesFacet:
@@ -73,7 +69,7 @@ class PartiesFacet:
         """Resume a customer whose node stopped (its secret is in the shared database):
         the party is made here, and a request it left waiting is queued again with its
         original enqueue time, so it keeps its place and its waited time."""
-        taken = await asyncio.to_thread(self._store.take_resume, _hash(token), self._node)
+        taken = await asyncio.to_thread(self._store.take_resume, resume_hash(token), self._node)
         row = Handover.open(token, taken[1]) if taken is not None else None
         if taken is None or row is None or row.role != "customer":
             raise ProtocolError(ErrorCode.RESUME_FAILED, "nothing to resume (expired or unknown)")
@@ -83,30 +79,41 @@ class PartiesFacet:
                           segments=row.segments)
             self.parties[party.key] = party
         left = self._orphans.pop(row.principal, None)
+        handoff = None if self._bus is None else \
+            await asyncio.to_thread(self._bus.take_handoff, row.party_key)
         unfinished = None
         # was it offered or in a call on a node that died? (a draining node still alive
         # finishes its calls: not ours to end)
-        if left is None and party.call_id is None:
-            nodes = await asyncio.to_thread(self._store.nodes)
-            if not any(n.node_id == taken[0] and not (n.expired or n.evicted) for n in nodes):
-                unfinished = await asyncio.to_thread(self._store.unfinished_call_of,
-                                                     row.principal)
+        if left is None and handoff is None and party.call_id is None:
+            alive = self._node_alive(taken[0])
+            if alive is None:
+                nodes = await asyncio.to_thread(self._store.nodes)
+                alive = any(n.node_id == taken[0] and not (n.expired or n.evicted)
+                            for n in nodes)
+            if not alive:
+                unfinished = await asyncio.to_thread(  # a shared queue: waiting ones too
+                    self._store.unfinished_call_of, row.principal, self._bus is not None)
         resume = self._attach(party, conn)
         # after the welcome (sent when this returns): the call it had, continued
-        asyncio.get_running_loop().call_soon(self._continue_adopted, party, left, unfinished)
+        asyncio.get_running_loop().call_soon(self._continue_adopted, party, left, unfinished,
+                                             handoff)
         log.info("party_adopted", from_node=taken[0])
         return party, resume
 
-    def _continue_adopted(self, party: Party, left: Any, unfinished: dict[str, Any] | None
-                          ) -> None:
+    def _continue_adopted(self, party: Party, left: Any, unfinished: dict[str, Any] | None,
+                          handoff: Handoff | None = None) -> None:
         if party.call_id is not None or self.parties.get(party.key) is not party:
             return
         try:
-            if left is not None:  # it was waiting: same place, same waited time
+            if handoff is not None:  # sent here by a node that is alive (moved, drained)
+                self._continue_handoff(party, handoff)
+            elif left is not None:  # it was waiting: same place, same waited time
                 request = left[0]
                 self._enqueue(party, request.business_type, request.language,
                               enqueued_at=request.enqueued_at, continued_from=request.call_id)
             elif unfinished is not None and unfinished["call_id"] not in self.calls:
+                if self._bus is not None:  # its request may still be in the shared queue
+                    self.router.remove(unfinished["call_id"])
                 served = unfinished["state"] in ("connecting", "active")
                 self._persist(self._store.update_call, unfinished["call_id"], state="failed",
                               end_reason="node_stopped", ended_at=time.time(),
@@ -124,11 +131,11 @@ class PartiesFacet:
 
     def resumes_here(self, token: str) -> bool:
         """Is this resume secret one of this node's parties?"""
-        return _hash(token) in self._by_resume
+        return resume_hash(token) in self._by_resume
 
     def resumable(self, token: str) -> Party:
         """The party a resume secret belongs to (nothing is attached yet)."""
-        key = self._by_resume.get(_hash(token))
+        key = self._by_resume.get(resume_hash(token))
         party = self.parties.get(key) if key else None
         if party is None:
             raise ProtocolError(ErrorCode.RESUME_FAILED, "nothing to resume (expired or unknown)")
@@ -165,8 +172,10 @@ class PartiesFacet:
         self._by_resume.pop(party.resume_hash, None)
         replaces = party.resume_hash
         token = secrets.token_urlsafe(32)
-        party.resume_hash = _hash(token)
+        party.resume_hash = resume_hash(token)
         self._by_resume[party.resume_hash] = party.key
+        if self._bus is not None:  # a reconnect landing on another node is sent here
+            self._bus.set_home(party.key)
         if party.role == "customer":  # another node may take the customer over
             sealed = Handover(party.key, party.role, party.principal, party.display_name,
                               party.segments).seal(token)
@@ -184,6 +193,7 @@ class PartiesFacet:
             self._media_dropped(call, party.role, "connection_lost")
         if party.role == "teller":
             try:
+                self._cancel_arrivals_of(party)
                 if self.router.teller(party.principal).state == TellerState.OFFERED:
                     self._offer_failed(party, "teller_disconnected", decline=False)
                 if self.router.teller(party.principal).state in (TellerState.AVAILABLE,
@@ -211,6 +221,8 @@ class PartiesFacet:
                 self._close_wrap_up(party, call)
         self.parties.pop(party.key, None)
         self._by_resume.pop(party.resume_hash, None)
+        if self._bus is not None:
+            self._bus.clear_home(party.key)
         if party.role == "customer" and party.resume_hash:
             self._persist(self._store.drop_resume, party.resume_hash)
         if party.role == "teller":

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from vteller.protocol import messages as m
+
+
+def resume_hash(token: str) -> str:
+    """Resume secrets are kept only as SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Connection(Protocol):

@@ -64,7 +64,8 @@ class QueueFacet:
         call = Call(new_call_id(), party.key, business_type, language,
                     encoded_media=self._settings.media_forwarding == "encoded")
         request = Request(call.call_id, business_type, language, party.segments,
-                          enqueued_at=clock.now() if enqueued_at is None else enqueued_at)
+                          enqueued_at=clock.now() if enqueued_at is None else enqueued_at,
+                          node=self._node)
         if enqueued_at is not None:
             call.queued_at = time.time() - max(0.0, clock.now() - enqueued_at)
         try:
@@ -88,6 +89,8 @@ class QueueFacet:
         if dispatch:
             self._dispatch()
         self._push_queue_status(force=True)
+        if dispatch and self._bus is not None and call.state == CallState.QUEUED:
+            self._bus.nudge()  # another node's teller may take it
         return call
 
     def _on_queue_leave(self, party: Party, msg: m.QueueLeave) -> None:
@@ -100,7 +103,10 @@ class QueueFacet:
         status = self.router.teller(party.principal)
         target = TellerState(msg.status)
         if status.state == TellerState.OFFERED:
-            raise ProtocolError(ErrorCode.WRONG_STATE, "answer the offer first (accept or reject)")
+            self._cancel_arrivals_of(party)  # held for a customer still on the way
+            if self.router.teller(party.principal).state == TellerState.OFFERED:
+                raise ProtocolError(ErrorCode.WRONG_STATE,
+                                    "answer the offer first (accept or reject)")
         self._cancel_wrap_timer(party.principal)
         self._set_teller(party, target, msg.reason)
 
@@ -258,11 +264,17 @@ class QueueFacet:
     def _dispatch(self) -> None:
         if self.draining:  # the node that took over offers from now on
             return
-        while (match := self.router.next_match(clock.now())) is not None:
+        among = self._local_tellers()  # a shared queue: this node's tellers only
+        if among is not None and not among:
+            return
+        while (match := self.router.next_match(clock.now(), among)) is not None:
             request, status = match
             teller = self.parties.get(f"staff:{status.username}")
             if teller is None or teller.conn is None:
                 self.router.set_state(status.username, TellerState.OFFLINE)
+                continue
+            if self._is_remote(request):
+                self._claim_remote(request, teller)
                 continue
             call = self.calls.get(request.call_id)
             if call is None or call.state != CallState.QUEUED:

@@ -26,6 +26,7 @@ class WsConnection:
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX)
         self._writer = asyncio.create_task(self._write())
         self.closed = False
+        self._closing: asyncio.Task[None] | None = None
 
     async def writable(self) -> None:
         """Backpressure for this client's own requests: wait while its outbox is half full."""
@@ -40,12 +41,21 @@ class WsConnection:
         except ValueError:  # not serialisable (e.g. a lone surrogate): never the caller's fault
             log.exception("unserialisable message dropped", extra={"type": type(message)})
         except asyncio.QueueFull:
-            self.close(4008, "client too slow")
+            self.close(4008, "client too slow", flush=False)
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str, flush: bool = True) -> None:
+        """Close after what was sent so far has gone out (up to 1 s), or at once."""
         if not self.closed:
             self.closed = True
-            asyncio.create_task(self._ws.close(code=code, message=reason.encode()))
+            self._closing = asyncio.create_task(self._close(code, reason, flush))
+
+    async def _close(self, code: int, reason: str, flush: bool) -> None:
+        if flush:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._outbox.put_nowait(None)
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._writer), 1.0)
+        await self._ws.close(code=code, message=reason.encode())
 
     async def _write(self) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):

@@ -228,6 +228,13 @@ class _Session:
                                 f"role {self.party.role} may not send {msg.type}")
         await self.ep._manager.handle(self.party, msg)
 
+    def _send_home(self, url: str) -> None:
+        """This party is held by another node (the load balancer sent the reconnect
+        here): reconnect there."""
+        self.conn.send(m.NodeMove(url=url))
+        self.conn.close(1012, "reconnect to the node named")
+        log.info("sent_home")
+
     async def hello(self, msg: m.Hello) -> None:
         ep, manager = self.ep, self.ep._manager
         if manager.draining:  # the node that takes over will answer the reconnect
@@ -238,6 +245,10 @@ class _Session:
         resumed = False
         cookie = self.request.cookies.get(SESSION_COOKIE)
         if msg.resume and not manager.resumes_here(msg.resume):
+            key = await manager.party_of_resume(msg.resume)
+            if key is not None and (home := await manager.home_elsewhere(key)):
+                self._send_home(home)
+                return
             party, resume = await manager.adopt(msg.resume, self.conn)  # its node stopped
             resumed = True
         elif msg.resume:
@@ -261,6 +272,9 @@ class _Session:
             user = await ep._staff.user_for_session(cookie)
             if user is None:
                 raise AuthError("unauthenticated", "customers send a token; staff log in first")
+            if home := await manager.home_elsewhere(f"staff:{user.username}"):
+                self._send_home(home)
+                return
             self._bind_staff(cookie)  # type: ignore[arg-type]
             party, resume, resumed = manager.connect(
                 f"staff:{user.username}", user.role, user.username, user.display_name,

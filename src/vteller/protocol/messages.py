@@ -410,6 +410,16 @@ class PeerState(_Msg):
     video: bool = True
 
 
+class NodeMove(_Msg):
+    """Reconnect to `url` and resume there (the same resume secret): the customer's
+    teller is on that node, which hosts the call. The server closes this connection
+    (1012) right after; a client that cannot reach `url` reconnects to its usual
+    address and keeps its place in the queue."""
+
+    type: Literal["node.move"] = "node.move"
+    url: str = Field(pattern=r"^wss://\S+$", max_length=512)
+
+
 class CallEnded(_Msg):
     type: Literal["call.ended"] = "call.ended"
     call_id: str
@@ -611,7 +621,7 @@ class Error(_Msg):
 
 SERVER_MESSAGES: dict[str, type[_Msg]] = {
     m.model_fields["type"].default: m
-    for m in (Welcome, Pong, QueueStatus, TellerState, OfferIncoming, OfferRevoked,
+    for m in (Welcome, Pong, QueueStatus, TellerState, OfferIncoming, OfferRevoked, NodeMove,
               CallStarted, WebrtcAnswer, PeerState, CallEnded, Dashboard, AssistStateMsg,
               NavPrompt, CallContext, ReviewRecorded, IdentityStatus, IdentityChallenge,
               IdentityHint, OtpState, ScriptState, ScriptStepMsg, LocationState, LocationAsk, IdState, SurveyRecorded, Error)

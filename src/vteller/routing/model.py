@@ -47,6 +47,7 @@ class Request:
     pclass: PriorityClass = PriorityClass.STANDARD
     seq: int = 0
     declined_by: dict[str, float] = field(default_factory=dict)  # teller -> when (clock.now)
+    node: str = ""  # the node holding the customer's connection (a shared queue)
 
     def __post_init__(self) -> None:
         self.pclass = classify(self.segments)

@@ -33,7 +33,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import redis
@@ -189,7 +189,7 @@ def _request_json(request: Request) -> str:
         "call_id": request.call_id, "business_type": request.business_type,
         "language": request.language, "segments": sorted(request.segments),
         "enqueued_at": request.enqueued_at, "channel": request.channel,
-        "declined_by": request.declined_by}, separators=(",", ":"))
+        "declined_by": request.declined_by, "node": request.node}, separators=(",", ":"))
 
 
 def _request(data: str | bytes, seq: Any) -> Request:
@@ -197,7 +197,8 @@ def _request(data: str | bytes, seq: Any) -> Request:
     return Request(d["call_id"], d["business_type"], d["language"], frozenset(d["segments"]),
                    enqueued_at=float(d["enqueued_at"]), channel=d["channel"],
                    seq=int(seq or 0), declined_by={k: float(v)
-                                                   for k, v in d["declined_by"].items()})
+                                                   for k, v in d["declined_by"].items()},
+                   node=d.get("node", ""))
 
 
 def _teller(username: str, fields: dict[str, str]) -> TellerStatus:
@@ -445,10 +446,12 @@ class RedisRouter:
         self._call(pipe.execute)
 
     # decisions ------------------------------------------------------------
-    def next_match(self, now: float) -> tuple[Request, TellerStatus] | None:
+    def next_match(self, now: float, among: Collection[str] | None = None
+                   ) -> tuple[Request, TellerStatus] | None:
         tellers, groups = self._run("snapshot", decide.HEADS)
         available = [t for t in (_teller(name, _pairs(flat)) for name, flat in tellers)
-                     if t.state == TellerState.AVAILABLE]
+                     if t.state == TellerState.AVAILABLE
+                     and (among is None or t.username in among)]
         heads = [[_request(d, s) for d, s in group if d] for group in groups]
         return decide.next_match(self.policy, heads, available, now, self._rng)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import replace
 
 from vteller.routing import decide
@@ -126,11 +126,14 @@ class Router:
         self._tellers.pop(username, None)
 
     # decisions ------------------------------------------------------------
-    def next_match(self, now: float) -> tuple[Request, TellerStatus] | None:
-        """The next (request, teller) to offer (`decide.next_match`)."""
+    def next_match(self, now: float, among: Collection[str] | None = None
+                   ) -> tuple[Request, TellerStatus] | None:
+        """The next (request, teller) to offer (`decide.next_match`), with a teller from
+        `among` when given (a node of a shared queue offers to its own tellers)."""
         if not self._waiting:
             return None
-        available = [t for t in self._tellers.values() if t.state == TellerState.AVAILABLE]
+        available = [t for t in self._tellers.values() if t.state == TellerState.AVAILABLE
+                     and (among is None or t.username in among)]
         return decide.next_match(self.policy, (g[:decide.HEADS] for g in self._groups.values()),
                                  available, now, self._rng)
 

@@ -64,12 +64,15 @@ class CallRepository:
             "SELECT queued_at, answered_at, ended_at, state, end_reason, priority_class "
             "FROM calls WHERE answered_at >= ? OR ended_at >= ?", (since, since))
 
-    def unfinished_call_of(self, customer_id: str) -> dict[str, Any] | None:
-        """The customer's newest call that was offered or in progress and never ended
-        (its node stopped): call_id, state, business_type, language, queued_at."""
+    def unfinished_call_of(self, customer_id: str, waiting: bool = False
+                           ) -> dict[str, Any] | None:
+        """The customer's newest call that was offered or in progress (or, with
+        `waiting`, still queued) and never ended (its node stopped): call_id, state,
+        business_type, language, queued_at."""
+        states = "'queued', 'offered'" if waiting else "'offered'"
         rows = self.db.execute(
             "SELECT call_id, state, business_type, language, queued_at FROM calls "
-            "WHERE customer_id=? AND state IN ('offered', 'connecting', 'active') "
+            f"WHERE customer_id=? AND state IN ({states}, 'connecting', 'active') "
             "AND ended_at IS NULL ORDER BY queued_at DESC LIMIT 1", (customer_id,))
         if not rows:
             return None
@@ -123,9 +126,9 @@ class CallRepository:
         rows = await asyncio.to_thread(
             self.db.execute,
             "SELECT call_id, customer_id, teller, state, end_reason, queued_at, answered_at,"
-            " ended_at FROM calls WHERE call_id=?", (call_id,))
+            " ended_at, outcome, outcome_reason FROM calls WHERE call_id=?", (call_id,))
         keys = ("call_id", "customer_id", "teller", "state", "end_reason", "queued_at",
-                "answered_at", "ended_at")
+                "answered_at", "ended_at", "outcome", "outcome_reason")
         return dict(zip(keys, rows[0], strict=True)) if rows else None
 
     async def add_recording(self, call_id: str, track: str, digest: str, packets: int) -> None:

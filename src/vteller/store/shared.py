@@ -67,6 +67,12 @@ class SharedStateRepository:
         await asyncio.to_thread(self.db.execute,
                                 "DELETE FROM resume_secrets WHERE token_hash=?", (token_hash,))
 
+    def peek_resume(self, token_hash: str) -> tuple[str, bytes] | None:
+        """(node id, sealed party) of a resume secret, left in place."""
+        rows = self.db.execute("SELECT node_id, sealed FROM resume_secrets WHERE token_hash=?",
+                               (token_hash,))
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
+
     def take_resume(self, token_hash: str, not_from: str) -> tuple[str, bytes] | None:
         """Claim a resume secret a node other than `not_from` wrote: (node id, sealed
         party), deleted as it is read (one taker). Rows of parties that ended are
