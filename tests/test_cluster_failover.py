@@ -303,13 +303,15 @@ def _check_sessions(tmp_path: Path, db_url: str, first: str, dead_call: str,
 async def _hello_through(url: str, hello: dict, cookies: dict[str, str] | None = None,
                          timeout: float = 15) -> tuple[SignalClient, dict]:
     """Connect through the load balancer until a node answers the hello with a welcome
-    (a draining node answers service_unavailable and closes)."""
+    (a draining node answers service_unavailable and closes; with several active nodes,
+    one that knows the party's node still holds it answers `node.move`)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             sig = await SignalClient.open(_wss(url), cookies=cookies)
             await sig.send(hello)
-            got = await sig.recv_any(("welcome", {}), ("error", {}), timeout=5)
+            got = await sig.recv_any(("welcome", {}), ("error", {}), ("node.move", {}),
+                                     timeout=5)
             if got["type"] == "welcome":
                 return sig, got
             await sig.close()

@@ -194,6 +194,43 @@ async def test_exactly_one_node_offers_a_customer_both_could_serve(tmp_path: Pat
         assert len(offers) == 1, offers
 
 
+async def test_a_supervisor_assigns_a_customer_waiting_on_another_node(tmp_path: Path):
+    """A French-speaking customer nobody lists: the supervisor on node B gives it to B's
+    teller anyway; the customer moves to B and the assignment is in the new session."""
+    async with _two_active_nodes(tmp_path) as nodes:
+        teller, _ = await nodes.teller(nodes.b.url)
+        await teller.request({"type": "teller.status", "status": "available"},
+                             "teller.state", state="available")
+        cookie = await _login(nodes.lb, "supervisor1", nodes.a.passwords["supervisor1"])
+        supervisor, _ = await nodes.open(nodes.b.url, {"type": "hello"}, cookie)
+        customer, welcome = await nodes.open(
+            nodes.a.url, {"type": "hello", "token": await _token(nodes.lb)})
+        first = await customer.request({"type": "queue.join", "business_type": "general",
+                                        "language": "fr"}, "queue.status", state="queued")
+        board = await supervisor.recv("dashboard", timeout=5)
+        assert [w["call_id"] for w in board["waiting"]] == [first["call_id"]]
+        await supervisor.send({"type": "supervisor.assign", "call_id": first["call_id"],
+                               "username": "teller1"})
+        moved = await customer.recv("node.move", timeout=5)
+        customer, _ = await nodes.open(nodes.b.url,
+                                       {"type": "hello", "resume": welcome["resume"]})
+        assert moved["url"].endswith(f":{nodes.b.url.rsplit(':', 1)[1]}/ws")
+        offer = await teller.recv("offer.incoming", timeout=5)
+        assert offer["language"] == "fr"
+        trail, store = _trail(tmp_path, nodes.db_url)
+        try:
+            deadline = time.monotonic() + 5
+            while True:
+                kinds = {e["kind"]: e for e in trail.events(offer["call_id"])}
+                if "supervisor.assigned" in kinds or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            assert kinds["supervisor.assigned"]["supervisor"] == "supervisor1"
+            assert kinds["queued"]["continued_from"] == first["call_id"]
+        finally:
+            store.close()
+
+
 async def test_a_reconnect_sent_to_the_wrong_node_is_sent_home(tmp_path: Path):
     async with _two_active_nodes(tmp_path) as nodes:
         customer, welcome = await nodes.open(
@@ -268,3 +305,113 @@ async def test_kill_9_a_node_its_waiting_customer_resumes_on_the_survivor(tmp_pa
         finally:
             store.close()
         assert "sealed as incomplete" in _verify(tmp_path, nodes.db_url, first["call_id"])
+
+
+async def test_sigterm_hands_a_waiting_customer_to_the_other_active_node(tmp_path: Path):
+    """A draining node leaves its waiting customer's request with a hand-off record; the
+    customer reconnects through the balancer (the draining node fails its readiness
+    check) and is queued on the other node at its original place."""
+    async with _two_active_nodes(tmp_path, VTELLER_DRAIN_S="30") as nodes:
+        teller, _ = await nodes.teller(nodes.b.url)
+        await teller.request({"type": "teller.status", "status": "break", "reason": "x"},
+                             "teller.state", state="break")
+        customer, welcome = await nodes.open(
+            nodes.a.url, {"type": "hello", "token": await _token(nodes.lb)})
+        first = await customer.request({"type": "queue.join", "business_type": "general",
+                                        "language": "zh"}, "queue.status", state="queued")
+        await asyncio.sleep(1.0)
+        nodes.a.proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(customer.closed.wait(), 10)
+        customer, back = await _hello_through(nodes.lb, {"type": "hello",
+                                                        "resume": welcome["resume"]})
+        nodes.sigs.append(customer)
+        assert back["resumed"]
+        again = await customer.recv("queue.status", state="queued", timeout=5)
+        assert again["call_id"] != first["call_id"] and again["position"] == 1
+        await teller.request({"type": "teller.status", "status": "available"},
+                             "teller.state", state="available")
+        offer = await teller.recv("offer.incoming", timeout=10)
+        assert offer["call_id"] == again["call_id"]
+        assert nodes.a.proc.wait(20) == 0  # nothing in progress: it exits
+        trail, store = _trail(tmp_path, nodes.db_url)
+        try:
+            new = await store.get_call(again["call_id"])
+            old = await store.get_call(first["call_id"])
+            assert abs(float(new["queued_at"]) - float(old["queued_at"])) < 0.5
+            assert trail.events(again["call_id"])[0]["continued_from"] == first["call_id"]
+        finally:
+            store.close()
+
+
+async def _node_label(url: str) -> str | None:
+    import re
+
+    import aiohttp
+
+    from tests.helpers import insecure_ssl
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                ssl=insecure_ssl(), force_close=True)) as s:
+            text = await (await s.get(f"{url}/metrics")).text()
+    except aiohttp.ClientError:
+        return None
+    found = re.search(r'node="([^"]+)"', text)
+    return found.group(1) if found else None
+
+
+async def test_serve_workers_share_one_port_and_one_queue(tmp_path: Path):
+    """`vteller serve --workers 2`: two node processes behind one port (SO_REUSEPORT),
+    each with its own port; a call between a teller on one and a customer on the other;
+    a worker killed with -9 is started again; SIGTERM stops them all."""
+    _need_parts(haproxy=False)
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(tmp_path / "redis", free_port()).start()
+    port = free_port()
+    serve = start_serve(tmp_path, "--dev", "--workers", "2", port=port, timeout=120, env={
+        "VTELLER_DATABASE_URL": postgres_url(PG_BASE), "VTELLER_REDIS_URL": redis.url,
+        "VTELLER_NODE_LEASE_S": "2"})
+    sigs: list[SignalClient] = []
+    try:
+        assert "2 workers share" in "".join(serve.stdout)
+        one, two = f"https://localhost:{port + 1}", f"https://localhost:{port + 2}"
+        labels = {await _node_label(one), await _node_label(two)}
+        assert None not in labels and len(labels) == 2  # two nodes
+        seen = {await _node_label(serve.url) for _ in range(12)}
+        assert seen <= labels and seen  # the shared port reaches the workers
+
+        cookie = await _login(serve.url, "teller1", serve.passwords["teller1"])
+        teller = await SignalClient.open(_wss(one), cookies=cookie)
+        sigs.append(teller)
+        await teller.request({"type": "hello"}, "welcome")
+        await teller.request({"type": "teller.status", "status": "available"},
+                             "teller.state", state="available")
+        customer = await SignalClient.open(_wss(two))
+        sigs.append(customer)
+        welcome = await customer.request({"type": "hello", "token": await _token(serve.url)},
+                                         "welcome")
+        await customer.send({"type": "queue.join", "business_type": "general",
+                             "language": "zh"})
+        moved = await customer.recv("node.move", timeout=5)
+        assert moved["url"] == f"wss://localhost:{port + 1}/ws"
+        customer = await SignalClient.open(moved["url"])
+        sigs.append(customer)
+        await customer.request({"type": "hello", "resume": welcome["resume"]}, "welcome")
+        offer = await teller.recv("offer.incoming", timeout=5)
+        await teller.send({"type": "offer.accept", "call_id": offer["call_id"]})
+        await customer.recv("call.started", timeout=5)
+        await end_call(teller, customer)
+
+        victim = await _node_label(two)
+        assert victim is not None
+        os.kill(int(victim.split(":")[1]), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while (label := await _node_label(two)) in (None, victim):
+            assert time.monotonic() < deadline, "the killed worker was not started again"
+            await asyncio.sleep(0.5)
+        print(f"worker 2 started again as {label}")
+    finally:
+        for sig in sigs:
+            await sig.close()
+        serve.proc.send_signal(signal.SIGTERM)
+        assert serve.proc.wait(60) == 0
+        redis.stop()

@@ -48,3 +48,26 @@ def test_compose_runs_an_active_and_a_standby_node_on_shared_stores() -> None:
         assert env["VTELLER_S3__BUCKET"] == "vteller"
         assert env["VTELLER_KEK_PROVIDER"] == "env"  # one key for both nodes
     assert {"postgres", "redis", "minio", "haproxy", "migrate"} <= set(services)
+
+
+def test_compose_active_override_runs_two_active_nodes_on_one_queue() -> None:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    override = yaml.safe_load((DEPLOY / "compose.active.yaml").read_text())["services"]
+    assert set(override) <= set(services)
+    urls = set()
+    for name in ("vteller-active", "vteller-standby"):
+        env = {**services[name]["environment"], **override[name]["environment"]}
+        assert env["VTELLER_SHARE_QUEUE"] == "true"
+        assert env.get("VTELLER_STANDBY", "false") == "false"
+        assert env["VTELLER_NODE_URL"].endswith(f":{env['VTELLER_PORT']}/ws")
+        urls.add(env["VTELLER_NODE_URL"])
+    assert len(urls) == 2
+    filled = CONFIG.format(bind=":443", servers="    server node1 127.0.0.1:8444\n"
+                           "    server node2 127.0.0.1:8445")
+    cfg = (DEPLOY / "haproxy-compose-active.cfg").read_text()
+    assert _directives(cfg) == _directives(filled)
+    binary = haproxy_binary()
+    if binary is not None:
+        done = subprocess.run([binary, "-c", "-f", str(DEPLOY / "haproxy-compose-active.cfg")],
+                              check=False, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stdout + done.stderr

@@ -23,6 +23,11 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.workers is not None:
+        from vteller.workers import serve_workers
+
+        return serve_workers(args, _settings(args, host=args.host, port=args.port,
+                                             dev_mode=True if args.dev else None))
     from vteller.app import DEV_CREDENTIALS, build, create_app, seed_dev_users
     from vteller.gateway.site import GuardedSite, runner_for
     from vteller.observability import configure_logging
@@ -69,11 +74,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop_ = asyncio.get_running_loop()
         runner = runner_for(app, settings.keepalive_timeout_s)
         await runner.setup()
-        site = GuardedSite(runner, settings.host, settings.port,
-                           ssl_context=server_ssl_context(cert, key),
-                           header_timeout_s=settings.header_timeout_s,
-                           tls_handshake_timeout_s=settings.tls_handshake_timeout_s)
-        await site.start()
+        tls = server_ssl_context(cert, key)
+        for port, reuse in ((settings.port, settings.reuse_port), (settings.node_port, False)):
+            if port is not None:  # the shared port, and this node's own (workers)
+                await GuardedSite(runner, settings.host, port, ssl_context=tls,
+                                  header_timeout_s=settings.header_timeout_s,
+                                  tls_handshake_timeout_s=settings.tls_handshake_timeout_s,
+                                  reuse_port=reuse).start()
         announce()
         # start the face-analysis workers now, not during the first identity check
         warm = loop_.run_in_executor(None, components.identity.analyzer.warm_up)
@@ -534,6 +541,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="port (VTELLER_PORT, default 8443)")
     s.add_argument("--dev", action="store_true",
                    help="dev mode: demo customer tokens and demo staff accounts")
+    s.add_argument("--workers", type=int, nargs="?", const=0, metavar="N",
+                   help="run N node processes sharing the port and one queue (without N: "
+                   "one per core); needs VTELLER_REDIS_URL and VTELLER_DATABASE_URL")
     s.set_defaults(func=cmd_serve)
 
     u = sub.add_parser("users", help="manage staff accounts").add_subparsers(

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
         None, pattern=r"^wss://[^/\s]+/\S*$", description="wss://host:port/ws where "
         "clients reach this node itself (not the balanced address): a customer moved to "
         "this node reconnects there")
+    node_port: int | None = Field(
+        None, ge=1, le=65535, description="also listen on this port, this node's own "
+        "address (VTELLER_NODE_URL points at it); `serve --workers` sets it per worker")
+    reuse_port: bool = Field(
+        False, description="bind VTELLER_PORT with SO_REUSEPORT so several processes on "
+        "one machine share it (the kernel spreads connections); `serve --workers` sets it")
     move_timeout_s: float = Field(
         8.0, gt=0, le=60, description="how long a node holds a teller for a customer it "
         "asked another node to move here; then the customer goes back to the queue")

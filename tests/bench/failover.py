@@ -8,6 +8,8 @@ Each round: one node carries a waiting customer (3 s into its wait); kill -9.
   over and the customer resumes.
 - standby: a second node was already waiting (`VTELLER_STANDBY=true`); HAProxy sends
   the customer there once its health check passes.
+- active-active: two nodes share the queue (`VTELLER_SHARE_QUEUE`); the customer waits
+  on the one killed and resumes on the survivor once the dead node's lease is out.
 Measured from the kill to the customer queued again with its original place
 (through HAProxy in both cases). Prints p50/max for both, their ratio, and each node's
 RSS after it took over."""
@@ -52,35 +54,48 @@ async def _back_in_queue(url: str, resume: str) -> SignalClient:
     return sig
 
 
-async def one_round(tmp: Path, lease: float, standby: bool) -> tuple[float, float]:
+async def one_round(tmp: Path, lease: float, mode: str) -> tuple[float, float]:
     redis_dir = tmp / "redis"
     redis_dir.mkdir(parents=True)
     redis = RedisServer(redis_dir, free_port()).start()
     env = {"VTELLER_DATABASE_URL": postgres_url(PG_BASE), "VTELLER_REDIS_URL": redis.url,
            "VTELLER_NODE_LEASE_S": str(lease)}
-    nodes: list[ServeProcess] = [start_serve(tmp, "--dev", env=env)]
+    nodes: list[ServeProcess] = []
+    if mode == "active-active":
+        for _ in range(2):
+            port = free_port()
+            nodes.append(start_serve(tmp, "--dev", port=port, env={
+                **env, "VTELLER_SHARE_QUEUE": "true",
+                "VTELLER_NODE_URL": f"wss://localhost:{port}/ws"}))
+    else:
+        nodes.append(start_serve(tmp, "--dev", env=env))
     port_a = _port(nodes[0].url)
-    if standby:
+    if mode == "standby":
         nodes.append(start_serve(tmp, "--dev", env={**env, "VTELLER_STANDBY": "true"},
                                  until="standby:"))
-    second = _port(nodes[1].url) if standby else port_a
-    lb = start_haproxy(tmp, [port_a], backups=[second] if standby else [])
+    if mode == "active-active":
+        lb = start_haproxy(tmp, [port_a, _port(nodes[1].url)])
+    else:
+        lb = start_haproxy(tmp, [port_a], backups=[_port(nodes[1].url)] if len(nodes) > 1
+                           else [])
     sigs: list[SignalClient] = []
     try:
         await _until_served_by(lb.url, nodes[0].url)
-        sig, resume = await _waiting_customer(lb.url)
+        # the customer waits on the node that will be killed
+        sig, resume = await _waiting_customer(nodes[0].url if mode == "active-active"
+                                              else lb.url)
         sigs.append(sig)
         await asyncio.sleep(3.0)
         os.kill(nodes[0].proc.pid, signal.SIGKILL)
         killed = time.monotonic()
         nodes[0].proc.wait(10)
-        if not standby:  # the supervisor starts it again, same port, same data
+        if mode == "cold restart":  # the supervisor starts it again, same port, same data
             restart = asyncio.create_task(asyncio.to_thread(
                 start_serve, tmp, "--dev", env={**env, "VTELLER_PORT": str(port_a)},
                 timeout=120))
         sigs.append(await _back_in_queue(lb.url, resume))
         took = time.monotonic() - killed
-        if not standby:
+        if mode == "cold restart":
             nodes.append(await restart)
         return took, rss_mb(nodes[-1].proc.pid)
     finally:
@@ -94,11 +109,12 @@ async def one_round(tmp: Path, lease: float, standby: bool) -> tuple[float, floa
 
 
 async def run(rounds: int, lease: float) -> None:
-    results: dict[str, list[tuple[float, float]]] = {"cold restart": [], "standby": []}
+    results: dict[str, list[tuple[float, float]]] = {
+        "cold restart": [], "standby": [], "active-active": []}
     for i in range(rounds):
-        for name, standby in (("cold restart", False), ("standby", True)):
+        for name in results:
             with tempfile.TemporaryDirectory() as tmp:
-                results[name].append(await one_round(Path(tmp), lease, standby))
+                results[name].append(await one_round(Path(tmp), lease, name))
             print(f"round {i + 1} {name}: customer queued again "
                   f"{results[name][-1][0]:.2f} s after kill -9", flush=True)
     print(f"\nnode lease {lease} s, {rounds} rounds; kill -9 -> waiting customer queued again "
@@ -108,8 +124,9 @@ async def run(rounds: int, lease: float) -> None:
         print(f"  {name:13s} p50 {statistics.median(times):5.2f} s  max {max(times):5.2f} s  "
               f"RSS of the node that took over {statistics.median([r for _, r in rows]):.0f} MB")
     base = statistics.median(t for t, _ in results["cold restart"])
-    ours = statistics.median(t for t, _ in results["standby"])
-    print(f"  standby / cold restart: {ours / base:.2f}")
+    for name in ("standby", "active-active"):
+        ours = statistics.median(t for t, _ in results[name])
+        print(f"  {name} / cold restart: {ours / base:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:

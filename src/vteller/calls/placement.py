@@ -43,6 +43,7 @@ class Arrival:
     request: Request
     teller_key: str
     timer: asyncio.TimerHandle
+    assigned_by: str | None = None  # a supervisor chose the teller
 
 
 class PlacementFacet:
@@ -57,7 +58,8 @@ class PlacementFacet:
     def _is_remote(self, request: Request) -> bool:
         return self._bus is not None and bool(request.node) and request.node != self._node
 
-    def _claim_remote(self, request: Request, teller: Party) -> bool:
+    def _claim_remote(self, request: Request, teller: Party, assigned_by: str | None = None
+                      ) -> bool:
         """Take a request of another node's customer for this node's teller and ask for
         the customer; False if it was not taken (gone, or taken first elsewhere)."""
         assert self._bus is not None
@@ -70,7 +72,7 @@ class PlacementFacet:
         timer = asyncio.get_running_loop().call_later(
             self._settings.move_timeout_s, self._arrival_failed, request.call_id, True,
             "move_timeout")
-        self._arriving[request.call_id] = Arrival(request, teller.key, timer)
+        self._arriving[request.call_id] = Arrival(request, teller.key, timer, assigned_by)
         try:
             self._bus.move(Move(request.call_id, self._node, str(self._settings.node_url)))
         except BusUnavailable:
@@ -132,6 +134,9 @@ class PlacementFacet:
         if (teller is not None and teller.conn is not None
                 and self.router.teller(teller.principal).state == TellerState.AVAILABLE
                 and self._offer(call, teller)):
+            if arrival.assigned_by is not None:
+                self._event(call, "supervisor", "supervisor.assigned",
+                            supervisor=arrival.assigned_by, teller=teller.principal)
             log.info("customer_moved_here", call_id=call.call_id, continues=old.call_id)
             return
         self._dispatch()

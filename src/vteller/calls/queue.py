@@ -151,14 +151,22 @@ class QueueFacet:
         """Offer a waiting customer to a chosen available teller, whatever the router
         would pick (a customer it declined before, a skill it does not list)."""
         call = self.calls.get(msg.call_id)
-        if call is None or call.state != CallState.QUEUED or \
-                self.router.request(msg.call_id) is None:
+        request = self.router.request(msg.call_id)
+        remote = call is None and request is not None and self._is_remote(request)
+        if request is None or not remote and (call is None or call.state != CallState.QUEUED):
             raise ProtocolError(ErrorCode.WRONG_STATE, "no such waiting customer")
         teller = self.parties.get(f"staff:{msg.username}")
         if teller is None or teller.role != "teller" or teller.conn is None:
-            raise ProtocolError(ErrorCode.WRONG_STATE, "no such teller logged in")
+            raise ProtocolError(ErrorCode.WRONG_STATE, "no such teller logged in here (a "
+                                "supervisor assigns the tellers of the node it is on)")
         if self.router.teller(teller.principal).state != TellerState.AVAILABLE:
             raise ProtocolError(ErrorCode.WRONG_STATE, "the teller is not available")
+        if remote:  # the customer is on another node: it moves to this teller's
+            if not self._claim_remote(request, teller, assigned_by=party.principal):
+                raise ProtocolError(ErrorCode.WRONG_STATE, "taken meanwhile")
+            log.info("supervisor_assigned_remote", call_id=msg.call_id)
+            return
+        assert call is not None
         if not self._teller_may_serve(teller, call):
             raise ProtocolError(ErrorCode.NOT_ALLOWED, "this business type may be served "
                                 "only from its configured networks")

@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,6 +38,7 @@ from vteller.routing.model import Request
 log = logging.getLogger(__name__)
 
 SOCKET_TIMEOUT_S = 0.5
+RETRY_AFTER_S = 1.0  # after a failed operation the loop's calls fail at once this long
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class NodeBus:
         self._channel = f"{prefix}bus"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._down_until = 0.0  # monotonic: Redis failed; do not wait on it until then
         self._clear_home = self._r.register_script(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end")
 
@@ -181,11 +184,19 @@ class NodeBus:
             self._stop.set()
 
     # messages (from the event loop: one round trip each) ---------------------
-    def _publish(self, payload: dict[str, Any]) -> None:
+    def _op(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """One Redis call from the event loop; BusUnavailable at once while Redis was
+        just found unreachable (never a socket timeout per call during an outage)."""
+        if time.monotonic() < self._down_until:
+            raise BusUnavailable("node bus unreachable (retrying shortly)")
         try:
-            self._r.publish(self._channel, json.dumps(payload, separators=(",", ":")))
+            return fn(*args, **kwargs)
         except redis.RedisError as exc:
+            self._down_until = time.monotonic() + RETRY_AFTER_S
             raise BusUnavailable(type(exc).__name__) from exc
+
+    def _publish(self, payload: dict[str, Any]) -> None:
+        self._op(self._r.publish, self._channel, json.dumps(payload, separators=(",", ":")))
 
     def move(self, move: Move) -> None:
         self._publish({"t": "move", "call": move.call_id, "to": move.to_node, "url": move.url})
@@ -205,21 +216,22 @@ class NodeBus:
         if node == self.node:
             return True
         try:
-            return bool(self._r.exists(self._alive_key(node)))
-        except redis.RedisError:
+            return bool(self._op(self._r.exists, self._alive_key(node)))
+        except BusUnavailable:
             return True
 
     def set_home(self, party_key: str) -> None:
-        with contextlib.suppress(redis.RedisError):
-            self._r.set(f"{self._p}home:{party_key}", self.node)
+        with contextlib.suppress(BusUnavailable):
+            self._op(self._r.set, f"{self._p}home:{party_key}", self.node)
 
     def clear_home(self, party_key: str) -> None:
         """This node no longer holds the party (unless another node took it since)."""
-        with contextlib.suppress(redis.RedisError):
-            self._clear_home(keys=[f"{self._p}home:{party_key}"], args=[self.node])
+        with contextlib.suppress(BusUnavailable):
+            self._op(self._clear_home, keys=[f"{self._p}home:{party_key}"], args=[self.node])
 
     def home_url(self, party_key: str) -> str | None:
-        """The address of another live node holding this party, if one does."""
+        """The address of another live node holding this party, if one does (a worker
+        thread calls this)."""
         try:
             node = self._r.get(f"{self._p}home:{party_key}")
             if not node or node == self.node:
@@ -229,14 +241,12 @@ class NodeBus:
             return None
 
     def hand_off(self, party_key: str, handoff: Handoff, ttl_s: float) -> None:
-        try:
-            self._r.set(f"{self._p}ho:{party_key}", handoff.to_json(),
-                        px=max(1000, int(ttl_s * 1000)))
-        except redis.RedisError as exc:
-            raise BusUnavailable(type(exc).__name__) from exc
+        self._op(self._r.set, f"{self._p}ho:{party_key}", handoff.to_json(),
+                 px=max(1000, int(ttl_s * 1000)))
 
     def take_handoff(self, party_key: str) -> Handoff | None:
-        """The record a node left for this customer, taken (one node gets it)."""
+        """The record a node left for this customer, taken (one node gets it; a worker
+        thread calls this)."""
         key = f"{self._p}ho:{party_key}"
         try:
             pipe = self._r.pipeline(transaction=True)

@@ -69,8 +69,10 @@ class HeaderDeadline(asyncio.Protocol):
 
 class GuardedSite(web.TCPSite):
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *, ssl_context: Any,
-                 header_timeout_s: float, tls_handshake_timeout_s: float) -> None:
-        super().__init__(runner, host, port, ssl_context=ssl_context)
+                 header_timeout_s: float, tls_handshake_timeout_s: float,
+                 reuse_port: bool = False) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context,
+                         reuse_port=reuse_port or None)
         self._header_timeout_s = header_timeout_s
         self._tls_timeout_s = tls_handshake_timeout_s
 
