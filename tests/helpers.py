@@ -114,7 +114,7 @@ class Party:
     """A real aiortc client: customer (audio, camera, screen) or teller (audio, camera)."""
 
     def __init__(self, role: str, encoded: bool = False, video_codec: str | None = None,
-                 video: Any = None) -> None:
+                 video: Any = None, ice_servers: list[dict[str, Any]] | None = None) -> None:
         """encoded: send a pre-encoded clip and receive packets undecoded (cheap, exact).
         video: the camera track to send (e.g. tests.face_frames.FaceCam)."""
         from aiortc import RTCRtpSender
@@ -123,7 +123,7 @@ class Party:
 
         self.role = role
         self.encoded = encoded
-        self.pc = RTCPeerConnection(rtc_configuration([]))
+        self.pc = RTCPeerConnection(rtc_configuration(ice_servers or []))
         self.video: Any = video or (video_source() if encoded else PatternVideo())
         self.audio: Any = audio_source() if encoded else AudioStreamTrack()
         self.packets: dict[str, list[tuple[float, Any]]] = {"audio": [], "video": [], "screen": []}

@@ -20,6 +20,7 @@ from vteller.assist.policy import AssistPolicy
 from vteller.audit.retention import RetentionPolicy
 from vteller.bank.webhook import WebhookConfig
 from vteller.identity.policy import IdentityPolicy
+from vteller.media.turn import TurnConfig
 from vteller.review.policy import ReviewPolicy
 from vteller.routing.policy import RoutingPolicy
 
@@ -163,6 +164,7 @@ class Settings(BaseSettings):
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
     s3: S3Config = Field(default_factory=S3Config)
     bank: WebhookConfig = Field(default_factory=WebhookConfig)
+    turn: TurnConfig = Field(default_factory=TurnConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

@@ -54,6 +54,12 @@ class SignalingEndpoint:
         self._staff_sessions: dict[str, set[_Session]] = {}  # cookie hash -> connections
         self._unauthenticated: dict[str, int] = {}  # address -> connections before hello
 
+    def ice_servers(self, party_key: str) -> list[dict[str, Any]]:
+        """The configured ICE servers, and short-lived TURN credentials of this party's
+        own (fresh on every welcome, a resume included)."""
+        turn = self._settings.turn.ice_server(party_key)
+        return [*self._settings.ice_servers, *([turn] if turn else [])]
+
     def _authenticated(self, address: str) -> None:
         left = self._unauthenticated.get(address, 1) - 1
         if left > 0:
@@ -288,7 +294,7 @@ class _Session:
             role=party.role,  # type: ignore[arg-type]
             display_name=party.display_name, resume=resume, resumed=resumed,
             heartbeat_s=ep._settings.heartbeat_s, grace_s=ep._settings.reconnect_grace_s,
-            ice_servers=ep._settings.ice_servers, state=manager.snapshot(party),
+            ice_servers=ep.ice_servers(party.key), state=manager.snapshot(party),
             elderly=party.elderly,
             service=manager.service_hours() if party.role == "customer" else None))
         log.info("connected", role=party.role, resumed=resumed)
