@@ -340,6 +340,10 @@ class CallManager(PartiesFacet, QueueFacet, PlacementFacet, ConsentFacet, Review
         if self._shut:
             return
         self._shut = True
+        self.draining = True  # nothing is offered any more
+        for call_id in list(self._arriving):  # customers on their way: back in the line
+            with contextlib.suppress(Exception):
+                self._arrival_failed(call_id, True, "server_shutdown")
         for call in list(self.calls.values()):
             if call.state in WAITING:
                 self._abandon(call, "server_shutdown")
@@ -355,8 +359,6 @@ class CallManager(PartiesFacet, QueueFacet, PlacementFacet, ConsentFacet, Review
                     self._finish(call)
         if self._ticker is not None:
             self._ticker.cancel()
-        for arrival in self._arriving.values():
-            arrival.timer.cancel()
         if self._bus is not None:
             await asyncio.to_thread(self._bus.stop)
         for task in [*self._ring.values(), *self._wrap_timers.values(),

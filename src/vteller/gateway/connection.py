@@ -63,6 +63,10 @@ class WsConnection:
                 await self._ws.send_str(text)
 
     async def drain_and_stop(self) -> None:
+        if self._closing is not None:  # closing with its own code: let that finish
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._closing), 3.0)
+            return
         self.closed = True
         with contextlib.suppress(asyncio.QueueFull):
             self._outbox.put_nowait(None)
