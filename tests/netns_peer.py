@@ -3,9 +3,9 @@
     python -m tests.netns_peer WSS_URL TOKEN NAMESPACE SECONDS
 
 Signaling connects from this host's namespace first (the WebSocket keeps its socket);
-then the process enters NAMESPACE, so every ICE socket aiortc opens is there. It sends
-the pre-encoded clip for SECONDS after the media connects and prints one JSON line:
-frames sent, the ICE candidate types it gathered, and its connection states."""
+then the process enters NAMESPACE, so every ICE socket aiortc opens is there. Once both
+legs of the call are up it sends the pre-encoded clip for SECONDS and prints one JSON
+line: frames sent, the ICE candidate types it gathered, and its connection states."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ async def main(url: str, token: str, ns: str, seconds: float) -> None:
     await sig.recv("call.started", timeout=30)
     enter(ns)
     party = Party("customer", encoded=True, ice_servers=welcome["ice_servers"])
+    party.video.hold = asyncio.Event()  # frame 0 leaves once both legs are up
     states: list[str] = []
     party.pc.on("connectionstatechange", lambda: states.append(party.pc.connectionState))
     await party.negotiate(sig)
@@ -34,6 +35,8 @@ async def main(url: str, token: str, ns: str, seconds: float) -> None:
     while party.pc.connectionState != "connected":
         assert time.monotonic() < deadline, f"not connected: {states}"
         await asyncio.sleep(0.05)
+    await sig.recv("queue.status", state="active", timeout=30)  # the teller's leg too
+    party.video.hold.set()
     print(json.dumps({"event": "connected"}), flush=True)
     await asyncio.sleep(seconds)
     gatherer = party.pc.getTransceivers()[0].sender.transport.transport.iceGatherer

@@ -260,21 +260,59 @@ async def test_a_reconnect_sent_to_the_wrong_node_is_sent_home(tmp_path: Path):
         assert (await wrong.recv("node.move", timeout=5))["url"] == home["url"]
 
 
+def _more_tellers(nodes: Nodes, tmp_path: Path, *names: str) -> None:
+    store = open_store(nodes.db_url, tmp_path / "unused.sqlite3")
+    for name in names:
+        store.add_user(name, name.title(), "teller", StaffAuth.hash_password(f"pw-{name}-x"),
+                       {"skills": {"general": 1.0}, "languages": ["en", "zh"],
+                        "certifications": ["elderly_care"]})
+        nodes.a.passwords[name] = f"pw-{name}-x"
+    store.close()
+
+
+async def _call_on(nodes: Nodes, url: str, teller_name: str, customer_name: str
+                   ) -> tuple[SignalClient, dict[str, str], SignalClient, dict, str]:
+    """A call hosted on the node at `url`: (teller, its cookie, customer, its welcome,
+    call id)."""
+    teller, cookie = await nodes.teller(url, teller_name)
+    await teller.request({"type": "teller.status", "status": "available"},
+                         "teller.state", state="available")
+    customer, welcome = await nodes.open(
+        url, {"type": "hello", "token": await _token(nodes.lb, customer_name)})
+    await customer.send({"type": "queue.join", "business_type": "general", "language": "zh"})
+    offer = await teller.recv("offer.incoming", timeout=10)
+    await teller.send({"type": "offer.accept", "call_id": offer["call_id"]})
+    await customer.recv("call.started", timeout=10)
+    return teller, cookie, customer, welcome, offer["call_id"]
+
+
 async def test_kill_9_a_node_its_waiting_customer_resumes_on_the_survivor(tmp_path: Path):
+    """Node A dies with a customer waiting and a call in progress on it, while node B
+    carries a call of its own: the waiting customer resumes on B with its place and
+    wait; the customer of A's call is told and queued again, its teller finds itself in
+    wrap-up; B's call goes on, media and all."""
     async with _two_active_nodes(tmp_path) as nodes:
+        _more_tellers(nodes, tmp_path, "teller2", "teller3")
         teller, cookie = await nodes.teller(nodes.b.url)
         await teller.request({"type": "teller.status", "status": "break", "reason": "x"},
                              "teller.state", state="break")
+        teller2, cookie2, in_call, welcome2, dead_call = await _call_on(
+            nodes, nodes.a.url, "teller2", "Li Na")
+        teller3, _, survivor, _, _ = await _call_on(nodes, nodes.b.url, "teller3", "Wang Fang")
+        c_peer, t_peer = Party("customer", encoded=True), Party("teller", encoded=True)
+        await asyncio.gather(c_peer.negotiate(survivor), t_peer.negotiate(teller3))
+        await asyncio.gather(c_peer.wait_frames("video", 10), t_peer.wait_frames("video", 10))
         customer, welcome = await nodes.open(
             nodes.a.url, {"type": "hello", "token": await _token(nodes.lb)})
         first = await customer.request({"type": "queue.join", "business_type": "general",
                                         "language": "zh"}, "queue.status", state="queued")
-        await asyncio.sleep(2.0)  # it has waited 2 s
+        await asyncio.sleep(2.0)  # the waiting customer has waited 2 s
         os.kill(nodes.a.proc.pid, signal.SIGKILL)
         killed = time.monotonic()
         nodes.a.proc.wait(10)
         await asyncio.wait_for(customer.closed.wait(), 5)
         await _until_served_by(nodes.lb, nodes.b.url)
+        frames = (c_peer.received["video"], t_peer.received["video"])
 
         # the customer's client retries through the load balancer until it is queued
         while True:
@@ -291,10 +329,33 @@ async def test_kill_9_a_node_its_waiting_customer_resumes_on_the_survivor(tmp_pa
         print(f"kill -9 to 'queued again on the survivor': {requeued:.1f} s (lease 2 s)")
         assert requeued < 10
         assert got["call_id"] != first["call_id"] and got["position"] == 1
+
+        # the call that was on node A: its customer is told and queued again at its
+        # place, ahead of the first (it joined earlier); its teller finds itself in
+        # wrap-up
+        in_call, _ = await _hello_through(nodes.lb, {"type": "hello",
+                                                    "resume": welcome2["resume"]})
+        nodes.sigs.append(in_call)
+        ended = await in_call.recv("call.ended", timeout=5)
+        assert ended == {"type": "call.ended", "call_id": dead_call, "reason": "node_stopped"}
+        again = await in_call.recv("queue.status", state="queued")
+        print(f"kill -9 to 'told its call ended': {time.monotonic() - killed:.1f} s")
+        assert again["position"] == 1
+        await customer.recv("queue.status", state="queued", position=2)  # behind it now
+        teller2, hello2 = await _hello_through(nodes.lb, {"type": "hello"}, cookie2)
+        nodes.sigs.append(teller2)
+        assert hello2["state"]["teller_state"] == "wrap_up"
+
+        # node B's own call never noticed
+        await asyncio.gather(c_peer.wait_frames("video", frames[0] + 60),
+                             t_peer.wait_frames("video", frames[1] + 60))
+        assert not any(m["type"] == "call.ended" for m in survivor.inbox + teller3.inbox)
+        await c_peer.close()
+        await t_peer.close()
         await teller.request({"type": "teller.status", "status": "available"},
                              "teller.state", state="available")
         offer = await teller.recv("offer.incoming", timeout=10)
-        assert offer["call_id"] == got["call_id"]
+        assert offer["call_id"] == again["call_id"]  # the head of the line
         trail, store = _trail(tmp_path, nodes.db_url)
         try:
             events = trail.events(got["call_id"])
