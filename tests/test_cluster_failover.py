@@ -74,19 +74,21 @@ def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
+async def node_label(url: str) -> str | None:
+    """The node answering at `url` (the label its /metrics carries), or None."""
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                ssl=insecure_ssl(), force_close=True)) as s:
+            text = await (await s.get(f"{url}/metrics")).text()
+    except aiohttp.ClientError:
+        return None
+    found = re.search(r'node="([^"]+)"', text)
+    return found.group(1) if found else None
+
+
 async def _until_served_by(lb_url: str, node_url: str, timeout: float = 15) -> None:
     """Until requests through the load balancer reach this node (its /metrics names
     the node; we compare with the node's own answer)."""
-    async def node_label(url: str) -> str | None:
-        try:
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-                    ssl=insecure_ssl(), force_close=True)) as s:
-                text = await (await s.get(f"{url}/metrics")).text()
-        except aiohttp.ClientError:
-            return None
-        found = re.search(r'node="([^"]+)"', text)
-        return found.group(1) if found else None
-
     want = await node_label(node_url)
     assert want is not None
     deadline = time.monotonic() + timeout

@@ -33,6 +33,7 @@ from tests.test_cluster_failover import (
     _token,
     _until_served_by,
     _wss,
+    node_label,
 )
 from tests.test_store_contract import PG_BASE
 from vteller.audit import LocalKeyring
@@ -405,22 +406,6 @@ async def test_sigterm_hands_a_waiting_customer_to_the_other_active_node(tmp_pat
             store.close()
 
 
-async def _node_label(url: str) -> str | None:
-    import re
-
-    import aiohttp
-
-    from tests.helpers import insecure_ssl
-    try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-                ssl=insecure_ssl(), force_close=True)) as s:
-            text = await (await s.get(f"{url}/metrics")).text()
-    except aiohttp.ClientError:
-        return None
-    found = re.search(r'node="([^"]+)"', text)
-    return found.group(1) if found else None
-
-
 async def test_serve_workers_share_one_port_and_one_queue(tmp_path: Path):
     """`vteller serve --workers 2`: two node processes behind one port (SO_REUSEPORT),
     each with its own port; a call between a teller on one and a customer on the other;
@@ -436,9 +421,9 @@ async def test_serve_workers_share_one_port_and_one_queue(tmp_path: Path):
     try:
         assert "2 workers share" in "".join(serve.stdout)
         one, two = f"https://localhost:{port + 1}", f"https://localhost:{port + 2}"
-        labels = {await _node_label(one), await _node_label(two)}
+        labels = {await node_label(one), await node_label(two)}
         assert None not in labels and len(labels) == 2  # two nodes
-        seen = {await _node_label(serve.url) for _ in range(12)}
+        seen = {await node_label(serve.url) for _ in range(12)}
         assert seen <= labels and seen  # the shared port reaches the workers
 
         cookie = await _login(serve.url, "teller1", serve.passwords["teller1"])
@@ -463,11 +448,11 @@ async def test_serve_workers_share_one_port_and_one_queue(tmp_path: Path):
         await customer.recv("call.started", timeout=5)
         await end_call(teller, customer)
 
-        victim = await _node_label(two)
+        victim = await node_label(two)
         assert victim is not None
         os.kill(int(victim.split(":")[1]), signal.SIGKILL)
         deadline = time.monotonic() + 60
-        while (label := await _node_label(two)) in (None, victim):
+        while (label := await node_label(two)) in (None, victim):
             assert time.monotonic() < deadline, "the killed worker was not started again"
             await asyncio.sleep(0.5)
         print(f"worker 2 started again as {label}")

@@ -115,6 +115,43 @@ class BenchCall:
             await c.close()
 
 
+class Clients:
+    """A benchmark's client processes: `target(*args, ids, ready, go, stop, out)` for each
+    share of the calls; started and released together (`start`), then stopped with
+    their results (`finish`); a process that fails reports a string, raised here."""
+
+    def __init__(self, target: Any, shares: list[list[int]], *args: Any) -> None:
+        ctx = mp.get_context("spawn")
+        self.ready, self.out, self.go, self.stop = (ctx.Queue(), ctx.Queue(), ctx.Event(),
+                                                    ctx.Event())
+        self.procs = [ctx.Process(target=target, args=(*args, ids, self.ready, self.go,
+                                                       self.stop, self.out))
+                      for ids in shares if ids]
+
+    async def start(self, ready_timeout: float) -> None:
+        for p in self.procs:
+            p.start()
+        for _ in self.procs:
+            got = await asyncio.to_thread(self.ready.get, True, ready_timeout)
+            if isinstance(got, str):
+                raise RuntimeError(f"client process failed: {got}")
+        self.go.set()
+
+    async def finish(self) -> list[Any]:
+        self.stop.set()
+        results = [await asyncio.to_thread(self.out.get, True, 60) for _ in self.procs]
+        for p in self.procs:
+            p.join(30)
+        if any(isinstance(r, str) for r in results):
+            raise RuntimeError(f"client process failed: {results}")
+        return results
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+
+
 def client_worker(url: str, ids: list[int], ready: Any, go: Any, stop: Any, out: Any) -> None:
     """One client process: its share of the calls. Niced: on this shared 2-core machine
     the load generator, not the server under test, should absorb CPU contention."""
@@ -167,19 +204,10 @@ async def scenario(mode: str, calls: int, seconds: float, record: bool,
     env = {"VTELLER_MEDIA_FORWARDING": mode, "VTELLER_RECORD_CALLS": str(record).lower(),
            "VTELLER_LOG_LEVEL": "warning", "VTELLER_LOGIN_MAX_FAILURES": "1000"}
     server = start_serve(tmp, "--dev", env=env)
-    ctx = mp.get_context("spawn")
-    ready, out, go, stop = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event()
-    shares = [list(range(calls))[k::processes] for k in range(processes)]
-    workers = [ctx.Process(target=client_worker, args=(server.url, ids, ready, go, stop, out))
-               for ids in shares if ids]
+    clients = Clients(client_worker, [list(range(calls))[k::processes]
+                                      for k in range(processes)], server.url)
     try:
-        for w in workers:
-            w.start()
-        for _ in workers:
-            got = await asyncio.to_thread(ready.get, True, 120)
-            if isinstance(got, str):
-                raise RuntimeError(f"client process failed: {got}")
-        go.set()
+        await clients.start(ready_timeout=120)
         await asyncio.sleep(3)  # warm-up
         cpu0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
         await asyncio.sleep(seconds)
@@ -189,17 +217,10 @@ async def scenario(mode: str, calls: int, seconds: float, record: bool,
         lag_p99 = float(re.search(
             r'vteller_event_loop_lag_seconds\{[^}]*quantile="0.99"[^}]*\} (\S+)',
             metrics).group(1))  # type: ignore[union-attr]
-        stop.set()
-        results = [await asyncio.to_thread(out.get, True, 60) for _ in workers]
-        for w in workers:
-            w.join(30)
+        results = await clients.finish()
     finally:
-        for w in workers:
-            if w.is_alive():
-                w.kill()
+        clients.kill()
         server.stop()
-    if any(isinstance(r, str) for r in results):
-        raise RuntimeError(f"client process failed: {results}")
     sent = sum(r[0] for r in results)
     delivered = sum(r[1] for r in results)
     latencies = sorted(lat for r in results for lat in r[2])

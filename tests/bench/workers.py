@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing as mp
 import os
 import re
 import sys
@@ -32,7 +31,14 @@ from typing import Any
 
 import aiohttp
 
-from tests.bench.media_relay import PASSWORD, BenchCall, cpu_seconds, demo_token, login
+from tests.bench.media_relay import (
+    PASSWORD,
+    BenchCall,
+    Clients,
+    cpu_seconds,
+    demo_token,
+    login,
+)
 from tests.conftest import free_port, postgres_url
 from tests.helpers import SignalClient, insecure_ssl
 from tests.redis_server import RedisServer
@@ -148,38 +154,21 @@ async def scenario(redis_url: str, workers: int, calls: int, seconds: float) -> 
     server = start_serve(tmp, "--dev", "--workers", str(workers), port=port, env=env,
                          timeout=180)
     own = [port + k for k in range(1, workers + 1)]
-    ctx = mp.get_context("spawn")
-    ready, out, go, stop = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event()
-    shares = [list(range(calls))[k::2] for k in range(2)]
-    clients = [ctx.Process(target=client_worker,
-                           args=(server.url, own, ids, ready, go, stop, out))
-               for ids in shares if ids]
+    clients = Clients(client_worker, [list(range(calls))[k::2] for k in range(2)],
+                      server.url, own)
     try:
         pids = [(await worker_metrics(p))[0] for p in own]
-        for c in clients:
-            c.start()
-        for _ in clients:
-            got = await asyncio.to_thread(ready.get, True, 300)
-            if isinstance(got, str):
-                raise RuntimeError(f"client process failed: {got}")
-        go.set()
+        await clients.start(ready_timeout=300)
         await asyncio.sleep(3)  # warm-up
         cpu0, t0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
         await asyncio.sleep(seconds)
         cpu1, t1 = sum(cpu_seconds(p) for p in pids), time.monotonic()
         lags = [(await worker_metrics(p))[1] for p in own]
         rss = [rss_mb(p) for p in pids]
-        stop.set()
-        results = [await asyncio.to_thread(out.get, True, 60) for _ in clients]
-        for c in clients:
-            c.join(30)
+        results = await clients.finish()
     finally:
-        for c in clients:
-            if c.is_alive():
-                c.kill()
+        clients.kill()
         server.stop()
-    if any(isinstance(r, str) for r in results):
-        raise RuntimeError(f"client process failed: {results}")
     sent = sum(r[0] for r in results)
     delivered = sum(r[1] for r in results)
     return {"workers": workers, "calls": calls,
