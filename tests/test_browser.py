@@ -177,6 +177,13 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
         await customer.fill("#survey-comment", "clear and quick")
         await customer.click("#survey button[type=submit]")
         await customer.wait_for_selector("#survey-result:has-text('Thank you')")
+        # the teller's disposition, in words, recorded once
+        await teller.wait_for_selector("#wrapup-form:not([hidden])")
+        await teller.select_option("#disposition", "follow_up")
+        await teller.fill("#wrapup-notes", "post the card form")
+        await teller.click("#wrapup-record")
+        await teller.wait_for_selector("#last-call:has-text('Disposition: Follow-up needed')")
+        assert await teller.is_hidden("#wrapup-form")
         await teller.click("#wrapup-done")
         await teller.wait_for_selector("#teller-state[data-state=available]")
         artefacts = Path("/tmp/vteller-browser")

@@ -15,6 +15,8 @@ const LABELS = {
   hangup_teller: "you hung up", hangup_customer: "the customer hung up",
   customer_disconnected: "the customer's connection was lost",
   teller_disconnected: "your connection was lost", server_shutdown: "the server restarted",
+  resolved: "Resolved", follow_up: "Follow-up needed", callback_requested: "Callback requested",
+  complaint: "Complaint", referred: "Referred to a branch", technical_problem: "Technical problem",
 };
 const label = (code) => LABELS[code] || String(code).replaceAll("_", " ");
 
@@ -23,7 +25,7 @@ const label = (code) => LABELS[code] || String(code).replaceAll("_", " ");
 const ERROR_AREAS = [["offer.", "offer-error"], ["identity.", "identity-error"],
   ["assist.", "assist-error"], ["nav.", "nav-error"], ["review.", "review-error"],
   ["otp.", "otp-error"], ["script.", "script-error"], ["id.", "iddoc-error"],
-  ["call.transfer", "transfer-error"]];
+  ["call.transfer", "transfer-error"], ["wrap_up.", "wrapup-error"]];
 const areaOf = (type) => (ERROR_AREAS.find(([prefix]) => (type || "").startsWith(prefix)) || [null, "error"])[1];
 function showError(type, text) { $(areaOf(type)).textContent = text; }
 
@@ -67,6 +69,7 @@ function setTellerState(s, reason, wrapUpS) {
   show($("wrapup-extend"), s === "wrap_up");
   $("teller-state").dataset.state = s;
   show($("wrapup-done"), s === "wrap_up");
+  show($("wrapup-form"), s === "wrap_up" && !state.dispositionRecorded);
   const idle = ["offline", "available", "break"].includes(s);
   show($("available"), idle && s !== "available");
   show($("break"), idle && s !== "break");
@@ -200,6 +203,12 @@ function connect() {
     $("evidence-have").textContent = c.evidence.join(", ") || "none";
     $("nav-destination").replaceChildren(...c.destinations.map((d) => new Option(d.title, d.id)));
     $("reason-code").replaceChildren(new Option("(reason)", ""), ...c.reason_codes.map((r) => new Option(r, r)));
+    if ($("disposition").dataset.call !== c.call_id) {  // a new call: a new disposition
+      $("disposition").dataset.call = c.call_id;
+      $("disposition").replaceChildren(...(c.dispositions || []).map((d) => new Option(label(d), d)));
+      $("wrapup-notes").value = "";
+      state.dispositionRecorded = false;
+    }
     $("decision-result").textContent = "";
     const day = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
     const titles = Object.fromEntries((c.transfer_types || []).map((b) => [b.id, b.title]));
@@ -303,6 +312,13 @@ function connect() {
   $("available").onclick = () => send({ type: "teller.status", status: "available" });
   $("wrapup-done").onclick = () => send({ type: "teller.status", status: "available" });
   $("wrapup-extend").onclick = () => send({ type: "teller.wrap_up_extend", seconds: 60 });
+  $("wrapup-record").onclick = () => send({ type: "wrap_up.record", disposition: $("disposition").value,
+    notes: $("wrapup-notes").value });
+  sig.addEventListener("wrap_up.recorded", (ev) => {
+    state.dispositionRecorded = true;
+    show($("wrapup-form"), false);
+    $("last-call").textContent += ` Disposition: ${label(ev.detail.disposition)}.`;
+  });
   $("break").onclick = () => send({ type: "teller.status", status: "break", reason: "personal" });
   $("accept").onclick = () => { ring.stop(); if (state.offer) send({ type: "offer.accept", call_id: state.offer.call_id }); };
   $("reject").onclick = () => { ring.stop(); if (state.offer) send({ type: "offer.reject", call_id: state.offer.call_id }); };

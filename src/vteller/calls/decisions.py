@@ -30,7 +30,7 @@ class ReviewFacet:
                            if bt else {}},
             evidence=sorted(call.evidence),
             destinations=[{"id": d.id, "title": d.title} for d in self._settings.assist.destinations],
-            reason_codes=review.reason_codes,
+            reason_codes=review.reason_codes, dispositions=review.dispositions,
             transfer_types=[{"id": b.id, "title": b.title} for b in review.business_types],
             history=call.history)
 
@@ -111,3 +111,23 @@ class ReviewFacet:
         self._when_recorded(stored, (party, m.ReviewRecorded(
             call_id=call.call_id, decision=msg.decision, reason_code=msg.reason_code,
             pending_audit=four_eyes)))
+
+    def _on_wrap_up_record(self, party: Party, msg: m.WrapUpRecord) -> None:
+        """The teller's disposition of the call it just had (in wrap-up, once): the code
+        goes to the call's record, code and notes into its trail (encrypted)."""
+        call = self._call_of(party)
+        if call is None or call.state != CallState.WRAP_UP:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "a disposition is recorded in wrap-up, "
+                                "after the call")
+        if msg.disposition not in self._settings.review.dispositions:
+            raise ProtocolError(ErrorCode.NOT_ALLOWED, "not one of this bank's disposition "
+                                "codes")
+        if call.disposition is not None:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "this call's disposition is recorded "
+                                "already")
+        call.disposition = msg.disposition
+        event = self._event(call, "teller", "wrap_up.disposition",
+                            disposition=msg.disposition, notes=msg.notes)
+        self._persist(self._store.update_call, call.call_id, disposition=msg.disposition)
+        self._when_recorded(event, (party, m.WrapUpRecorded(call_id=call.call_id,
+                                                            disposition=msg.disposition)))

@@ -118,6 +118,7 @@ class CallManager(PartiesFacet, QueueFacet, PlacementFacet, ConsentFacet, Review
             "nav.push": self._on_nav_push,
             "nav.opened": self._on_nav_opened,
             "review.decide": self._on_review_decide,
+            "wrap_up.record": self._on_wrap_up_record,
             "identity.verify": self._on_identity_verify,
             "identity.liveness": self._on_identity_liveness,
             "identity.judge": self._on_identity_judge,

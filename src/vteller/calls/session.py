@@ -101,6 +101,7 @@ class Call:
     evidence: set[str] = field(default_factory=set)
     decision: str | None = None
     reason_code: str | None = None
+    disposition: str | None = None  # the teller's wrap-up code, once
     # the first loss of a party's connection or media while in the call (V-CIP: a
     # session that dropped may not be approved for types with `restart_on_drop`)
     media_dropped: str | None = None

@@ -159,6 +159,14 @@ class ReviewDecide(_ClientMsg):
     notes: Annotated[str, Field(max_length=2000)] = ""
 
 
+class WrapUpRecord(_ClientMsg):
+    """Teller, in wrap-up after a call: its disposition code and notes (once)."""
+
+    type: Literal["wrap_up.record"]
+    disposition: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9_]+$")]
+    notes: Annotated[str, Field(max_length=2000)] = ""
+
+
 class IdentityVerify(_ClientMsg):
     """Teller (re)starts face verification against the customer's reference photo."""
 
@@ -271,7 +279,7 @@ class CallTransfer(_ClientMsg):
 
 
 ClientMessage = Annotated[
-    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit | ScriptRead | ScriptConfirm | ScriptQuestion | LocationReport | IdCapture | SurveySubmit | CallTransfer,
+    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | WrapUpRecord | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit | ScriptRead | ScriptConfirm | ScriptQuestion | LocationReport | IdCapture | SurveySubmit | CallTransfer,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
@@ -279,7 +287,7 @@ CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
     for m in (Hello, Ping, QueueJoin, QueueLeave, TellerStatus, OfferAccept, OfferReject,
               WebrtcOffer, MediaState, Hangup, WrapUpExtend, SupervisorSetTeller, SupervisorAssign, AssistRequest,
               AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide,
-              IdentityVerify, IdentityLiveness, IdentityJudge, IdentitySpokenCheck,
+              WrapUpRecord, IdentityVerify, IdentityLiveness, IdentityJudge, IdentitySpokenCheck,
               IdentityAttest, OtpRequest, OtpSubmit, ScriptRead, ScriptConfirm, ScriptQuestion,
               LocationReport, IdCapture, SurveySubmit, CallTransfer)
 }
@@ -307,6 +315,7 @@ ROLES_FOR: dict[str, frozenset[str]] = {
     "nav.push": frozenset({"teller"}),
     "nav.opened": frozenset({"customer"}),
     "review.decide": frozenset({"teller"}),
+    "wrap_up.record": frozenset({"teller"}),
     "identity.verify": frozenset({"teller"}),
     "identity.liveness": frozenset({"teller"}),
     "identity.judge": frozenset({"teller"}),
@@ -410,6 +419,14 @@ class PeerState(_Msg):
     video: bool = True
 
 
+class WrapUpRecorded(_Msg):
+    """The disposition is durable in the call's trail and record."""
+
+    type: Literal["wrap_up.recorded"] = "wrap_up.recorded"
+    call_id: str
+    disposition: str
+
+
 class NodeMove(_Msg):
     """Reconnect to `url` and resume there (the same resume secret): the customer's
     teller is on that node, which hosts the call. The server closes this connection
@@ -453,6 +470,8 @@ class CallContext(_Msg):
     evidence: list[str]
     destinations: list[dict[str, str]]
     reason_codes: list[str]
+    dispositions: list[str] = Field(default_factory=list, description="wrap-up codes "
+                                    "(`wrap_up.record`)")
     transfer_types: list[dict[str, str]] = Field(default_factory=list, description="queues "
                                                  "a call may be transferred to: {id, title}")
     history: list[dict[str, Any]] = Field(default_factory=list, description="the customer's "
@@ -622,6 +641,7 @@ class Error(_Msg):
 SERVER_MESSAGES: dict[str, type[_Msg]] = {
     m.model_fields["type"].default: m
     for m in (Welcome, Pong, QueueStatus, TellerState, OfferIncoming, OfferRevoked, NodeMove,
+              WrapUpRecorded,
               CallStarted, WebrtcAnswer, PeerState, CallEnded, Dashboard, AssistStateMsg,
               NavPrompt, CallContext, ReviewRecorded, IdentityStatus, IdentityChallenge,
               IdentityHint, OtpState, ScriptState, ScriptStepMsg, LocationState, LocationAsk, IdState, SurveyRecorded, Error)

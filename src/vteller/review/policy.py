@@ -98,8 +98,16 @@ class BusinessType(BaseModel):
                       if r not in have and not self.alternatives.get(r, frozenset()) & have)
 
 
+DISPOSITIONS = ("resolved", "follow_up", "callback_requested", "complaint", "referred",
+                "technical_problem")
+
+
 class ReviewPolicy(BaseModel):
     model_config = {"frozen": True, "extra": "forbid"}
+
+    # wrap-up disposition codes a teller records after a call (contact-centre reporting,
+    # separate from the business decision)
+    dispositions: list[str] = Field(default_factory=lambda: list(DISPOSITIONS))
 
     business_types: list[BusinessType] = Field(default_factory=lambda: [
         BusinessType(id="general", title="General enquiry"),

@@ -9,7 +9,7 @@ from typing import Any
 from vteller.store.db import Database, Row
 
 CALL_FIELDS = frozenset({"teller", "state", "end_reason", "answered_at", "ended_at", "outcome",
-                         "outcome_reason"})
+                         "outcome_reason", "disposition"})
 
 
 @dataclass(frozen=True)
@@ -126,9 +126,10 @@ class CallRepository:
         rows = await asyncio.to_thread(
             self.db.execute,
             "SELECT call_id, customer_id, teller, state, end_reason, queued_at, answered_at,"
-            " ended_at, outcome, outcome_reason FROM calls WHERE call_id=?", (call_id,))
+            " ended_at, outcome, outcome_reason, disposition FROM calls WHERE call_id=?",
+            (call_id,))
         keys = ("call_id", "customer_id", "teller", "state", "end_reason", "queued_at",
-                "answered_at", "ended_at", "outcome", "outcome_reason")
+                "answered_at", "ended_at", "outcome", "outcome_reason", "disposition")
         return dict(zip(keys, rows[0], strict=True)) if rows else None
 
     async def add_recording(self, call_id: str, track: str, digest: str, packets: int) -> None:

@@ -193,6 +193,12 @@ def _m4_outcomes(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS calls_by_outcome ON calls (outcome, queued_at)")
 
 
+def _m5_dispositions(db: Database) -> None:
+    """The teller's wrap-up disposition code per call (its notes are in the trail)."""
+    if "disposition" not in _columns(db, "calls"):
+        db.execute("ALTER TABLE calls ADD COLUMN disposition TEXT")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -207,6 +213,7 @@ MIGRATIONS = (
               "ids, replay grants", _m3_nodes),
     Migration(4, "call outcome codes, four-eyes approvals, bank outbox, surveys",
               _m4_outcomes),
+    Migration(5, "wrap-up disposition codes", _m5_dispositions),
 )
 LATEST = MIGRATIONS[-1].version
 
