@@ -103,7 +103,7 @@ def test_keys_rotate_and_show(tmp_path):
 
 def test_db_status_and_migrate(tmp_path):
     fresh = run("db", "status", tmp=tmp_path)
-    assert fresh.returncode == 1 and "schema version 0, this vteller 4" in fresh.stdout
+    assert fresh.returncode == 1 and "schema version 0, this vteller 5" in fresh.stdout
     assert "pending 1: baseline" in fresh.stdout
     migrated = run("db", "migrate", tmp=tmp_path)
     assert migrated.returncode == 0 and "applied 3:" in migrated.stdout, migrated.stderr
