@@ -149,6 +149,10 @@ async def test_four_eyes_approval_then_signed_retried_webhook(bank):
     assert _outcome(server, card) == ("successful", None)
     actions = [e["action"] for e in server.components.access.entries(50, card)]
     assert "four_eyes.approve" in actions and "open" in actions
+    deadline = time.monotonic() + 5  # the worker marks an event after the bank's answer
+    while server.components.store.outbox_counts() != {"delivered": 2} \
+            and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     assert server.components.store.outbox_counts() == {"delivered": 2}
     metrics = server.components.metrics.exposition().decode()
     assert 'vteller_bank_events_total{node=' in metrics

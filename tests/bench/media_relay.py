@@ -66,14 +66,22 @@ class BenchCall:
         self.sigs: list[SignalClient] = []
 
     async def start(self, url: str, ws_url: str, i: int) -> None:
-        teller_sig = await SignalClient.open(ws_url, cookies=await login(url, f"bench{i}"))
-        await teller_sig.request({"type": "hello"}, "welcome")
-        await teller_sig.request({"type": "teller.status", "status": "available"},
-                                 "teller.state", state="available")
+        teller_sig = await self.available_teller(url, ws_url, i)
         cust_sig = await SignalClient.open(ws_url)
         await cust_sig.request({"type": "hello", "token": await demo_token(url, i)}, "welcome")
         self.sigs = [cust_sig, teller_sig]
         await cust_sig.send({"type": "queue.join"})
+        await self.connect(cust_sig, teller_sig)
+
+    async def available_teller(self, url: str, ws_url: str, i: int) -> SignalClient:
+        teller_sig = await SignalClient.open(ws_url, cookies=await login(url, f"bench{i}"))
+        await teller_sig.request({"type": "hello"}, "welcome")
+        await teller_sig.request({"type": "teller.status", "status": "available"},
+                                 "teller.state", state="available")
+        return teller_sig
+
+    async def connect(self, cust_sig: SignalClient, teller_sig: SignalClient) -> None:
+        """The teller accepts the customer's offer; both legs up, the call active."""
         offer = await teller_sig.recv("offer.incoming", timeout=30)
         await teller_sig.send({"type": "offer.accept", "call_id": offer["call_id"]})
         await cust_sig.recv("call.started")

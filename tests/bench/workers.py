@@ -37,7 +37,6 @@ from tests.bench.media_relay import (
     Clients,
     cpu_seconds,
     demo_token,
-    login,
 )
 from tests.conftest import free_port, postgres_url
 from tests.helpers import SignalClient, insecure_ssl
@@ -62,10 +61,7 @@ class MovingCall(BenchCall):
     async def start_on(self, url: str, teller_ws: str, i: int) -> None:
         """The teller on its worker; the customer on the shared port, moved to the
         teller's worker when the kernel put it elsewhere."""
-        teller_sig = await SignalClient.open(teller_ws, cookies=await login(url, f"bench{i}"))
-        await teller_sig.request({"type": "hello"}, "welcome")
-        await teller_sig.request({"type": "teller.status", "status": "available"},
-                                 "teller.state", state="available")
+        teller_sig = await self.available_teller(url, teller_ws, i)
         cust_sig = await SignalClient.open(url.replace("https", "wss") + "/ws")
         welcome = await cust_sig.request({"type": "hello", "token": await demo_token(url, i)},
                                          "welcome")
@@ -77,15 +73,7 @@ class MovingCall(BenchCall):
             cust_sig = await SignalClient.open(got["url"])
             await cust_sig.request({"type": "hello", "resume": welcome["resume"]}, "welcome")
         self.sigs = [cust_sig, teller_sig]
-        offer = await teller_sig.recv("offer.incoming", timeout=30)
-        await teller_sig.send({"type": "offer.accept", "call_id": offer["call_id"]})
-        await cust_sig.recv("call.started")
-        await asyncio.gather(self.customer.negotiate(cust_sig), self.teller.negotiate(teller_sig))
-        deadline = time.monotonic() + 30
-        while not all(p.pc.connectionState == "connected" for p in (self.customer, self.teller)):
-            if time.monotonic() > deadline:
-                raise TimeoutError("peer connections did not connect")
-            await asyncio.sleep(0.05)
+        await self.connect(cust_sig, teller_sig)
 
 
 def client_worker(url: str, own_ports: list[int], ids: list[int], ready: Any, go: Any,
