@@ -41,6 +41,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_run(count: int) -> int:
+    """A port p with p .. p + count - 1 all free (`serve --workers` listens on p + i)."""
+    for _ in range(200):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        socks = []
+        try:
+            for i in range(count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("0.0.0.0", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no run of {count} free ports found")
+
+
 def faces_path() -> Path:
     """Where the shared real face photos are (env VTELLER_TESTDATA overrides it)."""
     return Path(os.environ.get("VTELLER_TESTDATA", REPO.parent / "shared" / "testdata")) / "faces"

@@ -38,9 +38,10 @@ def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None,
                 "VTELLER_DRAIN_S": "0",  # SIGTERM ends calls at once (tests that drain say so)
                 **(env or {})}
     t0 = time.monotonic()
+    log = tmp / f"serve-{port}.log"
     proc = subprocess.Popen([sys.executable, "-m", "vteller", "serve", *args], env=full_env,
                             stdout=subprocess.PIPE, text=True,
-                            stderr=open(tmp / f"serve-{port}.log", "w"),  # noqa: SIM115
+                            stderr=open(log, "w"),  # noqa: SIM115
                             cwd=tmp)
     lines: list[str] = []
     ready_s = float("nan")
@@ -48,7 +49,10 @@ def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None,
     while time.monotonic() - t0 < timeout:
         line = proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"vteller serve exited: {''.join(lines)}")
+            proc.wait(10)
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"vteller serve exited with {proc.returncode}: "
+                               f"{''.join(lines)}\n--- its stderr (end) ---\n{tail}")
         lines.append(line)
         if "teller console:" in line:
             ready_s = time.monotonic() - t0

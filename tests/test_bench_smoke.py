@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bench.media_relay import scenario
+from tests.bench.media_relay import lag_quantile_between, scenario
 
 
 @pytest.mark.timeout(180)
@@ -72,3 +72,20 @@ def test_routing_redis_bench_runs(capsys):
     result = main(waiting=300, tellers=20, decisions=50)
     assert 0 < result["redis_p50_us"] <= result["redis_p99_us"]
     assert "Redis / memory" in capsys.readouterr().out
+
+
+def test_the_lag_over_a_window_comes_from_two_scrapes():
+    def scrape(counts: list[int]) -> str:
+        bounds = ["0.005", "0.01", "0.02", "0.05", "+Inf"]
+        return "\n".join(f'vteller_event_loop_delay_seconds_bucket{{le="{b}",node="n"}} {c}.0'
+                         for b, c in zip(bounds, counts, strict=True))
+
+    before = scrape([10, 10, 12, 20, 30])  # set-up: 18 of 30 samples over 20 ms
+    after = scrape([205, 207, 210, 219, 230])  # then 200 more: 195 <= 5 ms, 197 <= 10,
+    # 198 <= 20, 199 <= 50
+    assert lag_quantile_between(before, after, 0.5) == 0.005
+    assert lag_quantile_between(before, after, 0.98) == 0.01
+    assert lag_quantile_between(before, after, 0.99) == 0.02
+    assert lag_quantile_between(scrape([0] * 5), after, 0.99) == float("inf")  # with set-up
+    assert lag_quantile_between(scrape([0] * 5), after, 0.9) == 0.01
+    assert lag_quantile_between(before, scrape([10, 10, 12, 20, 31]), 0.99) == float("inf")

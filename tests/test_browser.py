@@ -121,7 +121,7 @@ async def test_customer_and_teller_call_in_chromium(browser, tmp_path):
         assert later_c > first_c and later_t > first_t
         row = supervisor.locator("#tellers tr[data-username=teller1]")
         await row.filter(has_text="Barack Customer").wait_for(timeout=5000)
-        assert "busy" in await row.inner_text()
+        assert "in a call" in await row.inner_text()  # the state "busy", in words
         assert await supervisor.text_content("#f-needed") == "1"  # Erlang C: 1 call so far
         assert await supervisor.text_content("#f-staffed") == "1"
         assert "default" in await supervisor.text_content("#s-aht")  # not measured yet
@@ -610,5 +610,82 @@ async def test_supervisor_confirms_force_actions_and_sees_unservable_customers(b
         await banner.wait_for(state="visible")
         assert (await banner.text_content()).startswith("1 customer is waiting with nobody")
         assert await supervisor.locator("#waiting tr.alert").count() == 1
+    finally:
+        server.stop()
+
+
+async def test_customer_books_an_appointment_the_booked_teller_gets_in_chromium(browser, tmp_path):
+    """Nobody can serve now: the customer (in Chinese) is offered the free times, in
+    the bank's time zone, and books one. Coming back in its window, the booked teller is
+    offered the call with the booking shown."""
+    server = start_serve(tmp_path / "srv", "--dev", env={
+        "VTELLER_APPOINTMENTS__LEAD_S": "0", "VTELLER_APPOINTMENTS__JOIN_EARLY_S": "86400"})
+    try:
+        customer = await (await browser.new_context(
+            ignore_https_errors=True, locale="zh-CN", is_mobile=True,
+            viewport={"width": 390, "height": 844})).new_page()
+        await customer.goto(f"{server.url}/customer")
+        await customer.click("#start")
+        await customer.wait_for_selector("#booking:not([hidden])")
+        await customer.wait_for_selector("#slot option", state="attached")
+        assert await customer.text_content("#booking-title") == "预约视频柜员"
+        first = await customer.eval_on_selector("#slot", "s => s.options[0].text")
+        assert "UTC" in first, first  # the zone is named
+        await customer.click("#book")
+        await customer.wait_for_selector("#booked:not([hidden])")
+        booked = await customer.text_content("#booked-at")
+        assert booked.startswith("您的视频预约："), booked
+        await customer.click("#leave")
+
+        await customer.click("#start")  # back in the window: a booked request
+        teller = await (await browser.new_context(ignore_https_errors=True)).new_page()
+        await staff_login(teller, server, "/teller", "teller1")
+        await teller.click("#available")
+        await teller.wait_for_selector("#offer-appointment:not([hidden])")
+        note = await teller.text_content("#offer-appointment")
+        assert note.startswith("Booked appointment at") and "this customer booked you" in note
+    finally:
+        server.stop()
+
+
+MONITOR_INBOUND = """async () => {
+  const pc = window.vteller.monitor;
+  if (!pc) return null;
+  const out = { state: pc.connectionState, audio: 0, video: 0 };
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "audio") out.audio += s.packetsReceived || 0;
+    if (s.type === "inbound-rtp" && s.kind === "video") out.video += s.framesDecoded || 0;
+  });
+  return out;
+}"""
+
+
+async def test_supervisor_listens_to_a_call_and_the_teller_sees_it_in_chromium(browser, tmp_path):
+    """Listen-only monitoring from the supervisor dashboard: the supervisor's page
+    receives both voices and the cameras of a live call; the teller's console says who
+    listens; stopping clears it."""
+    server = start_serve(tmp_path / "srv", "--dev")
+    try:
+        teller, customer = await browser_call(browser, server)
+        await wait_frames(teller, 10)
+        supervisor = await (await browser.new_context(
+            ignore_https_errors=True, viewport={"width": 1440, "height": 900})).new_page()
+        await staff_login(supervisor, server, "/supervisor", "supervisor1")
+        listen = supervisor.locator("#tellers tr[data-username=teller1] button[data-action=listen]")
+        await listen.click()
+        await supervisor.wait_for_selector("#monitor:not([hidden])")
+        deadline = time.monotonic() + 20
+        while True:
+            got = await supervisor.evaluate(MONITOR_INBOUND)
+            if got and got["audio"] > 50 and got["video"] > 10:
+                break
+            assert time.monotonic() < deadline, got
+            await asyncio.sleep(0.25)
+        await teller.wait_for_selector("#monitored:not([hidden])")
+        assert "Supervisor One" in await teller.text_content("#monitored")
+        assert await customer.locator("text=listening").count() == 0  # the bank's policy
+        await supervisor.click("#monitor-stop")
+        await teller.wait_for_selector("#monitored", state="hidden")
+        await supervisor.wait_for_selector("#monitor", state="hidden")
     finally:
         server.stop()

@@ -103,7 +103,7 @@ def test_keys_rotate_and_show(tmp_path):
 
 def test_db_status_and_migrate(tmp_path):
     fresh = run("db", "status", tmp=tmp_path)
-    assert fresh.returncode == 1 and "schema version 0, this vteller 5" in fresh.stdout
+    assert fresh.returncode == 1 and "schema version 0, this vteller 6" in fresh.stdout
     assert "pending 1: baseline" in fresh.stdout
     migrated = run("db", "migrate", tmp=tmp_path)
     assert migrated.returncode == 0 and "applied 3:" in migrated.stdout, migrated.stderr
@@ -111,3 +111,19 @@ def test_db_status_and_migrate(tmp_path):
     assert "up to date" in run("db", "migrate", tmp=tmp_path).stdout
     bad = run("db", "status", tmp=tmp_path, env={"VTELLER_DATABASE_URL": "mysql://x/y"})
     assert bad.returncode == 2 and "VTELLER_DATABASE_URL" in bad.stderr
+
+
+def test_the_start_up_heap_is_frozen_out_of_full_collections():
+    import gc
+
+    from vteller.cli import freeze_startup_heap
+
+    keep = [[i] for i in range(1000)]  # alive "after start-up"
+    try:
+        frozen = freeze_startup_heap()
+        assert frozen == gc.get_freeze_count() and frozen > 1000
+        assert not any(o is keep for o in gc.get_objects())  # a full collection skips it
+        later = [object(), []]
+        assert any(o is later[1] for o in gc.get_objects())  # what comes later is seen
+    finally:
+        gc.unfreeze()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import end_call, free_port, postgres_url
+from tests.conftest import end_call, free_port, free_port_run, postgres_url
 from tests.haproxy import start_haproxy
 from tests.helpers import Party, SignalClient
 from tests.redis_server import RedisServer
@@ -208,8 +209,13 @@ async def test_a_supervisor_assigns_a_customer_waiting_on_another_node(tmp_path:
             nodes.a.url, {"type": "hello", "token": await _token(nodes.lb)})
         first = await customer.request({"type": "queue.join", "business_type": "general",
                                         "language": "fr"}, "queue.status", state="queued")
-        board = await supervisor.recv("dashboard", timeout=5)
-        assert [w["call_id"] for w in board["waiting"]] == [first["call_id"]]
+        deadline = time.monotonic() + 5
+        while True:  # a board published before node B saw the join lists nobody yet
+            board = await supervisor.recv("dashboard", timeout=5)
+            waiting = [w["call_id"] for w in board["waiting"]]
+            if waiting or time.monotonic() > deadline:
+                break
+        assert waiting == [first["call_id"]]
         await supervisor.send({"type": "supervisor.assign", "call_id": first["call_id"],
                                "username": "teller1"})
         moved = await customer.recv("node.move", timeout=5)
@@ -221,8 +227,11 @@ async def test_a_supervisor_assigns_a_customer_waiting_on_another_node(tmp_path:
         trail, store = _trail(tmp_path, nodes.db_url)
         try:
             deadline = time.monotonic() + 5
-            while True:
-                kinds = {e["kind"]: e for e in trail.events(offer["call_id"])}
+            while True:  # node B's journal writes the session (key, events) just after
+                try:
+                    kinds = {e["kind"]: e for e in trail.events(offer["call_id"])}
+                except LookupError:  # its key is not stored yet
+                    kinds = {}
                 if "supervisor.assigned" in kinds or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
@@ -412,7 +421,7 @@ async def test_serve_workers_share_one_port_and_one_queue(tmp_path: Path):
     _need_parts(haproxy=False)
     (tmp_path / "redis").mkdir()
     redis = RedisServer(tmp_path / "redis", free_port()).start()
-    port = free_port()
+    port = free_port_run(3)  # the shared port and the two workers' own
     serve = start_serve(tmp_path, "--dev", "--workers", "2", port=port, timeout=120, env={
         "VTELLER_DATABASE_URL": postgres_url(PG_BASE), "VTELLER_REDIS_URL": redis.url,
         "VTELLER_NODE_LEASE_S": "2"})
@@ -460,4 +469,27 @@ async def test_serve_workers_share_one_port_and_one_queue(tmp_path: Path):
             await sig.close()
         serve.proc.send_signal(signal.SIGTERM)
         assert serve.proc.wait(60) == 0
+        redis.stop()
+
+
+def test_serve_workers_says_which_worker_could_not_start(tmp_path: Path):
+    """A worker whose own port is taken: `serve --workers` names it and exits 1 rather
+    than leaving the other workers up without it."""
+    _need_parts(haproxy=False)
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(tmp_path / "redis", free_port()).start()
+    port = free_port_run(3)
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(("0.0.0.0", port + 2))
+    taken.listen()
+    try:
+        with pytest.raises(RuntimeError) as failed:
+            start_serve(tmp_path, "--dev", "--workers", "2", port=port, timeout=120, env={
+                "VTELLER_DATABASE_URL": postgres_url(PG_BASE), "VTELLER_REDIS_URL": redis.url})
+        text = str(failed.value)
+        assert "exited with 1" in text
+        assert f"worker 2 (port {port + 2}) exited with" in text
+    finally:
+        taken.close()
         redis.stop()

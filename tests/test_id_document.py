@@ -6,8 +6,10 @@ the reference and the live face (`document_match_threshold`, 0.55)."""
 from __future__ import annotations
 
 import asyncio
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -15,6 +17,8 @@ import pytest
 from tests.face_frames import HEIGHT, WIDTH, selfie
 from tests.test_identity import _call, _close, _verdict, enroll
 from vteller.audit.verify import verify_session
+from vteller.calls.id_document import _sharpest
+from vteller.identity.document import sharpness
 
 
 def id_card(photo: Path | None, holder: np.ndarray | None = None) -> np.ndarray:
@@ -43,6 +47,34 @@ def id_card(photo: Path | None, holder: np.ndarray | None = None) -> np.ndarray:
     return frame
 
 
+def _vp8_keyframe(rgb: np.ndarray, bit_rate: int) -> av.VideoFrame:
+    """`rgb` through a VP8 keyframe at `bit_rate` (what the first frame of a scene looks
+    like on a poor link), decoded."""
+    enc = av.CodecContext.create("libvpx", "w")
+    enc.width, enc.height, enc.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    enc.time_base, enc.bit_rate = Fraction(1, 30), bit_rate
+    enc.options = {"deadline": "realtime", "cpu-used": "8"}
+    dec = av.CodecContext.create("vp8", "r")
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    frame.pts = 0
+    return [out for p in (*enc.encode(frame), *enc.encode(None)) for out in dec.decode(p)][0]
+
+
+def test_the_sharpest_frame_is_kept(faces_dir):
+    """Of the frames after the request the sharpest is kept (with when it arrived): not
+    one the hand's motion blurred, nor the coarse first frame of the scene."""
+    card = id_card(faces_dir / "obama3.jpg")
+    blurred = cv2.GaussianBlur(card, (9, 9), 3)
+    as_frame = (lambda img: av.VideoFrame.from_ndarray(img, format="rgb24")
+                .reformat(format="yuv420p"))
+    frames = [(as_frame(blurred), 0.0), (_vp8_keyframe(card, 30_000), 1.0),
+              (as_frame(card), 2.0), (as_frame(blurred), 3.0)]
+    rgb, at = _sharpest(frames)
+    assert at == 2.0
+    assert np.abs(rgb.astype(int) - card).mean() < 3  # the yuv420p round trip
+    assert sharpness(card) > 10 * sharpness(blurred)
+
+
 @pytest.mark.settings(record_calls=True)
 async def test_front_and_back_captured_bound_and_matched(server, faces_dir):
     await enroll(server, "c-obama", faces_dir / "obama.jpg")
@@ -52,7 +84,7 @@ async def test_front_and_back_captured_bound_and_matched(server, faces_dir):
     assert (await _verdict(teller_sig))["verdict"] == "verified"  # the live face is known
 
     cam.show(id_card(faces_dir / "obama3.jpg"))  # the card fills the camera
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(0.5)  # the teller sees it, then asks: frames from then on count
     await teller_sig.send({"type": "id.capture", "side": "front"})
     front = await teller_sig.recv("id.state", timeout=20)
     print(f"ID card front (obama3 printed): to reference {front['distance_reference']}, "
@@ -86,6 +118,7 @@ async def test_front_and_back_captured_bound_and_matched(server, faces_dir):
     captured = [e for e in events if e["kind"] == "id_document.captured"]
     assert [e["side"] for e in captured] == ["front", "back"]
     assert captured[0]["matched"] is True and captured[0]["faces"] == 1
+    assert all(1 <= e["frames_compared"] <= 9 for e in captured), captured  # 1 s at 8/s
     report = await asyncio.to_thread(verify_session, c.store, call_id, c.trail.public_key,
                                      c.kek, c.blobs)
     assert report.ok, report
@@ -111,11 +144,14 @@ async def test_someone_elses_card_held_beside_the_face_is_not_matched(server, fa
     await teller_sig.send({"type": "identity.verify"})
     assert (await _verdict(teller_sig))["verdict"] == "verified"
     cam.show(id_card(faces_dir / "biden.jpg", holder=selfie(faces_dir / "obama2.jpg")))
-    await asyncio.sleep(1.0)
-    await teller_sig.send({"type": "id.capture", "side": "front"})
-    front = await teller_sig.recv("id.state", timeout=20)
-    print(f"someone else's card (biden printed): to reference {front['distance_reference']}, "
-          f"to the live face {front['distance_live']}")
+    for attempt in range(3):  # the teller retakes a picture the encoder had not sharpened
+        await asyncio.sleep(1.0)  # (after the scene change, on a loaded machine)
+        await teller_sig.send({"type": "id.capture", "side": "front"})
+        front = await teller_sig.recv("id.state", timeout=20)
+        if front["faces"] == 2:
+            break
+    print(f"someone else's card (biden printed), capture {attempt + 1}: to reference "
+          f"{front['distance_reference']}, to the live face {front['distance_live']}")
     assert front["faces"] == 2, front  # the live face and the printed one
     assert front["distance_reference"] >= 0.6 and front["distance_live"] >= 0.6, front
     assert front["matched"] is False

@@ -1,5 +1,5 @@
-"""Encoded forwarding: byte-identical packets, keyframe relay, one codec per call, the
-screen gate, recorder and analysis taps, bounded queues."""
+"""Encoded forwarding end to end: byte-identical frames, keyframe relay, one codec per
+call, the screen gate, recorder and analysis taps, bounded queues."""
 
 from __future__ import annotations
 
@@ -190,6 +190,53 @@ async def test_analysis_tap_keeps_a_grid_for_a_consumer_that_fell_behind(encoded
     assert newest is not None and newest[1] >= latest[1]
 
 
+async def test_analysis_tap_skips_from_a_loss_to_the_next_keyframe():
+    """Frames after packets lost for good decode against a missing reference (a smeared
+    picture face analysis would misread): the analysis tap resumes at the next keyframe,
+    which the feed asks for; a recorder keeps every frame (players conceal the damage)."""
+    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+    clip = vp8_clip(frames=40, gop=20, width=160, height=120)  # keyframes at 0 and 20
+    feed = Feed("c:video", "video", encoded=True)
+    feed.codec = "vp8"
+    asked: list[int] = []
+
+    class Clip(MediaStreamTrack):
+        kind = "video"
+        sent = 0
+
+        async def recv(self) -> av.Packet:
+            if self.sent == len(clip):
+                raise MediaStreamError
+            if self.sent == 5:
+                feed.on_loss()  # packets of what came between frames 4 and 5 were lost
+            packet = av.Packet(clip[self.sent])
+            packet.pts, packet.time_base = self.sent * 3000, fractions.Fraction(1, 90000)
+            self.sent += 1
+            await asyncio.sleep(0)
+            return packet
+
+    kept: list[int] = []
+
+    class Keeper(_Worker):  # stands for the recorder: skips_damaged is False
+        def handle(self, item: MediaItem) -> None:
+            kept.append(item.payload.pts // 3000)
+
+    analysis = LatestFrameTap(feed, backlog=100)  # no overflow: only the loss skips
+    keeper = Keeper(feed, backlog=100, name="keeper")
+    feed.add_tap(analysis)
+    feed.add_tap(keeper)
+    feed.request_keyframe = lambda: asked.append(1)  # type: ignore[method-assign]
+    feed.attach(Clip())
+    await feed._pump
+    await asyncio.to_thread(analysis.close)
+    await asyncio.to_thread(keeper.close)
+    assert analysis.decoded == 5 + 20  # frames 0-4, then 20-39: 5-19 skipped
+    assert analysis.dropped == 15
+    assert kept == list(range(40))
+    assert asked == [1]  # on_loss asked the source for a keyframe
+
+
 def decrypt_recordings(server, call_id: str, folder) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
     from vteller.audit import WrappedKey, decrypt
 
@@ -208,23 +255,15 @@ def _item(i: int, keyframe: bool) -> MediaItem:
     return MediaItem(packet, keyframe, 0.0)
 
 
-async def test_stalled_subscriber_stays_bounded_and_resyncs_on_keyframe():
-    feed = Feed("t:video", "video", encoded=True)
-    feed.codec = "vp8"
-    asks: list[int] = []
-    feed.request_keyframe = lambda: asks.append(1)  # type: ignore[method-assign]
-    track = feed.subscribe()
-    for i in range(1000):  # nobody reads the track
-        track.push(_item(i, keyframe=i % 300 == 0))
-        assert track._queue.qsize() <= VIDEO_QUEUE
-    assert track.dropped > 900 and asks  # cleared, waits for a keyframe, asked for one
-    assert track.waiting_keyframe
-    track.push(_item(1000, keyframe=True))
-    assert not track.waiting_keyframe and track._queue.qsize() == 1
-    audio = Feed("t:audio", "audio", encoded=True).subscribe()
-    for i in range(1000):
-        audio.push(_item(i, keyframe=True))
-    assert audio._queue.qsize() == AUDIO_QUEUE and audio.dropped == 1000 - AUDIO_QUEUE
+async def test_a_stalled_transcode_subscriber_stays_bounded():
+    """Transcode mode (the benchmark baseline) queues decoded items per subscriber; a
+    subscriber nobody reads keeps only the newest (encoded mode queues nothing)."""
+    for kind, size in (("video", VIDEO_QUEUE), ("audio", AUDIO_QUEUE)):
+        track = Feed(f"t:{kind}", kind, encoded=False).subscribe()
+        for i in range(1000):
+            track.push(_item(i, keyframe=True))
+        assert track._queue.qsize() == size and track.dropped == 1000 - size
+        assert (await track.recv()).pts == (1000 - size) * 3000  # the oldest kept
 
 
 async def test_stalled_tap_stays_bounded():
@@ -266,3 +305,147 @@ async def test_passthrough_hook_guards():
     assert not is_keyframe("vp8", b"")
     with pytest.raises(ValueError):
         TrackRecorder(Feed("t", "video", encoded=False), "/dev/null")  # type: ignore[arg-type]
+
+
+def _rtp(seq: int, timestamp: int):  # type: ignore[no-untyped-def]
+    from aiortc.rtp import RtpPacket
+
+    packet = RtpPacket(payload_type=97, sequence_number=seq, timestamp=timestamp)
+    packet._data = bytes([seq % 256])  # type: ignore[attr-defined]
+    return packet
+
+
+def test_jitter_buffer_gives_up_a_frame_the_sender_can_no_longer_repair():
+    """Two packets per frame; packet 3 (frame 1's second) is lost for good. aiortc's own
+    buffer holds every later frame until 512 packets have come; ours drops frame 1
+    once a packet 8 newer arrives, asks for a keyframe once, and delivers again."""
+    from aiortc.jitterbuffer import JitterBuffer
+
+    from vteller.media.passthrough import _GivingUpJitterBuffer
+
+    ours, theirs = _GivingUpJitterBuffer(512, window=8), JitterBuffer(512, is_video=True)
+    out: dict[str, list[int]] = {"ours": [], "theirs": []}
+    plis = 0
+    for seq in [s for s in range(40) if s != 3]:
+        for name, buffer in (("ours", ours), ("theirs", theirs)):
+            pli, frame = buffer.add(_rtp(seq, 1000 * (seq // 2)))
+            if frame is not None:
+                out[name].append(frame.timestamp)
+            plis += pli and name == "ours"
+    assert out["theirs"] == [0]  # frame 0, then stuck behind packet 3
+    assert out["ours"][0] == 0 and 1000 not in out["ours"]
+    assert out["ours"][-1] == 18000 and len(out["ours"]) >= 15  # flowing again
+    assert plis == 1 and ours.given_up == 1
+
+
+def test_missing_packets_are_asked_for_again_while_media_flows(monkeypatch):
+    from vteller.media import passthrough
+
+    clock = [100.0]
+    monkeypatch.setattr(passthrough.time, "monotonic", lambda: clock[0])
+    nack = passthrough._RenackingNackGenerator(renack_s=0.12)
+    assert not nack.add(_rtp(1, 0))
+    assert nack.add(_rtp(3, 0)) and nack.missing == {2}  # a new gap: ask
+    clock[0] += 0.05
+    assert not nack.add(_rtp(4, 0))  # asked 50 ms ago
+    clock[0] += 0.1
+    assert nack.add(_rtp(5, 0)) and nack.renacks == 1  # still missing: ask again
+    assert not nack.add(_rtp(2, 0)) and nack.missing == set()  # repaired
+    clock[0] += 1.0
+    assert not nack.add(_rtp(6, 0))  # nothing missing: quiet
+
+
+async def test_retransmissions_are_routed_to_their_receiver():
+    """aiortc registers a receiver's media SSRC, not its RTX SSRC; with the camera and
+    the screen on the same payload types, RTX would be dropped. The offer's FID groups
+    name the RTX SSRCs; they are routed to the right receiver."""
+    from aiortc import RTCPeerConnection
+
+    from vteller.media.leg import rtc_configuration
+    from vteller.media.passthrough import route_retransmissions, rtx_ssrcs
+
+    customer = Party("customer")
+    server = RTCPeerConnection(rtc_configuration([]))
+    await customer.pc.setLocalDescription(await customer.pc.createOffer())
+    offer = customer.pc.localDescription.sdp
+    groups = rtx_ssrcs(offer)
+    assert [len(g) for g in groups] == [0, 1, 1]  # audio has no RTX; camera and screen do
+    await server.setRemoteDescription(customer.pc.localDescription)
+    camera, screen = server.getTransceivers()[1].receiver, server.getTransceivers()[2].receiver
+    route_retransmissions(camera, groups[1])
+    route_retransmissions(screen, groups[2])
+    table = camera.transport._rtp_router.ssrc_table
+    assert table[groups[1][0]] is camera and table[groups[2][0]] is screen
+    await customer.close()
+    await server.close()
+
+
+@pytest.mark.settings(media_min_bitrate_bps=100_000)
+async def test_a_receivers_bandwidth_estimate_reaches_the_sender(server):
+    """The teller's receiver reports (REMB) that it can take 260 kbit/s of video: the
+    server, which forwards without an encoder, tells the customer, whose encoder lowers
+    its target to that (the floor is set lower here; by default it is 500 kbit/s)."""
+    from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
+
+    customer, teller = Party("customer"), Party("teller")  # aiortc's own VP8 encoders
+    cust_sig, teller_sig, call = await connect(server, customer, teller)
+    await teller.wait_frames("video", 10)
+    encoder = customer.pc.getTransceivers()[1].sender._RTCRtpSender__encoder
+    assert encoder.target_bitrate == 500_000  # aiortc's default
+    receiver = teller.pc.getTransceivers()[1].receiver
+    source = receiver.getSynchronizationSources()[0].source  # the server's sender
+
+    async def remb(bitrate: int) -> None:
+        await receiver._send_rtcp(RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP, ssrc=receiver._RTCRtpReceiver__rtcp_ssrc, media_ssrc=0,
+            fci=pack_remb_fci(bitrate, [source])))
+
+    await remb(260_000)
+    deadline = asyncio.get_running_loop().time() + 5
+    while encoder.target_bitrate != 260_000:
+        assert asyncio.get_running_loop().time() < deadline, encoder.target_bitrate
+        await asyncio.sleep(0.05)
+    assert call.feeds["customer.video"].bandwidth_cap() == 260_000
+    await teller.wait_frames("video", teller.received["video"] + 10)  # still flowing
+    for c in (customer, teller, cust_sig, teller_sig):
+        await c.close()
+
+
+def test_a_long_frame_arriving_whole_is_not_given_up():
+    """A keyframe of 300 packets (a large picture) with none missing: delivered whole,
+    no keyframe asked for (the give-up is for packets lost, not for frames long)."""
+    from vteller.media.passthrough import _GivingUpJitterBuffer
+
+    buffer = _GivingUpJitterBuffer(512, window=128)
+    frames, plis = [], 0
+    for seq in range(301):  # 300 packets of frame 0, then frame 1 starts
+        pli, frame = buffer.add(_rtp(seq, 0 if seq < 300 else 3000))
+        plis += pli
+        if frame is not None:
+            frames.append((frame.timestamp, len(frame.data)))
+    assert frames == [(0, 300)] and plis == 0 and buffer.given_up == 0
+
+
+async def test_a_receivers_estimate_never_lowers_the_evidence_below_the_floor(server):
+    """By default a receiver's report lowers the source to 500 kbit/s at most: the
+    identity checks and the recording need that picture."""
+    from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
+
+    customer, teller = Party("customer"), Party("teller")
+    cust_sig, teller_sig, call = await connect(server, customer, teller)
+    await teller.wait_frames("video", 10)
+    receiver = teller.pc.getTransceivers()[1].receiver
+    source = receiver.getSynchronizationSources()[0].source
+    feed = call.feeds["customer.video"]
+    before = feed.bandwidth_reports
+    await receiver._send_rtcp(RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=receiver._RTCRtpReceiver__rtcp_ssrc, media_ssrc=0,
+        fci=pack_remb_fci(260_000, [source])))
+    deadline = asyncio.get_running_loop().time() + 5
+    while feed.bandwidth_reports == before:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # ours has landed (loopback), whatever the teller's own said
+    assert feed.bandwidth_cap() == 500_000
+    for c in (customer, teller, cust_sig, teller_sig):
+        await c.close()

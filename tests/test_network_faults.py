@@ -42,12 +42,12 @@ def _namespaces_allowed() -> None:
         pytest.skip(reason)
 
 
-async def _customer_in(ns: str, server: Any, customer_id: str, seconds: float
-                       ) -> asyncio.subprocess.Process:
+async def _customer_in(ns: str, server: Any, customer_id: str, seconds: float,
+                       *switch: str) -> asyncio.subprocess.Process:
     errors = Path(server.settings.data_dir) / f"{customer_id}.stderr"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.netns_peer", server.ws_url,
-        server.customer_token(customer_id), ns, str(seconds),
+        server.customer_token(customer_id), ns, str(seconds), *switch,
         stdout=asyncio.subprocess.PIPE, stderr=errors.open("w"), cwd=ROOT)
     proc.errors = errors  # type: ignore[attr-defined]
     return proc
@@ -112,6 +112,72 @@ async def test_video_crosses_the_emulated_link_whole(server, _namespaces_allowed
 
 
 @pytest.mark.settings(ice_blocked_networks=[])
+async def test_3_percent_loss_and_100_ms_rtt_keep_the_video_whole(server, _namespaces_allowed):
+    """Issue 15's target: >= 95% of the frames decodable at the teller and no gap over
+    1 s, through 3% loss and 100 ms RTT on the customer's link (retransmissions reach
+    the server, lost ones are asked for again)."""
+    with namespaces(1) as (ns,):
+        lk = EmulatedLink(ns, 1)
+        lk.set(0.03, 0.05)
+        customer = await _customer_in(ns, server, "c-lossy", seconds=8)
+        teller, party = await _teller_in_call(server)
+        try:
+            assert (await _line(customer))["event"] == "connected"
+            done = await _line(customer)
+            await asyncio.sleep(1.0)  # frames in flight
+            sent = done["video_sent"]
+            good, times = _decoded(party.packets["video"])
+            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+            print(f"3% loss, 100 ms RTT: {good}/{sent} decodable, longest gap "
+                  f"{1000 * max(gaps):.0f} ms")
+            assert good >= 0.95 * sent, (good, sent)
+            assert max(gaps) <= 1.0
+        finally:
+            await customer.wait()
+            await party.close()
+            counts = lk.close()
+        assert counts["dropped"] > 0  # the link did lose packets
+
+
+@pytest.mark.settings(ice_blocked_networks=[])
+async def test_a_customer_moving_networks_keeps_the_call(server, _namespaces_allowed):
+    """A phone moving from Wi-Fi to mobile data: mid-call the customer's first network
+    goes down and a second one is its only way out. It offers a fresh leg on the same
+    signaling (aiortc has no ICE restart; the server replaces the leg): the same call,
+    no re-queue, video from the new address continuing the old timeline."""
+    with namespaces(1) as (ns,):
+        wifi = EmulatedLink(ns, 1)
+        mobile = link(ns, 3)  # a second way out, from its own address
+        customer = await _customer_in(ns, server, "c-moving", 10, "3", wifi.ns_ip)
+        teller, party = await _teller_in_call(server)
+        try:
+            assert (await _line(customer))["event"] == "connected"
+            switched = await _line(customer)
+            moved = time.monotonic()
+            assert switched["event"] == "switched"
+            assert mobile.inner_ip in switched["addresses"]
+            assert wifi.ns_ip not in switched["addresses"]
+            done = await _line(customer)
+            await asyncio.sleep(1.0)  # frames in flight
+            after = [(t, p) for t, p in party.packets["video"] if t > moved]
+            good, times = _decoded(after)
+            _, every = _decoded(party.packets["video"])
+            gap = max(b - a for a, b in zip(every, every[1:], strict=False))
+            print(f"moved networks: {good}/{done['video_sent_last_leg']} frames decodable at "
+                  f"the teller from the new leg; video paused {1000 * gap:.0f} ms")
+            assert good >= 0.95 * done["video_sent_last_leg"], (good, done)
+            call = next(iter(server.manager.calls.values()))
+            assert len(server.manager.calls) == 1 and call.state.value == "active"
+            assert not any(m["type"] in ("call.ended", "offer.incoming") for m in teller.inbox)
+            pts = [p.pts for _, p in party.packets["video"]]
+            assert pts == sorted(pts)  # one timeline across the two legs
+        finally:
+            await customer.wait()
+            await party.close()
+            wifi.close()
+
+
+@pytest.mark.settings(ice_blocked_networks=[])
 async def test_video_returns_within_a_second_after_a_3_s_outage(server, _namespaces_allowed):
     with namespaces(1) as (ns,):
         lk = EmulatedLink(ns, 1)
@@ -136,8 +202,10 @@ async def test_video_returns_within_a_second_after_a_3_s_outage(server, _namespa
             print(f"3 s outage: frames again {1000 * (first_any - back):.0f} ms and a "
                   f"decodable keyframe {1000 * (first_key - back):.0f} ms after the link "
                   "returned")
-            # measured 2.4-2.7 s here; issue 15's target is 1 s (tests/bench/network.py)
-            assert first_key - back <= 5.0
+            # frames at once (the server gives up the frames the outage cut and asks for a
+            # keyframe); the clip is pre-encoded, so its next keyframe may be a GOP (1 s) on
+            assert first_any - back <= 1.0
+            assert first_key - back <= 2.0
             done = await _line(customer)
             assert "failed" not in done["states"]
             assert not any(m["type"] == "call.ended" for m in teller.inbox)  # same call

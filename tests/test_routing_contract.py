@@ -380,3 +380,55 @@ def test_make_router_chooses_by_setting():
     assert isinstance(store, RedisRouter)
     store.clear()
 
+
+
+# ---------------------------------------------------------------- booked appointments
+def booked(call_id: str, at: float, teller_name: str, until: float, *segs: str) -> Request:
+    r = req(call_id, at, *segs)
+    r.booked_teller, r.booked_until = teller_name, until
+    return r
+
+
+def test_the_booked_teller_takes_their_booking_first(make):
+    """An older green-channel customer waits, and a customer booked with teller `b`
+    arrives: `b` gets the booking; `a` gets the green-channel customer, never the
+    booking while it is held for `b`."""
+    r = make(RoutingPolicy(elderly_widen_after_s=0))
+    r.enqueue(req("green", 0.0, "elderly"))
+    r.enqueue(booked("appt", 50.0, "b", until=200.0))
+    teller(r, "a", since=0.0)
+    teller(r, "b", since=1.0)
+    request, status = r.next_match(60.0)
+    assert (request.call_id, status.username) == ("appt", "b")
+    assert r.offer("appt", "b", now=60.0) is not None and r.remove("appt") is not None
+    request, status = r.next_match(60.0)
+    assert (request.call_id, status.username) == ("green", "a")
+
+
+def test_a_booking_waits_for_its_teller_until_the_hold_ends(make):
+    """The booked teller is busy: nobody else is offered the booking before
+    `booked_until`; after it, any eligible teller is, ranked as any request."""
+    r = make()
+    r.enqueue(booked("appt", 10.0, "b", until=100.0))
+    r.set_profile("b", TellerProfile())
+    r.set_state("b", TellerState.AVAILABLE, now=0.0)
+    r.set_state("b", TellerState.BREAK, now=0.0)
+    teller(r, "a")
+    assert r.next_match(99.0) is None
+    request, status = r.next_match(100.0)
+    assert (request.call_id, status.username) == ("appt", "a")
+
+
+def test_bookings_of_busy_tellers_do_not_block_the_others(make):
+    """Five bookings with teller `busy` (more than the heads looked at per group) and
+    one with `free`: `free` gets theirs, whatever sits before it in the queue."""
+    r = make()
+    for i in range(5):
+        r.enqueue(booked(f"busy-{i}", float(i), "busy", until=1000.0))
+    r.enqueue(booked("mine", 9.0, "free", until=1000.0))
+    teller(r, "free")
+    request, status = r.next_match(10.0)
+    assert (request.call_id, status.username) == ("mine", "free")
+    peer = make.peer(r)  # another node reads the booking as written
+    waiting = {w.call_id: w for w in peer.waiting()}
+    assert waiting["mine"].booked_teller == "free" and waiting["mine"].booked_until == 1000.0

@@ -176,3 +176,5 @@ async def test_healthz_readyz_metrics(server):
         assert any(line.startswith("vteller_event_loop_lag_seconds{") and
                    'quantile="0.99"' in line and f'node="{node}"' in line
                    for line in samples)
+        assert any(line.startswith("vteller_event_loop_delay_seconds_bucket{") and
+                   'le="0.02"' in line for line in samples)

@@ -293,3 +293,38 @@ def test_outbox_claims_retries_and_survives_its_node(store: Store):
                                                  "at": 400.0}
     store.outbox_failed(event[0], 50, "HTTP 500")
     assert store.outbox_counts() == {"delivered": 1, "failed": 1}
+
+
+def test_appointments_one_per_teller_and_slot(store: Store):
+    """Two customers booking the same teller and slot at once: exactly one wins. A
+    customer holds one booking at a time; a cancelled slot is free again; a kept
+    booking is used once and leaves the customer's list."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vteller.routing.appointments import Appointment
+
+    def appt(aid: str, customer: str, teller: str = "ann", at: float = 10_000.0) -> Appointment:
+        return Appointment(aid, customer, "general", "zh", teller, at, at + 900)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = sorted(pool.map(
+            lambda a: store.book_appointment(a, 1, now=0.0, created_at=0.0),
+            [appt("ap_one", "c1"), appt("ap_two", "c2")]))
+    assert results == ["booked", "slot_taken"]
+    winner = "c1" if store.customer_appointments("c1", 0.0) else "c2"
+    loser = "c2" if winner == "c1" else "c1"
+    assert store.book_appointment(appt("ap_3", winner, teller="bob"), 1, 0.0, 0.0) == "limit"
+    assert store.book_appointment(appt("ap_4", loser, teller="bob"), 1, 0.0, 0.0) == "booked"
+    assert sorted(store.booked_slots(0.0, 20_000.0)) == [("ann", 10_000.0), ("bob", 10_000.0)]
+    assert store.booked_slots(10_000.5, 20_000.0) == []
+
+    mine = store.customer_appointments(winner, 0.0)
+    assert [(a.teller, a.starts_at, a.ends_at, a.language, a.state) for a in mine] == [
+        ("ann", 10_000.0, 10_900.0, "zh", "booked")]
+    assert store.customer_appointments(winner, 10_900.0) == []  # over by then
+    assert not store.cancel_appointment(mine[0].appointment_id, loser)  # not theirs
+    assert store.cancel_appointment(mine[0].appointment_id, winner)
+    assert not store.cancel_appointment(mine[0].appointment_id, winner)  # once
+    assert store.book_appointment(appt("ap_5", "c3"), 1, 0.0, 0.0) == "booked"  # free again
+    assert store.keep_appointment("ap_5", "call-1") and not store.keep_appointment("ap_5", "x")
+    assert store.customer_appointments("c3", 0.0) == []

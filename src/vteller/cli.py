@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import re
 import signal
@@ -84,6 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         announce()
         # start the face-analysis workers now, not during the first identity check
         warm = loop_.run_in_executor(None, components.identity.analyzer.warm_up)
+        warm.add_done_callback(lambda _: freeze_startup_heap())
         stop = asyncio.Event()
         now = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -114,6 +116,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         asyncio.run(run())
     return 0
+
+
+def freeze_startup_heap() -> int:
+    """Move every object alive after start-up (modules, models, the app) out of the
+    collector's reach (``gc.freeze``). With a dozen recorded calls a full collection
+    walked about 180,000 objects, 120,000 of them from start-up, and held the GIL for
+    up to 100-200 ms. Returns how many were frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]

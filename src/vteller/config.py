@@ -22,6 +22,7 @@ from vteller.bank.webhook import WebhookConfig
 from vteller.identity.policy import IdentityPolicy
 from vteller.media.turn import TurnConfig
 from vteller.review.policy import ReviewPolicy
+from vteller.routing.appointments import AppointmentPolicy
 from vteller.routing.policy import RoutingPolicy
 
 TokenAlgorithm = Literal["EdDSA", "ES256", "RS256", "HS256"]
@@ -143,6 +144,14 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(10.0, gt=0, le=300)
     reconnect_grace_s: float = Field(30.0, ge=0, le=600)
     ring_timeout_s: float = Field(20.0, gt=0, le=300)
+    media_min_bitrate_bps: int = Field(
+        500_000, ge=50_000, le=10_000_000, description="the bandwidth a receiver reports "
+        "(REMB) lowers a party's video bitrate down to this, never below: the server's "
+        "identity checks and the recorded evidence need that picture")
+    monitoring: bool = Field(True, description="supervisors may listen to calls in "
+                             "progress (listen-only, audited)")
+    monitoring_tells_teller: bool = Field(True, description="the teller's console shows "
+                                          "who is listening (the bank's policy)")
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
     messages_per_second: float = Field(100.0, gt=0)
     message_burst: int = Field(300, ge=1)
@@ -160,6 +169,7 @@ class Settings(BaseSettings):
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
     assist: AssistPolicy = Field(default_factory=AssistPolicy)
     review: ReviewPolicy = Field(default_factory=ReviewPolicy)
+    appointments: AppointmentPolicy = Field(default_factory=AppointmentPolicy)
     identity: IdentityPolicy = Field(default_factory=IdentityPolicy)
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
     s3: S3Config = Field(default_factory=S3Config)

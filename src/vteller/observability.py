@@ -33,6 +33,8 @@ class Metrics:
                                   buckets=(1, 3, 5, 10, 20, 30, 60, 120, 300), registry=r)
         self.logins = Counter("vteller_staff_logins_total", "Staff login attempts", ["result"],
                               registry=r)
+        self.appointments = Counter("vteller_appointments_total", "Video appointments booked, "
+                                    "cancelled and kept", ["event"], registry=r)
         self.enrollments = Counter("vteller_reference_uploads_total",
                                    "Reference photo uploads by result", ["result"], registry=r)
         self.identity_verdicts = Counter("vteller_identity_verdicts_total",
@@ -68,15 +70,22 @@ class _NodeLabelled:
 class LoopLagMonitor:
     """Measures how late the event loop wakes a 100 ms timer; keeps the last minute.
 
-    Exposed as ``vteller_event_loop_lag_seconds{quantile="0.5"|"0.99"|"max"}``.
+    Exposed as ``vteller_event_loop_lag_seconds{quantile="0.5"|"0.99"|"max"}`` and, for
+    any window a scraper chooses (the difference of two scrapes), as the histogram
+    ``vteller_event_loop_delay_seconds``.
     """
 
     INTERVAL_S = 0.1
+    BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0,
+                 2.0, 5.0)
 
     def __init__(self, registry: CollectorRegistry, window: int = 600) -> None:
         self.samples: deque[float] = deque(maxlen=window)
         self._task: asyncio.Task[None] | None = None
         registry.register(self)
+        self.histogram = Histogram("vteller_event_loop_delay_seconds",
+                                   "How late the event loop woke a 100 ms timer",
+                                   buckets=self.BUCKETS_S, registry=registry)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="loop-lag")
@@ -89,7 +98,9 @@ class LoopLagMonitor:
         while True:
             t0 = time.monotonic()
             await asyncio.sleep(self.INTERVAL_S)
-            self.samples.append(max(0.0, time.monotonic() - t0 - self.INTERVAL_S))
+            lag = max(0.0, time.monotonic() - t0 - self.INTERVAL_S)
+            self.samples.append(lag)
+            self.histogram.observe(lag)
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.samples)

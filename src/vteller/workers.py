@@ -101,6 +101,10 @@ def serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         w.start()
         while not w.ready.wait(0.2):
             if stopping.is_set() or (w.proc is not None and w.proc.poll() is not None):
+                if not stopping.is_set():
+                    print(f"vteller: worker {w.index} (port {w.port}) exited with "
+                          f"{w.proc.returncode if w.proc else None} before it was ready; "
+                          "stopping the others", file=sys.stderr, flush=True)
                 forward(signal.SIGTERM, None)
                 _wait_all(workers)
                 return 1

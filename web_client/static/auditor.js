@@ -1,36 +1,17 @@
 import { show, staffLogin } from "./signaling.js";
+import { apply, formatTime, has, label, onLanguage, register, switcher, t } from "./i18n.js";
+import AUDITOR from "./lang/auditor.js";
+import STAFF from "./lang/staff.js";
+
+register(STAFF, AUDITOR);
 
 const $ = (id) => document.getElementById(id);
 const state = { page: 1, session: null, opened: null, t0: 0, duration: 0, players: [], pending: new Set() };
 window.vteller = state;
-// local time with the zone shown (the browser's Intl API), e.g. "2026-11-30 21:04:05 GMT+8"
-const TIME = new Intl.DateTimeFormat("sv-SE", { year: "numeric", month: "2-digit", day: "2-digit",
-  hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
-const fmtTime = (t) => TIME.format(new Date(t * 1000));
-// what each trail event means, in words (unknown kinds are shown as they are)
-const EVENT_LABELS = {
-  "queued": "joined the queue", "offered": "offered to a teller", "accepted": "teller accepted",
-  "offer.failed": "offer not taken", "offer.skipped": "not offered (teller network)",
-  "media.connected": "media connected", "media.failed": "media failed", "media.closed": "media closed",
-  "media.dropped": "connection dropped", "ended": "call ended", "closed": "session closed",
-  "abandoned": "left before being served", "evidence": "evidence recorded",
-  "review.decision": "decision", "review.refused": "decision refused",
-  "review.pending_audit": "approval waits for a second person",
-  "consent.requested": "screen share asked", "consent.granted": "screen share allowed",
-  "consent.active": "screen shared", "consent.stopped": "screen share stopped",
-  "consent.denied": "screen share denied", "consent.revoked": "screen share revoked",
-  "nav.pushed": "app page suggested", "nav.opened": "app page opened",
-  "identity.verdict": "face check result", "identity.snapshot": "face snapshot kept",
-  "identity.liveness_result": "liveness result", "identity.judged": "teller judged the face",
-  "identity.presence": "presence alert", "script.read": "statement read",
-  "script.question": "customer asked about a statement", "script.confirmed": "statement confirmed",
-  "otp.requested": "one-time code asked", "otp.sent": "one-time code sent",
-  "otp.entered": "one-time code entered", "otp.delivery_failed": "one-time code not sent",
-  "location.reported": "customer's location", "id_document.captured": "ID document captured",
-  "session.sealed_incomplete": "sealed incomplete (node stopped)", "handed_over": "handed over",
-  "continued_from": "continues an earlier call",
-};
-const eventLabel = (kind) => EVENT_LABELS[kind] || kind;
+const fmtTime = formatTime;  // local time with the zone shown, e.g. "2026-11-30 21:04:05 GMT+8"
+// what each trail event, actor, flag and access means, in words (unknown ones as they are)
+const word = (prefix, code) => (has(`${prefix}.${code}`) ? t(`${prefix}.${code}`) : code);
+const eventLabel = (kind) => word("event", kind);
 const clock = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
 
 async function api(path, options = {}) {
@@ -43,6 +24,8 @@ async function api(path, options = {}) {
 }
 
 function cell(text) { const td = document.createElement("td"); td.textContent = text ?? ""; return td; }
+// a cell of data (a name, an id, a reason someone typed): never translated
+function raw(text) { const td = cell(text); td.translate = false; return td; }
 
 async function search(page = 1) {
   $("error").textContent = "";
@@ -58,17 +41,17 @@ async function search(page = 1) {
     $("results").replaceChildren(...res.rows.map((row) => {
       const tr = document.createElement("tr");
       tr.dataset.session = row.session_id;
-      const flags = [...row.flags, ...(row.legal_hold ? ["legal hold"] : []), ...(row.purged ? ["purged"] : [])];
-      tr.append(cell(fmtTime(row.queued_at)), cell(row.customer_id), cell(row.teller), cell(row.business_type),
-        cell(row.decision), cell(row.outcome ? row.outcome + (row.outcome_reason ? ` (${row.outcome_reason})` : "") : ""),
-        cell(flags.join(", ")));
+      const flags = [...row.flags, ...(row.legal_hold ? ["legal_hold"] : []), ...(row.purged ? ["purged"] : [])];
+      tr.append(cell(fmtTime(row.queued_at)), raw(row.customer_id), raw(row.teller), cell(label(row.business_type)),
+        cell(label(row.decision)), cell(row.outcome ? label(row.outcome) + (row.outcome_reason ? ` (${label(row.outcome_reason)})` : "") : ""),
+        cell(flags.map((f) => word("flag", f)).join(", ")));
       const td = document.createElement("td");
-      const b = document.createElement("button"); b.className = "small"; b.textContent = "Select";
+      const b = document.createElement("button"); b.className = "small"; b.textContent = t("a.select");
       b.onclick = () => select(row.session_id);
       td.append(b); tr.append(td); return tr;
     }));
     const pages = Math.max(1, Math.ceil(res.total / res.page_size));
-    $("page-info").textContent = `page ${res.page} of ${pages} (${res.total} sessions)`;
+    $("page-info").textContent = t("a.page_info", { page: res.page, pages, total: res.total });
     $("prev").disabled = res.page <= 1; $("next").disabled = res.page >= pages;
   } catch (e) { $("error").textContent = e.message; }
 }
@@ -89,9 +72,9 @@ async function loadApprovals() {
     show($("approvals-empty"), res.approvals.length === 0);
     $("approvals").replaceChildren(...res.approvals.map((a) => {
       const tr = document.createElement("tr");
-      tr.append(cell(fmtTime(a.requested_at)), cell(a.business_type), cell(a.teller), cell(a.session_id));
+      tr.append(cell(fmtTime(a.requested_at)), cell(label(a.business_type)), raw(a.teller), raw(a.session_id));
       const td = document.createElement("td");
-      const b = document.createElement("button"); b.className = "small"; b.textContent = "Review";
+      const b = document.createElement("button"); b.className = "small"; b.textContent = t("a.review");
       b.onclick = () => select(a.session_id);
       td.append(b); tr.append(td); return tr;
     }));
@@ -102,7 +85,7 @@ async function decideApproval(approve) {
   try {
     const res = await (await api(`/api/audit/sessions/${encodeURIComponent(state.session)}/approval`, {
       method: "POST", body: JSON.stringify({ approve, reason: $("approval-reason").value }) })).json();
-    $("approval-result").textContent = res.status === "approved" ? "Approval confirmed" : "Approval rejected";
+    $("approval-result").textContent = res.status === "approved" ? t("a.approval_confirmed") : t("a.approval_rejected");
     loadApprovals();
   } catch (e) { $("approval-result").textContent = e.message; }
 }
@@ -112,11 +95,18 @@ function renderVerification(v, purged) {
   box.className = v.ok ? "verified" : "failed";
   box.dataset.ok = v.ok;
   const h = document.createElement("h3");
-  h.textContent = purged ? (v.ok ? "Purged under retention: tombstone verified" : "PURGED: TOMBSTONE NOT VERIFIED")
-    : (v.ok ? "Integrity verified" + (v.incomplete ? " (recording incomplete: server stopped)" : "") : "INTEGRITY CHECK FAILED");
+  h.textContent = purged ? (v.ok ? t("a.purged_ok") : t("a.purged_bad"))
+    : (v.ok ? t("a.verified") + (v.incomplete ? t("a.verified_incomplete") : "") : t("a.failed"));
   const ul = document.createElement("ul");
   for (const p of v.problems) { const li = document.createElement("li"); li.textContent = p; li.className = "problem"; ul.append(li); }
-  for (const c of v.checked) { const li = document.createElement("li"); li.textContent = c; ul.append(li); }
+  const n = v.counts;  // the figures behind the checked lines, worded here; else the lines
+  const checked = !n ? v.checked : [
+    n.events !== undefined && t("a.checked_events", { n: n.events }),
+    n.checkpoints !== undefined && t("a.checked_checkpoints", { n: n.checkpoints }),
+    n.log_size !== undefined && t("a.checked_log", { entry: n.log_entry, size: n.log_size }),
+    n.tracks !== undefined && t("a.checked_tracks", { n: n.tracks }),
+    n.contents_skipped && t("a.checked_skipped")].filter(Boolean);
+  for (const c of checked) { const li = document.createElement("li"); li.textContent = c; ul.append(li); }
   box.replaceChildren(h, ul);
 }
 
@@ -127,8 +117,8 @@ async function openSession() {
       method: "POST", body: JSON.stringify({ reason: $("reason").value }) })).json();
     state.opened = res;
     renderVerification(res.verification, res.purged);
-    $("hold-state").textContent = res.legal_hold ? `on hold: ${res.legal_hold.reason}` : "";
-    $("hold").textContent = res.legal_hold ? "Clear legal hold" : "Set legal hold";
+    $("hold-state").textContent = res.legal_hold ? t("a.on_hold", { reason: res.legal_hold.reason }) : "";
+    $("hold").dataset.i18n = res.legal_hold ? "a.clear_legal_hold" : "a.set_legal_hold"; $("hold").textContent = t($("hold").dataset.i18n);
     if (res.purged) return;
     buildPlayer(res);
   } catch (e) { $("open-error").textContent = e.message; }
@@ -137,41 +127,42 @@ async function openSession() {
 function buildPlayer(res) {
   state.players.forEach((p) => p.el.pause());
   $("videos").replaceChildren(); state.duration = 0;
-  const media = res.tracks.filter((t) => t.kind !== "image" && t.starts_at != null);
-  state.t0 = Math.min(...media.map((t) => t.starts_at), ...res.events.map((e) => e.at));
+  const media = res.tracks.filter((tr) => tr.kind !== "image" && tr.starts_at != null);
+  state.t0 = Math.min(...media.map((tr) => tr.starts_at), ...res.events.map((e) => e.at));
   // replay starts where the media starts, not at the first event (the queue)
-  state.mediaStart = media.length ? Math.min(...media.map((t) => t.starts_at)) - state.t0 : 0;
-  state.players = media.map((t) => {
-    const el = document.createElement(t.kind === "audio" ? "audio" : "video");
-    el.src = `/api/audit/sessions/${encodeURIComponent(res.session_id)}/media/${encodeURIComponent(t.name)}?grant=${encodeURIComponent(res.grant)}`;
-    el.preload = "auto"; el.dataset.track = t.name; el.title = t.name;
+  state.mediaStart = media.length ? Math.min(...media.map((tr) => tr.starts_at)) - state.t0 : 0;
+  state.players = media.map((tr) => {
+    const el = document.createElement(tr.kind === "audio" ? "audio" : "video");
+    el.src = `/api/audit/sessions/${encodeURIComponent(res.session_id)}/media/${encodeURIComponent(tr.name)}?grant=${encodeURIComponent(res.grant)}`;
+    el.preload = "auto"; el.dataset.track = tr.name; el.title = tr.name.split(".").slice(0, 2).map((part) => word("track", part)).join(" ");
     el.onloadedmetadata = () => {
-      state.duration = Math.max(state.duration, t.starts_at - state.t0 + (isFinite(el.duration) ? el.duration : 0));
+      state.duration = Math.max(state.duration, tr.starts_at - state.t0 + (isFinite(el.duration) ? el.duration : 0));
       $("scrub").max = state.duration; drawMarkers(state.events || []);
     };
-    if (t.kind === "video") { const fig = document.createElement("figure"); const cap = document.createElement("figcaption"); cap.textContent = t.name.split(".").slice(0, 2).join(" "); fig.append(el, cap); $("videos").append(fig); }
+    if (tr.kind === "video") { const fig = document.createElement("figure"); const cap = document.createElement("figcaption"); cap.textContent = tr.name.split(".").slice(0, 2).map((part) => word("track", part)).join(" "); fig.append(el, cap); $("videos").append(fig); }
     else $("videos").append(el);
-    return { el, offset: t.starts_at - state.t0 };
+    return { el, offset: tr.starts_at - state.t0 };
   });
   $("timeline").replaceChildren(...res.events.map((e) => {
     const li = document.createElement("li");
     const b = document.createElement("button"); b.className = "small secondary";
-    const t = e.at - state.t0;
-    b.textContent = clock(Math.max(0, t)); b.dataset.t = t;
-    b.onclick = () => seek(t);
+    const at = e.at - state.t0;
+    b.textContent = clock(Math.max(0, at)); b.dataset.t = at;
+    b.onclick = () => seek(at);
     const place = e.kind === "location.reported"
-      ? `${e.lat.toFixed(4)}, ${e.lon.toFixed(4)} ±${Math.round(e.accuracy_m)} m${e.region ? ` in ${e.region}` : ""}` : "";
-    const extra = place || e.step_title || e.verdict || e.state || e.decision || e.evidence || e.destination || e.reason || "";
-    li.append(b, document.createTextNode(` ${e.actor}: ${eventLabel(e.kind)}${extra ? ` (${extra})` : ""}`));
-    li.dataset.kind = e.kind; li.title = e.kind;
+      ? t("a.place", { lat: e.lat.toFixed(4), lon: e.lon.toFixed(4), m: Math.round(e.accuracy_m) }) + (e.region ? t("a.place_in", { region: e.region }) : "") : "";
+    const code = e.verdict || e.state || e.decision || e.evidence || e.disposition || e.reason;
+    const extra = place || e.step_title || (code ? label(code) : "") || e.destination || "";
+    li.append(b, document.createTextNode(` ${word("actor", e.actor)}: ${eventLabel(e.kind)}${extra ? ` (${extra})` : ""}`));
+    li.dataset.kind = e.kind;  // the event's own name (as in exported bundles), for tools
     return li;
   }));
   drawMarkers(res.events);
   seek(state.mediaStart);
-  $("evidence").replaceChildren(...res.tracks.filter((t) => t.kind === "image").map((t) => {
+  $("evidence").replaceChildren(...res.tracks.filter((tr) => tr.kind === "image").map((tr) => {
     const img = document.createElement("img");
-    img.src = `/api/audit/sessions/${encodeURIComponent(res.session_id)}/media/${encodeURIComponent(t.name)}?grant=${encodeURIComponent(res.grant)}`;
-    img.alt = "best-matching verification frame"; img.className = "evidence"; return img;
+    img.src = `/api/audit/sessions/${encodeURIComponent(res.session_id)}/media/${encodeURIComponent(tr.name)}?grant=${encodeURIComponent(res.grant)}`;
+    img.alt = t("a.evidence_frame"); img.className = "evidence"; return img;
   }));
   show($("player"), true);
 }
@@ -224,7 +215,7 @@ async function exportBundle() {
     const a = document.createElement("a");
     a.href = URL.createObjectURL(new Blob(parts, { type: "application/zip" }));
     a.download = `vteller-${state.session}.zip`; a.click();
-    $("export-result").textContent = `exported ${(got / 1e6).toFixed(1)} MB`;
+    $("export-result").textContent = t("a.exported", { mb: (got / 1e6).toFixed(1) });
   } catch (e) { $("export-result").textContent = e.message; }
   show(bar, false);
 }
@@ -235,8 +226,8 @@ async function toggleHold() {
     await api(`/api/audit/sessions/${encodeURIComponent(state.session)}/hold`, {
       method: "POST", body: JSON.stringify({ hold, reason: $("hold-reason").value }) });
     state.opened.legal_hold = hold ? { reason: $("hold-reason").value } : null;
-    $("hold-state").textContent = hold ? `on hold: ${$("hold-reason").value}` : "hold cleared";
-    $("hold").textContent = hold ? "Clear legal hold" : "Set legal hold";
+    $("hold-state").textContent = hold ? t("a.on_hold", { reason: $("hold-reason").value }) : t("a.hold_cleared");
+    $("hold").dataset.i18n = hold ? "a.clear_legal_hold" : "a.set_legal_hold"; $("hold").textContent = t($("hold").dataset.i18n);
     $("hold-error").textContent = "";
   } catch (e) { $("hold-error").textContent = e.message; }
 }
@@ -244,10 +235,10 @@ async function toggleHold() {
 async function loadAccess() {
   try {
     const res = await (await api("/api/audit/access-log")).json();
-    $("access-state").textContent = res.verification.ok ? `(${res.verification.entries} entries, chain verified)` : "(ACCESS LOG ALTERED)";
+    $("access-state").textContent = res.verification.ok ? t("a.access_verified", { n: res.verification.entries }) : t("a.access_altered");
     $("access-rows").replaceChildren(...res.entries.map((e) => {
       const tr = document.createElement("tr");
-      tr.append(cell(fmtTime(e.at)), cell(e.user), cell(e.action), cell(e.session_id), cell(e.reason)); return tr;
+      tr.append(cell(fmtTime(e.at)), raw(e.user), cell(word("access", e.action)), raw(e.session_id), raw(e.reason)); return tr;
     }));
   } catch (e) { $("access-state").textContent = e.message; }
 }
@@ -256,7 +247,7 @@ async function start() {
   const me = await (await fetch("/api/me")).json();
   show($("login"), false); show($("console"), true);
   $("me").textContent = me.display_name;
-  if (me.role !== "auditor") { $("error").textContent = "This console is for auditors."; return; }
+  if (me.role !== "auditor") { $("error").textContent = t("a.auditors_only"); return; }
   show($("access"), true);
   loadApprovals();
   search(1);
@@ -276,4 +267,8 @@ $("reject-approval").onclick = () => decideApproval(false);
 $("access-load").onclick = loadAccess;
 $("logout").onclick = async () => { await fetch("/api/logout", { method: "POST" }); location.reload(); };
 requestAnimationFrame(tick);
+apply();
+switcher($("lang"));
+// a switch redraws what the console wrote itself: the lists now, an opened session on reopening
+onLanguage(() => { if (!$("console").hidden) { loadApprovals(); search(state.page); } });
 staffLogin(start);

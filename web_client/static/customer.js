@@ -1,5 +1,8 @@
 import { Signaling, sendOffer, show, say } from "./signaling.js";
-import { apply, fill, has, i18n, setLang, speechLang, t } from "./i18n.js";
+import { apply, fill, has, i18n, register, setLang, speechLang, t } from "./i18n.js";
+import CUSTOMER from "./lang/customer.js";
+
+register(CUSTOMER);
 
 const $ = (id) => document.getElementById(id);
 const state = { pc: null, local: null, token: null, elderly: false, callId: null, screen: null, screenSender: null };
@@ -51,8 +54,16 @@ async function negotiate(sig) {
   const remote = new MediaStream();
   $("remote").srcObject = remote;
   pc.ontrack = (ev) => remote.addTrack(ev.track);
+  // A phone changing networks (Wi-Fi to mobile data) loses its path: offer a fresh
+  // connection on the same call (the server replaces the leg; aiortc has no ICE restart)
+  // when the connection fails, stays disconnected for 3 s, or the network changes.
   pc.onconnectionstatechange = () => {
-    if (pc.connectionState === "failed" && state.callId) negotiate(sig);
+    clearTimeout(state.reconnectTimer);
+    if (pc !== state.pc || !state.callId) return;
+    if (pc.connectionState === "failed") negotiate(sig);
+    if (pc.connectionState === "disconnected") {
+      state.reconnectTimer = setTimeout(() => { if (pc === state.pc && pc.connectionState === "disconnected") negotiate(sig); }, 3000);
+    }
   };
   await sendOffer(pc, sig);
 }
@@ -93,6 +104,47 @@ function showHours(closed = true) {
     return li;
   }), Object.assign(document.createElement("li"), { textContent: t("hours_zone", { zone: s.timezone }) }));
   show($("closed"), true);
+}
+
+// Booking a video appointment when nobody can serve now: the free times, shown in the
+// bank's time zone (named), grouped by day; or the appointment already held.
+const booking = { what: null, zone: "UTC", held: null };
+
+function offerBooking(sig) {
+  if (!$("booking").hidden) return;  // shown already (the queue status repeats)
+  booking.what = { business_type: state.business || $("business-type").value, language: i18n.lang };
+  sig.send({ type: "appointment.find", ...booking.what });
+}
+
+function slotTime(at, withDay = true) {
+  return new Intl.DateTimeFormat(i18n.lang === "zh" ? "zh-CN" : "en-GB", { timeZone: booking.zone,
+    ...(withDay ? { weekday: "long", month: "long", day: "numeric" } : {}),
+    hour: "2-digit", minute: "2-digit", timeZoneName: "short" }).format(new Date(at * 1000));
+}
+
+function renderSlots(m) {
+  booking.zone = m.timezone; booking.held = m.booked[0] || null;
+  const days = new Map();
+  for (const at of m.slots) {
+    const day = new Intl.DateTimeFormat(i18n.lang === "zh" ? "zh-CN" : "en-GB", { timeZone: m.timezone,
+      weekday: "long", month: "long", day: "numeric" }).format(new Date(at * 1000));
+    if (!days.has(day)) days.set(day, []);
+    days.get(day).push(at);
+  }
+  $("slot").replaceChildren(...[...days].map(([day, starts]) => {
+    const group = document.createElement("optgroup"); group.label = day;
+    group.append(...starts.map((at) => new Option(slotTime(at, false), String(at))));
+    return group;
+  }));
+  renderBooking(m.slots.length === 0);
+}
+
+function renderBooking(none = false) {
+  show($("booking"), true);
+  show($("booked"), !!booking.held);
+  show($("book-form"), !booking.held && !none);
+  show($("book-none"), !booking.held && none);
+  if (booking.held) $("booked-at").textContent = t("booked_at", { when: slotTime(booking.held.starts_at) });
 }
 
 function stopMedia() {  // camera and microphone off once the call is over
@@ -174,7 +226,7 @@ async function main() {
     const m = ev.detail;
     state.callId = m.call_id;
     $("green").hidden = !m.green_channel;
-    if (m.state === "queued" && !m.servable) { status(t("no_teller")); if (state.service) showHours(false); }
+    if (m.state === "queued" && !m.servable) { status(t("no_teller")); if (state.service) showHours(false); offerBooking(sig); }
     else if (m.state === "queued") {
       const wait = m.ewt_s === null ? "" : m.ewt_s < 60 ? t("wait_under_minute") : t("wait_minutes", { n: Math.round(m.ewt_s / 60) });
       status((m.position === 1 ? t("you_are_next") : t("number_in_line", { n: m.position })) + wait);
@@ -206,7 +258,11 @@ async function main() {
     const m = ev.detail;
     if (m.code === "closed") {  // outside the opening hours: say so, with the hours
       show($("waiting"), false); show($("start-panel"), true); stopMedia();
-      showHours(); return;
+      showHours(); offerBooking(sig); return;
+    }
+    if (m.re && m.re.startsWith("appointment.")) {  // beside the booking, in the customer's words
+      $("book-error").textContent = t("book_failed");
+      sig.send({ type: "appointment.find", ...booking.what }); return;
     }
     if (m.code === "service_unavailable" && m.re === "queue.join") {  // the queue is briefly unreachable
       show($("waiting"), false); show($("start-panel"), true);
@@ -266,10 +322,12 @@ async function main() {
   });
   sig.addEventListener("nav.prompt", (ev) => {
     const m = ev.detail;
-    const title = document.createElement("strong"); title.id = "nav-title"; title.textContent = m.title;
+    // the bank's title in English; the catalogue's words for the page's code elsewhere
+    const words = i18n.lang !== "en" && has(`dest.${m.id}`) ? t(`dest.${m.id}`) : m.title;
+    const title = document.createElement("strong"); title.id = "nav-title"; title.textContent = words;
     fill($("nav-text"), "suggests", { title });
     $("nav-open").href = m.link; $("nav-open").dataset.id = m.id;
-    show($("nav"), true); speak(t("suggests", { title: m.title }));
+    show($("nav"), true); speak(t("suggests", { title: words }));
   });
   sig.addEventListener("identity.challenge", (ev) => {
     const m = ev.detail;
@@ -314,6 +372,16 @@ async function main() {
   };
 
   $("check-devices").onclick = checkDevices;
+  sig.addEventListener("appointment.slots", (ev) => renderSlots(ev.detail));
+  sig.addEventListener("appointment.booked", (ev) => {
+    booking.held = ev.detail.appointment; $("book-error").textContent = ""; renderBooking();
+  });
+  sig.addEventListener("appointment.cancelled", () => {
+    booking.held = null; $("book-error").textContent = t("booking_cancelled");
+    sig.send({ type: "appointment.find", ...booking.what });
+  });
+  $("book").onclick = () => { $("book-error").textContent = ""; sig.send({ type: "appointment.book", ...booking.what, starts_at: Number($("slot").value) }); };
+  $("cancel-booking").onclick = () => sig.send({ type: "appointment.cancel", appointment_id: booking.held.appointment_id });
   $("survey").onsubmit = (ev) => {
     ev.preventDefault();
     const score = new FormData($("survey")).get("score");
@@ -325,7 +393,7 @@ async function main() {
     show($("survey"), false); $("survey-result").textContent = t("survey_thanks");
   });
   $("start").onclick = async () => {
-    show($("end"), false); show($("closed"), false);
+    show($("end"), false); show($("closed"), false); show($("booking"), false);
     try {
       $("error").textContent = "";
       state.token = state.token || await getToken();
@@ -350,6 +418,9 @@ async function main() {
   $("elderly-toggle").onclick = () => { state.elderly = !state.elderly; document.body.classList.toggle("elderly", state.elderly); };
   $("lang").value = i18n.lang;
   $("lang").onchange = () => setLang($("lang").value);
+  const moved = () => { if (state.pc && state.callId && state.local) negotiate(sig); };
+  navigator.connection?.addEventListener("change", moved);  // a new network (where supported)
+  window.addEventListener("online", moved);
   if (sessionStorage.getItem("vteller.resume")) sig.connect();  // page reload during a call
 }
 main();

@@ -1,3 +1,5 @@
+import { errorText, t } from "./i18n.js";
+
 // Signaling client: hello/resume, automatic reconnect within the grace period.
 export class Signaling extends EventTarget {
   constructor(hello) {
@@ -54,6 +56,10 @@ export class Signaling extends EventTarget {
 
 // Offer with all ICE candidates gathered (the server does not trickle).
 export async function sendOffer(pc, sig) {
+  sig.send({ type: "webrtc.offer", sdp: await gatheredOffer(pc) });
+}
+
+export async function gatheredOffer(pc) {
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
   if (pc.iceGatheringState !== "complete") {
@@ -63,7 +69,7 @@ export async function sendOffer(pc, sig) {
       setTimeout(resolve, 3000);
     });
   }
-  sig.send({ type: "webrtc.offer", sdp: pc.localDescription.sdp });
+  return pc.localDescription.sdp;
 }
 
 export function show(el, visible) { el.hidden = !visible; }
@@ -86,7 +92,11 @@ export function staffLogin(connect) {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ username: $("username").value, password: $("password").value }),
     });
-    if (!r.ok) { $("login-error").textContent = (await r.json()).error.message; return; }
+    if (!r.ok) {
+      const error = (await r.json().catch(() => ({}))).error || {};
+      $("login-error").textContent = error.code === "unauthenticated" || r.status === 401 ? t("login_failed") : errorText(error);
+      return;
+    }
     $("password").value = "";
     connect();
   };

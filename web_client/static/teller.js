@@ -1,24 +1,14 @@
 import { Signaling, sendOffer, show, staffLogin } from "./signaling.js";
+import { apply, errorText, fill, formatDay, formatTime, has, i18n, label, onLanguage, register, switcher, t } from "./i18n.js";
+import CUSTOMER from "./lang/customer.js";
+import STAFF from "./lang/staff.js";
+import TELLER from "./lang/teller.js";
+
+register(CUSTOMER, STAFF, TELLER);  // the customer's words name the liveness actions
 
 const $ = (id) => document.getElementById(id);
 const state = { pc: null, local: null, offer: null, tellerState: "offline" };
 window.vteller = state;
-
-// Words for the codes the server sends (unknown codes are shown with spaces).
-const LABELS = {
-  general: "General question", card_issuance_review: "Card issuance review",
-  password_reset: "Card password reset", info_change: "Change of personal details",
-  video_ident: "Video identification",
-  offline: "offline", available: "available", offered: "offered", busy: "in a call",
-  wrap_up: "wrap-up", break: "on break",
-  missed_offer: "missed an offer", personal: "personal", supervisor: "set by a supervisor",
-  hangup_teller: "you hung up", hangup_customer: "the customer hung up",
-  customer_disconnected: "the customer's connection was lost",
-  teller_disconnected: "your connection was lost", server_shutdown: "the server restarted",
-  resolved: "Resolved", follow_up: "Follow-up needed", callback_requested: "Callback requested",
-  complaint: "Complaint", referred: "Referred to a branch", technical_problem: "Technical problem",
-};
-const label = (code) => LABELS[code] || String(code).replaceAll("_", " ");
 
 // Each error appears beside the tools of the message that caused it, until the next
 // message of that area is sent.
@@ -28,6 +18,29 @@ const ERROR_AREAS = [["offer.", "offer-error"], ["identity.", "identity-error"],
   ["call.transfer", "transfer-error"], ["wrap_up.", "wrapup-error"]];
 const areaOf = (type) => (ERROR_AREAS.find(([prefix]) => (type || "").startsWith(prefix)) || [null, "error"])[1];
 function showError(type, text) { $(areaOf(type)).textContent = text; }
+const text = (prefix, code) => t(`${prefix}.${code}`);
+// A business type's title: the bank's own (configured) in English, the catalogue's
+// words for its code in another language where it has them.
+const named = (code, title) => (i18n.lang !== "en" && has(`code.${code}`) ? label(code) : title);
+const businessTitle = (b) => named(b.id, b.title);
+const nameOf = (value) => { const el = document.createElement("strong"); el.textContent = value; return el; };
+
+function renderLastCall() {
+  const c = state.lastCall;
+  $("last-call").textContent = !c ? "" : t("last_call", { reason: label(c.reason) }) +
+    (c.disposition ? t("disposition_recorded", { label: label(c.disposition) }) : "");
+}
+
+function renderOffer() {
+  const o = state.offer;
+  if (!o) return;
+  const business = document.createElement("span"); business.id = "offer-business"; business.textContent = label(o.business_type);
+  const language = nameOf(has(`code.lang.${o.language}`) ? label(`lang.${o.language}`) : o.language); language.id = "offer-language";
+  const name = nameOf(o.customer.display_name); name.id = "offer-name"; name.translate = false;
+  fill($("offer-line"), "offer_line", { name, business, language });
+  show($("offer-appointment"), !!o.appointment_at);
+  if (o.appointment_at) $("offer-appointment").textContent = t("offer_appointment", { time: formatTime(o.appointment_at) });
+}
 
 // The ring: a soft two-tone chime every 2 s while an offer waits (Web Audio, no file).
 const ring = {
@@ -51,9 +64,9 @@ const ring = {
 const timers = { offerUntil: null, wrapUntil: null, callSince: null };
 function tick() {
   const now = Date.now();
-  if (timers.offerUntil) $("offer-countdown").textContent = `${Math.max(0, Math.ceil((timers.offerUntil - now) / 1000))} s left`;
+  if (timers.offerUntil) $("offer-countdown").textContent = t("seconds_left", { n: Math.max(0, Math.ceil((timers.offerUntil - now) / 1000)) });
   if (timers.wrapUntil && state.tellerState === "wrap_up") {
-    $("teller-state").textContent = `${label("wrap_up")} (available in ${Math.max(0, Math.ceil((timers.wrapUntil - now) / 1000))} s)`;
+    $("teller-state").textContent = t("available_in", { state: label("wrap_up"), n: Math.max(0, Math.ceil((timers.wrapUntil - now) / 1000)) });
   }
   if (timers.callSince) {
     const s = Math.floor((now - timers.callSince) / 1000);
@@ -65,7 +78,8 @@ setInterval(tick, 1000);
 function setTellerState(s, reason, wrapUpS) {
   state.tellerState = s;
   timers.wrapUntil = s === "wrap_up" && wrapUpS != null ? Date.now() + wrapUpS * 1000 : null;
-  $("teller-state").textContent = label(s) + (reason ? ` (${label(reason)})` : "") + (wrapUpS != null ? ` (available in ${wrapUpS} s)` : "");
+  const shown = reason ? t("with_reason", { state: label(s), reason: label(reason) }) : label(s);
+  $("teller-state").textContent = wrapUpS != null ? t("available_in", { state: shown, n: wrapUpS }) : shown;
   show($("wrapup-extend"), s === "wrap_up");
   $("teller-state").dataset.state = s;
   show($("wrapup-done"), s === "wrap_up");
@@ -94,26 +108,17 @@ async function negotiate(sig) {
   await sendOffer(pc, sig);
 }
 
-const VERDICTS = {
-  idle: "not checked", verifying: "verifying...", verified: "verified", mismatch: "MISMATCH",
-  needs_review: "borderline: teller review", no_face: "no face in view", several_faces: "several faces in view",
-  poor_quality: "picture too poor", no_reference: "no reference photo on file",
-};
-const CONDITIONS = { no_face: "No face in view.", several_faces: "More than one face in view.",
-  poor_quality: "Picture too poor.", face_too_small: "Face too small: ask the customer to come closer.",
-  poorly_lit: "Face poorly lit: ask the customer to face the light.", too_blurry: "Picture blurry: ask the customer to hold still." };
-const PRESENCE = { left_frame: "The customer left the picture.", several_faces: "Someone else is in the picture.",
-  different_person: "A DIFFERENT PERSON is in front of the camera." };
-
 function renderIdentity(s) {
   const v = $("id-verdict");
-  v.textContent = VERDICTS[s.verdict] + (s.judged ? ` (teller ${s.judged})` : "") + (s.verdict_s != null ? ` in ${s.verdict_s.toFixed(1)} s` : "");
+  show($("id-scale"), true);
+  v.textContent = text("verdict", s.verdict) + (s.judged ? t("judged_by_teller", { judged: s.judged }) : "") + (s.verdict_s != null ? t("verdict_in", { s: s.verdict_s.toFixed(1) }) : "");
   v.dataset.verdict = s.verdict;
-  $("id-condition").textContent = CONDITIONS[s.detail] || CONDITIONS[s.condition] || "";
-  $("id-presence").textContent = PRESENCE[s.presence] || "";
+  const known = (prefix, code) => (code && has(`${prefix}.${code}`) ? text(prefix, code) : "");
+  $("id-condition").textContent = known("condition", s.detail) || known("condition", s.condition);
+  $("id-presence").textContent = known("presence", s.presence);
   $("id-distance").textContent = s.distance == null ? "-" : s.distance.toFixed(3);
-  $("id-match").textContent = s.match_threshold; $("id-mismatch").textContent = s.mismatch_threshold;
-  $("id-samples").textContent = s.samples;
+  const part = (value) => { const el = document.createElement("span"); el.textContent = value; return el; };
+  fill($("id-scale"), "distance_scale", { match: part(s.match_threshold), mismatch: part(s.mismatch_threshold), samples: part(s.samples) });
   show($("id-borderline"), s.borderline && !s.judged);
   const svg = $("id-trend");
   const y = (d) => 40 - Math.min(d, 1) * 40;
@@ -127,16 +132,16 @@ function renderIdentity(s) {
   poly.setAttribute("class", "trend-line");
   svg.replaceChildren(line(s.match_threshold, "trend-match"), line(s.mismatch_threshold, "trend-mismatch"), poly);
   const l = s.liveness;
-  $("id-liveness-state").textContent = l ? l.state.replace("_", " ") : "not started";
+  $("id-liveness-state").textContent = l ? label(l.state) : t("not_started");
   $("id-liveness-state").dataset.state = l ? l.state : "idle";
-  $("id-liveness-reason").textContent = l && l.reason ? `(${l.reason.replaceAll("_", " ")})` : (l && l.phase === "calibrate" && l.state === "running" ? "(measuring the face at rest)" : "");
+  $("id-liveness-reason").textContent = l && l.reason ? `(${label(l.reason)})` : (l && l.phase === "calibrate" && l.state === "running" ? t("measuring_rest") : "");
   $("id-steps").replaceChildren(...(l ? l.steps : []).map((st) => {
     const li = document.createElement("li");
-    li.textContent = `${st.prompt}: ${st.state}`; li.dataset.state = st.state; return li;
+    li.textContent = `${has(st.action) ? t(st.action) : st.prompt}: ${label(st.state)}`; li.dataset.state = st.state; return li;
   }));
   $("id-liveness").disabled = !!(l && l.state === "running");
   const sp = s.spoken;
-  $("spoken-state").textContent = sp ? sp.state : "not started";
+  $("spoken-state").textContent = sp ? label(sp.state) : t("not_started");
   show($("spoken-run"), !!(sp && sp.state === "running"));
   if (sp) {
     $("spoken-phrase").textContent = sp.phrase;
@@ -146,28 +151,38 @@ function renderIdentity(s) {
   }
 }
 
+// The views the server's messages draw; the last message of each is kept, so a switch
+// of language draws them again (a call's views are forgotten when it ends).
+const views = new Map();
+const drawers = {};
+const CALL_VIEWS = ["monitor.state", "call.peer", "assist.state", "call.context", "identity.status", "review.recorded",
+  "otp.state", "script.state", "id.state", "location.state"];
+function redraw() { for (const [type, detail] of views) drawers[type]({ detail }); }
+
 function connect() {
   const sig = new Signaling(() => ({}));
+  const view = (type, draw) => {
+    drawers[type] = draw;
+    sig.addEventListener(type, (ev) => { views.set(type, ev.detail); draw(ev); });
+  };
   sig.addEventListener("welcome", async (ev) => {
     show($("login"), false); show($("console"), true);
     $("me").textContent = ev.detail.display_name;
     const st = ev.detail.state;
+    views.set("teller.state", { state: st.teller_state, reason: st.reason });
     setTellerState(st.teller_state, st.reason);
     if (st.call && ["connecting", "active"].includes(st.call.state) && (!state.pc || state.pc.connectionState !== "connected")) {
       $("customer-name").textContent = st.call.peer?.display_name || "";
       show($("call"), true); await negotiate(sig);
     }
   });
-  sig.addEventListener("teller.state", (ev) => setTellerState(ev.detail.state, ev.detail.reason, ev.detail.wrap_up_s));
-  const LANGUAGE_NAMES = { en: "English", zh: "Chinese (中文)" };
+  view("teller.state", (ev) => setTellerState(ev.detail.state, ev.detail.reason, ev.detail.wrap_up_s));
   sig.addEventListener("offer.incoming", (ev) => {
     state.offer = ev.detail;
     ring.start();
-    $("offer-name").textContent = ev.detail.customer.display_name;
-    $("offer-business").textContent = label(ev.detail.business_type);
+    renderOffer();
     timers.offerUntil = Date.now() + ev.detail.ring_timeout_s * 1000; tick();
     $("offer-error").textContent = "";
-    $("offer-language").textContent = LANGUAGE_NAMES[ev.detail.language] || ev.detail.language;
     show($("offer"), true);
   });
   sig.addEventListener("offer.revoked", () => { ring.stop(); state.offer = null; timers.offerUntil = null; show($("offer"), false); });
@@ -181,28 +196,38 @@ function connect() {
     await negotiate(sig);
   });
   sig.addEventListener("webrtc.answer", (ev) => state.pc?.setRemoteDescription({ type: "answer", sdp: ev.detail.sdp }));
-  sig.addEventListener("call.peer", (ev) => {
-    $("peer-status").textContent = ev.detail.connection === "reconnecting" ? "Customer connection dropped; waiting for them to return." : (ev.detail.audio ? "" : "Customer muted their microphone.");
+  view("call.peer", (ev) => {
+    $("peer-status").textContent = ev.detail.connection === "reconnecting" ? t("peer_dropped") : (ev.detail.audio ? "" : t("peer_muted"));
   });
   sig.addEventListener("call.ended", (ev) => {
     state.pc?.close(); state.pc = null; show($("call"), false); timers.callSince = null;
-    $("last-call").textContent = `Last call ended: ${label(ev.detail.reason)}`;
+    state.lastCall = { reason: ev.detail.reason, disposition: null }; renderLastCall();
   });
-  sig.addEventListener("error", (ev) => showError(ev.detail.re, ev.detail.message));
-  sig.addEventListener("assist.state", (ev) => {
+  sig.addEventListener("error", (ev) => showError(ev.detail.re, errorText(ev.detail)));
+  view("monitor.state", (ev) => {  // a supervisor listening (the bank's policy: the teller is told)
+    const names = ev.detail.listeners;
+    show($("monitored"), names.length > 0);
+    $("monitored").textContent = names.length ? t("monitored", { name: names.join(", ") }) : "";
+  });
+  view("assist.state", (ev) => {
     const s = ev.detail.state;
-    $("assist-state").textContent = s; $("assist-state").dataset.state = s;
+    $("assist-state").textContent = text("assist", s); $("assist-state").dataset.state = s;
     show($("screen"), s === "active");
     show($("assist-stop"), ["requested", "granted", "active"].includes(s));
     show($("assist-request"), !["requested", "granted", "active"].includes(s));
   });
-  sig.addEventListener("call.context", (ev) => {
-    const c = ev.detail;
-    $("business-title").textContent = c.business_type.title;
-    $("evidence-required").textContent = c.business_type.required_evidence.join(", ") || "none";
-    $("evidence-have").textContent = c.evidence.join(", ") || "none";
-    $("nav-destination").replaceChildren(...c.destinations.map((d) => new Option(d.title, d.id)));
-    $("reason-code").replaceChildren(new Option("(reason)", ""), ...c.reason_codes.map((r) => new Option(r, r)));
+  view("call.context", (ev) => renderContext(ev.detail));
+  function renderContext(c) {
+    state.context = c;
+    $("business-title").textContent = businessTitle(c.business_type);
+    $("evidence-required").textContent = c.business_type.required_evidence.map(label).join(", ") || t("none");
+    $("evidence-have").textContent = c.evidence.map(label).join(", ") || t("none");
+    const destination = $("nav-destination").value;
+    $("nav-destination").replaceChildren(...c.destinations.map((d) => new Option(named(`dest.${d.id}`, d.title), d.id)));
+    if (destination) $("nav-destination").value = destination;
+    const reason = $("reason-code").value;
+    $("reason-code").replaceChildren(new Option(t("reason_none"), ""), ...c.reason_codes.map((r) => new Option(label(r), r)));
+    $("reason-code").value = reason;
     if ($("disposition").dataset.call !== c.call_id) {  // a new call: a new disposition
       $("disposition").dataset.call = c.call_id;
       $("disposition").replaceChildren(...(c.dispositions || []).map((d) => new Option(label(d), d)));
@@ -210,45 +235,38 @@ function connect() {
       state.dispositionRecorded = false;
     }
     $("decision-result").textContent = "";
-    const day = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
-    const titles = Object.fromEntries((c.transfer_types || []).map((b) => [b.id, b.title]));
     $("customer-history").textContent = c.history && c.history.length
-      ? `Earlier calls: ${c.history.map((h) => `${day.format(new Date(h.at * 1000))} ${titles[h.business_type] || h.business_type}: ${h.outcome || "not over"}${h.reason ? ` (${label(h.reason)})` : ""}`).join("; ")}`
-      : "First call with us.";
+      ? t("earlier_calls", { list: c.history.map((h) => `${formatDay(h.at)} ${label(h.business_type)}: ${h.outcome ? label(h.outcome) : t("not_over")}${h.reason ? ` (${label(h.reason)})` : ""}`).join("; ") })
+      : t("first_call");
     if ($("transfer-type").dataset.call !== c.call_id) {  // once per call: keep the teller's choice
       $("transfer-type").dataset.call = c.call_id;
-      $("transfer-type").replaceChildren(...(c.transfer_types || []).map((b) => new Option(b.title, b.id)));
+      $("transfer-type").replaceChildren(...(c.transfer_types || []).map((b) => new Option(businessTitle(b), b.id)));
       $("transfer-type").value = c.business_type.id;
       $("transfer-teller").value = ""; $("transfer-note").value = "";
     }
+  }
+  view("identity.status", (ev) => renderIdentity(ev.detail));
+  view("review.recorded", (ev) => {
+    $("decision-result").textContent = t("decision_recorded", { decision: label(ev.detail.decision) }) +
+      (ev.detail.pending_audit ? t("pending_audit") : "");
   });
-  sig.addEventListener("identity.status", (ev) => renderIdentity(ev.detail));
-  sig.addEventListener("review.recorded", (ev) => {
-    $("decision-result").textContent = `Recorded: ${ev.detail.decision}` +
-      (ev.detail.pending_audit ? " (final after a second approval by an auditor)" : "");
-  });
-  const OTP_TEXT = { sent: "code sent; the customer types it", wrong: "wrong code entered",
-    verified: "verified (TAN)", failed: "failed: no attempts left", expired: "expired",
-    delivery_failed: "the bank could not be reached; try again" };
-  sig.addEventListener("otp.state", (ev) => {
+  view("otp.state", (ev) => {
     const m = ev.detail;
     $("otp-state").dataset.state = m.state;
-    $("otp-state").textContent = OTP_TEXT[m.state] + (m.state === "wrong" ? ` (${m.attempts_left} left)` : "");
+    $("otp-state").textContent = text("otp", m.state) + (m.state === "wrong" ? t("attempts_left", { n: m.attempts_left }) : "");
   });
   const docs = {};
-  const SCRIPT_TEXT = { open: "not read yet", read: "waiting for the customer",
-    question: "the customer has a question: answer it, then ask again", confirmed: "confirmed" };
-  sig.addEventListener("script.state", (ev) => {
+  view("script.state", (ev) => {
     show($("script-panel"), true);
     $("script-steps").replaceChildren(...ev.detail.steps.map((s) => {
       const li = document.createElement("li"); li.dataset.step = s.id; li.dataset.state = s.state;
       const title = document.createElement("strong"); title.textContent = s.title;
-      const text = document.createElement("p"); text.textContent = s.text;
-      const st = document.createElement("span"); st.className = "state"; st.textContent = SCRIPT_TEXT[s.state];
-      li.append(title, " ", st, text);
+      const statement = document.createElement("p"); statement.textContent = s.text;
+      const st = document.createElement("span"); st.className = "state"; st.textContent = text("script", s.state);
+      li.append(title, " ", st, statement);
       if (s.state !== "confirmed") {
         const b = document.createElement("button"); b.className = "small secondary";
-        b.textContent = s.state === "open" ? "Read: ask to confirm" : "Ask again";
+        b.textContent = s.state === "open" ? t("script_read") : t("script_again");
         b.onclick = () => send({ type: "script.read", step: s.id });
         li.append(b);
       }
@@ -256,28 +274,28 @@ function connect() {
     }));
   });
   sig.addEventListener("call.ended", () => {
+    for (const type of CALL_VIEWS) views.delete(type);
+    show($("monitored"), false);
     show($("script-panel"), false);
     for (const side of ["front", "back"]) delete docs[side];
     $("id-doc-state").textContent = ""; $("otp-state").textContent = "";
-    $("location-state").textContent = "not asked";
+    $("location-state").textContent = text("place", "not_asked");
   });
-  const PLACE_TEXT = { allowed: "in an allowed region", outside: "OUTSIDE the allowed regions",
-    shared: "shared", not_shared: "not shared yet" };
-  sig.addEventListener("id.state", (ev) => {
+  view("id.state", (ev) => {
     const m = ev.detail;
-    docs[m.side] = m.side === "back" ? "back captured" : m.faces === 0
-      ? "front captured, no face found on it: capture again"
+    docs[m.side] = m.side === "back" ? t("doc_back") : m.faces === 0
+      ? t("doc_no_face")
       : m.distance_reference === null && m.distance_live === null
-      ? "front captured, but its photo could not be told from the customer's face: verify the face first, then have the card fill the camera"
-      : `front captured; photo vs reference ${m.distance_reference ?? "-"}, vs live face ${m.distance_live ?? "-"}: ${m.matched ? "match" : "NO MATCH"}`;
+      ? t("doc_unclear")
+      : t("doc_front", { ref: m.distance_reference ?? "-", live: m.distance_live ?? "-", result: m.matched ? t("doc_match") : t("doc_no_match") });
     $("id-doc-state").dataset.matched = m.matched ?? "";
     $("id-doc-state").textContent = [docs.front, docs.back].filter(Boolean).join("; ");
   });
-  sig.addEventListener("location.state", (ev) => {
+  view("location.state", (ev) => {
     const m = ev.detail;
     $("location-state").dataset.state = m.state;
-    $("location-state").textContent = PLACE_TEXT[m.state] + (m.region ? ` (${m.region})` : "") +
-      (m.required ? "; required for approval" : "");
+    $("location-state").textContent = text("place", m.state) + (m.region ? ` (${m.region})` : "") +
+      (m.required ? t("place_required") : "");
   });
   sig.connect();
   // what the teller does: clears the error shown beside that tool, then sends
@@ -287,20 +305,20 @@ function connect() {
   $("id-liveness").onclick = () => send({ type: "identity.liveness" });
   const judge = (accept) => {
     const notes = $("id-notes").value.trim();
-    if (notes.length < 3) { showError("identity.judge", "Write what you compared before judging."); return; }
+    if (notes.length < 3) { showError("identity.judge", t("write_compared")); return; }
     send({ type: "identity.judge", accept, notes });
   };
   $("spoken-start").onclick = () => send({ type: "identity.spoken_check", reason: $("spoken-reason").value, notes: $("spoken-notes").value.trim() });
   const attest = (passed) => {
     const notes = $("spoken-attest-notes").value.trim();
-    if (notes.length < 3) { showError("identity.attest", "Write what you heard and saw before attesting."); return; }
+    if (notes.length < 3) { showError("identity.attest", t("write_attest")); return; }
     send({ type: "identity.attest", passed, notes });
   };
   $("spoken-pass").onclick = () => attest(true);
   $("spoken-fail").onclick = () => attest(false);
   $("id-accept").onclick = () => judge(true);
   $("id-reject").onclick = () => judge(false);
-  $("assist-request").onclick = () => send({ type: "assist.request", purpose: $("assist-purpose").value || "guide you in the app" });
+  $("assist-request").onclick = () => send({ type: "assist.request", purpose: $("assist-purpose").value || t("assist_default_purpose") });
   $("assist-stop").onclick = () => send({ type: "assist.stop" });
   $("nav-push").onclick = () => send({ type: "nav.push", destination: $("nav-destination").value });
   $("otp-request").onclick = () => send({ type: "otp.request" });
@@ -317,7 +335,7 @@ function connect() {
   sig.addEventListener("wrap_up.recorded", (ev) => {
     state.dispositionRecorded = true;
     show($("wrapup-form"), false);
-    $("last-call").textContent += ` Disposition: ${label(ev.detail.disposition)}.`;
+    if (state.lastCall) { state.lastCall.disposition = ev.detail.disposition; renderLastCall(); }
   });
   $("break").onclick = () => send({ type: "teller.status", status: "break", reason: "personal" });
   $("accept").onclick = () => { ring.stop(); if (state.offer) send({ type: "offer.accept", call_id: state.offer.call_id }); };
@@ -329,7 +347,8 @@ function connect() {
     track.enabled = !track.enabled;
     const button = $(kind === "audio" ? "teller-mute" : "teller-camera");
     button.setAttribute("aria-pressed", String(!track.enabled));
-    button.textContent = kind === "audio" ? (track.enabled ? "Mute" : "Unmute") : (track.enabled ? "Camera off" : "Camera on");
+    button.dataset.i18n = kind === "audio" ? (track.enabled ? "mute" : "unmute") : (track.enabled ? "camera_off" : "camera_on");
+    button.textContent = t(button.dataset.i18n);
     if (state.pc) sig.send({ type: "call.media_state", audio: state.local.getAudioTracks()[0].enabled,
       video: state.local.getVideoTracks()[0].enabled });
   };
@@ -348,4 +367,17 @@ function connect() {
   $("logout").onclick = async () => { sig.close(); await fetch("/api/logout", { method: "POST" }); location.reload(); };
 }
 
+// the language: chosen in the header, the page redrawn in it at once
+apply();
+switcher($("lang"));
+onLanguage(() => {
+  redraw();
+  renderOffer();
+  renderLastCall();
+  for (const id of ["disposition", "reason-code"]) for (const o of $(id).options) if (o.value) o.textContent = label(o.value);
+  for (const o of $("transfer-type").options) {
+    const b = (state.context?.transfer_types || []).find((x) => x.id === o.value);
+    if (b) o.textContent = businessTitle(b);
+  }
+});
 staffLogin(connect);

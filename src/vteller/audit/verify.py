@@ -37,6 +37,9 @@ class Report:
     session_id: str
     problems: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+    # what `checked` says, as figures for pages to word in their language: events,
+    # checkpoints, log_entry and log_size, tracks, contents_skipped (1 without a key)
+    counts: dict[str, int] = field(default_factory=dict)
     incomplete: bool = False
     public_key_sha256: str = ""  # bundles: the key the signatures were checked with
 
@@ -100,6 +103,7 @@ def check_chain(r: Report, session_id: str, rows: list[Event], key: bytes | None
         if progress and i % 500 == 0:
             progress("events", i, len(rows))
     r.checked.append(f"chain: {stored} events")
+    r.counts["events"] = stored
     chain.last = stored
     return chain
 
@@ -128,6 +132,7 @@ def check_checkpoints(r: Report, session_id: str, cps: list[Checkpoint], chain: 
         r.fail("checkpoints", f"final checkpoint covers {final[0]} events, the trail has "
                f"{chain.last} (events deleted or appended)")
     r.checked.append(f"checkpoints: {len(cps)}")
+    r.counts["checkpoints"] = len(cps)
     return final
 
 
@@ -151,6 +156,7 @@ def check_log_entry(r: Report, session_id: str, entry: bytes, index: int, proof:
         r.fail("global log", "entry does not match the session's final checkpoint")
     if head is not None:
         r.checked.append(f"global log: entry {index} of {head.size}")
+        r.counts.update(log_entry=index, log_size=head.size)
     return logged
 
 
@@ -294,6 +300,8 @@ def verify_session(store: Store, session_id: str, public_key: Ed25519PublicKey,
         if progress:
             progress("tracks", n, len(tracks))
     r.checked.append(f"tracks: {len(tracks)}")
+    r.counts["tracks"] = len(tracks)
     if key is None:
         r.checked.append("payloads and track contents: skipped (no key-encryption key)")
+        r.counts["contents_skipped"] = 1
     return r

@@ -70,7 +70,8 @@ class HostFacet:
             if dropped:
                 log.info("ice_candidates_dropped", count=dropped)
         leg = MediaLeg(side, self._settings.ice_servers, call.feed, call.encoded_media,
-                       on_state=lambda leg, state: self._leg_state(call, leg, state))
+                       on_state=lambda leg, state: self._leg_state(call, leg, state),
+                       min_bitrate_bps=self._settings.media_min_bitrate_bps)
         try:
             sdp = await leg.answer(offer, call.video_codec)
         except MediaNegotiationError as exc:
@@ -107,6 +108,7 @@ class HostFacet:
                 self._background(self._auto_verify(call))
 
     def _end_call(self, call: Call, reason: str) -> None:
+        self._stop_monitors(call, "call_ended")
         if call.consent.state in (ConsentState.REQUESTED, ConsentState.GRANTED,
                                   ConsentState.ACTIVE):
             self._consent_to(call, ConsentState.STOPPED, "system", reason="call_ended")

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from vteller.audit import KekProvider
 from vteller.audit.trail import AuditTrail
 from vteller.bank import BankWebhook
+from vteller.calls.appointments import AppointmentFacet
 from vteller.calls.consent import ConsentFacet
 from vteller.calls.decisions import ReviewFacet
 from vteller.calls.disclosure import DisclosureFacet
@@ -33,6 +34,7 @@ from vteller.calls.host import HostFacet
 from vteller.calls.id_document import IdDocumentFacet
 from vteller.calls.identity_bridge import IdentityFacet
 from vteller.calls.journal import Journal
+from vteller.calls.monitoring import MonitorFacet
 from vteller.calls.parties import PartiesFacet
 from vteller.calls.party import Party
 from vteller.calls.place import PlaceFacet
@@ -61,7 +63,7 @@ Handler = Callable[[Party, Any], Any]  # (sender, message) -> None or an awaitab
 
 class CallManager(PartiesFacet, QueueFacet, PlacementFacet, ConsentFacet, ReviewFacet,
                   IdentityFacet, SecondFactorFacet, DisclosureFacet, PlaceFacet,
-                  IdDocumentFacet, TransferFacet, HostFacet):
+                  IdDocumentFacet, TransferFacet, AppointmentFacet, MonitorFacet, HostFacet):
     def __init__(self, settings: Settings, store: Store, metrics: Metrics,
                  kek: KekProvider, trail: AuditTrail, blobs: BlobStore,
                  identity: IdentityService | None = None,
@@ -133,6 +135,11 @@ class CallManager(PartiesFacet, QueueFacet, PlacementFacet, ConsentFacet, Review
             "id.capture": self._on_id_capture,
             "survey.submit": self._on_survey_submit,
             "call.transfer": self._on_call_transfer,
+            "appointment.find": self._on_appointment_find,
+            "appointment.book": self._on_appointment_book,
+            "appointment.cancel": self._on_appointment_cancel,
+            "monitor.start": self._on_monitor_start,
+            "monitor.stop": self._on_monitor_stop,
         }
 
     def start(self) -> None:

@@ -188,6 +188,8 @@ class PartiesFacet:
         if party.conn is not conn:
             return  # superseded connection
         party.conn = None
+        if party.role == "supervisor":  # nobody to hear it: a monitor ends with its page
+            self._stop_monitoring_by(party, "disconnected")
         call = self.calls.get(party.call_id) if party.call_id else None
         if call is not None:
             self._media_dropped(call, party.role, "connection_lost")

@@ -28,23 +28,29 @@ from vteller.routing import (
     decide,
     staffing,
 )
+from vteller.routing.appointments import Appointment
 from vteller.routing.redis_store import RoutingUnavailable
 
 log = structlog.get_logger("vteller.calls")
 
 
 class QueueFacet:
-    def _on_queue_join(self, party: Party, msg: m.QueueJoin) -> None:
+    async def _on_queue_join(self, party: Party, msg: m.QueueJoin) -> None:
+        self._may_join(party)
+        appointment = await self._appointment_now(party, msg.business_type)
+        self._may_join(party)  # again: the lookup awaited
+        hours = self.policy.opening_hours
+        if hours is not None and not hours.is_open(time.time()) and appointment is None:
+            raise ProtocolError(ErrorCode.CLOSED, "the video channel is closed now; see the "
+                                "opening hours")
+        self._enqueue(party, msg.business_type, msg.language, appointment=appointment)
+
+    def _may_join(self, party: Party) -> None:
         if self.draining:
             raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE,
                                 "this server is restarting; reconnect in a moment")
         if self._call_of(party) is not None:
             raise ProtocolError(ErrorCode.WRONG_STATE, "already queued or in a call")
-        hours = self.policy.opening_hours
-        if hours is not None and not hours.is_open(time.time()):
-            raise ProtocolError(ErrorCode.CLOSED, "the video channel is closed now; see the "
-                                "opening hours")
-        self._enqueue(party, msg.business_type, msg.language)
 
     def service_hours(self) -> dict[str, Any] | None:
         """For a customer's welcome: open now, the next opening, the hours."""
@@ -57,15 +63,20 @@ class QueueFacet:
 
     def _enqueue(self, party: Party, business_type: str, language: str,
                  enqueued_at: float | None = None, continued_from: str | None = None,
-                 dispatch: bool = True) -> Call:
+                 dispatch: bool = True, appointment: Appointment | None = None) -> Call:
         """A new call waiting in the queue. `enqueued_at` and `continued_from`: a request
         a stopped node left waiting, or a transferred call, queued with its original
-        time."""
+        time. `appointment`: the customer came to this booking (its teller first)."""
         call = Call(new_call_id(), party.key, business_type, language,
                     encoded_media=self._settings.media_forwarding == "encoded")
         request = Request(call.call_id, business_type, language, party.segments,
                           enqueued_at=clock.now() if enqueued_at is None else enqueued_at,
                           node=self._node)
+        if appointment is not None:
+            wall = time.time()
+            held_s = appointment.hold_until(self._settings.appointments, wall) - wall
+            request.booked_teller, request.booked_until = appointment.teller, clock.now() + held_s
+            call.appointment_at = appointment.starts_at
         if enqueued_at is not None:
             call.queued_at = time.time() - max(0.0, clock.now() - enqueued_at)
         try:
@@ -82,6 +93,13 @@ class QueueFacet:
         self._event(call, "customer", "queued", customer=party.principal,
                     business_type=business_type, language=language,
                     priority_class=request.pclass.value, **extra)
+        if appointment is not None:
+            self._event(call, "customer", "appointment.kept",
+                        appointment_id=appointment.appointment_id, teller=appointment.teller,
+                        starts_at=appointment.starts_at)
+            self._persist(self._store.akeep_appointment, appointment.appointment_id,
+                          call.call_id)
+            self._metrics.appointments.labels(event="kept").inc()
         self._persist(self._store.record_call, call.call_id, party.principal, call.state.value,
                       call.queued_at, business_type, language, request.pclass.value)
         log.info("queued", call_id=call.call_id, business_type=call.business_type)
@@ -309,7 +327,8 @@ class QueueFacet:
         teller.send(m.TellerState(state="offered"))
         teller.send(m.OfferIncoming(
             call_id=call.call_id, customer=customer.info(), business_type=call.business_type,
-            language=call.language, ring_timeout_s=self._settings.ring_timeout_s))
+            language=call.language, ring_timeout_s=self._settings.ring_timeout_s,
+            appointment_at=call.appointment_at))
         self._ring[call.call_id] = asyncio.create_task(self._ring_timeout(call.call_id, teller))
         self._event(call, "system", "offered", teller=teller.principal)
         customer.send(m.QueueStatus(call_id=call.call_id, state="offered",
@@ -373,10 +392,11 @@ class QueueFacet:
                 "in_state_s": round(now - status.since),
                 "serving": customer.display_name if customer and call and call.state in IN_CALL
                 else None,
+                "call_id": call.call_id if call and call.state in IN_CALL else None,
             })
         waiting = [{"call_id": r.call_id, "class": r.pclass.value,
                     "waited_s": round(now - r.enqueued_at), "business_type": r.business_type,
-                    "language": r.language,
+                    "language": r.language, "booked_teller": r.booked_teller or None,
                     "staffed": decide.staffed_for(self.policy, statuses, r, now)}
                    for r in heapq.nsmallest(50, requests, key=lambda r: r.enqueued_at)]
         service = self.stats.summary(time.monotonic())  # statistics keep process time

@@ -102,6 +102,9 @@ class Call:
     decision: str | None = None
     reason_code: str | None = None
     disposition: str | None = None  # the teller's wrap-up code, once
+    appointment_at: float | None = None  # the customer came to a booked slot starting then
+    # supervisors listening: principal -> (their party key, their MonitorLeg)
+    monitors: dict[str, tuple[str, Any]] = field(default_factory=dict)
     # the first loss of a party's connection or media while in the call (V-CIP: a
     # session that dropped may not be approved for types with `restart_on_drop`)
     media_dropped: str | None = None

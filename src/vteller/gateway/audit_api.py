@@ -204,7 +204,8 @@ class AuditApi:
         report = await asyncio.to_thread(verify_session, self._store, sid,
                                          self._trail.public_key, self._kek, self._blobs)
         result["verification"] = {"ok": report.ok, "problems": report.problems,
-                                  "checked": report.checked, "incomplete": report.incomplete}
+                                  "checked": report.checked, "counts": report.counts,
+                                  "incomplete": report.incomplete}
         try:
             events = await asyncio.to_thread(self._trail.events, sid)
         except Exception:  # noqa: BLE001 - tampered payloads: the report already says so

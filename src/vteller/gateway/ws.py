@@ -23,6 +23,7 @@ from vteller.protocol import CLIENT_MESSAGES, ErrorCode, ProtocolError, parse_cl
 from vteller.protocol import messages as m
 from vteller.routing import segments_for
 from vteller.routing.redis_store import RoutingUnavailable
+from vteller.store import StoreError
 
 log = structlog.get_logger("vteller.gateway")
 MSG_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # the protocol's MsgId: safe to echo
@@ -214,6 +215,10 @@ class _Session:
             log.warning("routing_unavailable", type=mtype)
             self.error(ErrorCode.SERVICE_UNAVAILABLE, "the queue cannot be reached just now; "
                        "please try again in a moment", re)
+        except StoreError:  # a read the handler needed (a write goes through the journal)
+            log.warning("storage_unavailable", type=mtype)
+            self.error(ErrorCode.STORAGE_UNAVAILABLE, "the database cannot be reached just "
+                       "now; nothing was changed, please try again", re)
         except Exception:
             log.exception("handler_failed", type=mtype)
             self.error(ErrorCode.INTERNAL, "internal error; the request was not applied", re)

@@ -1,4 +1,4 @@
-"""Media: aiortc legs (one per party) and encoded-frame forwarding with taps."""
+"""Media: aiortc legs (one per party), packet forwarding between them, and taps."""
 
 from vteller.media.leg import MediaLeg, MediaNegotiationError, check_offer
 from vteller.media.relay import Feed, FeedTrack, MediaGate, MediaItem, Tap

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 from collections.abc import Callable, Sequence
@@ -25,7 +26,17 @@ from aiortc import (
 )
 from aiortc import sdp as aiortc_sdp
 
-from vteller.media.passthrough import receive_encoded, relay_keyframe_requests
+from vteller.media.passthrough import (
+    cap_bandwidth_feedback,
+    give_up_on_lost_packets,
+    quicker_datagram_queue,
+    receive_encoded,
+    receive_packets,
+    relay_bandwidth_feedback,
+    relay_keyframe_requests,
+    route_retransmissions,
+    rtx_ssrcs,
+)
 from vteller.media.relay import Feed
 
 log = logging.getLogger(__name__)
@@ -120,7 +131,8 @@ def check_offer(party: str, offer_sdp: str, video_codec: str | None) -> str:
     return video_codec
 
 
-def _preferences(kind: str, codec: str) -> list[Any]:
+def codec_preferences(kind: str, codec: str) -> list[Any]:
+    """The codec and its RTX, to set on a transceiver (one codec per call and kind)."""
     caps = RTCRtpSender.getCapabilities(kind).codecs
     return [c for c in caps if c.mimeType.lower() in (f"{kind}/{codec}", f"{kind}/rtx")]
 
@@ -135,8 +147,10 @@ class MediaLeg:
         feeds: Callable[[str, str], Feed],
         encoded: bool,
         on_state: Callable[[MediaLeg, str], None],
+        min_bitrate_bps: int = 0,
     ) -> None:
         self.party = party
+        self._min_bitrate = min_bitrate_bps  # what a receiver's REMB may lower the source to
         self._pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self._feeds = feeds  # (party, slot) -> Feed
         self._encoded = encoded
@@ -164,29 +178,47 @@ class MediaLeg:
     async def _answer(self, offer_sdp: str, video_codec: str) -> str:
         await self._pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         other = "teller" if self.party == "customer" else "customer"
-        for slot, transceiver in zip(SLOTS, self._pc.getTransceivers(), strict=True):
+        retransmissions = rtx_ssrcs(offer_sdp)
+        if self._encoded:  # max-bundle: one transport for every m-line
+            quicker_datagram_queue(self._pc.getTransceivers()[0].receiver.transport)
+        for index, (slot, transceiver) in enumerate(zip(SLOTS, self._pc.getTransceivers(),
+                                                        strict=True)):
             kind = SLOT_KIND[slot]
             transceiver.setCodecPreferences(
-                _preferences(kind, "opus" if kind == "audio" else video_codec))
+                codec_preferences(kind, "opus" if kind == "audio" else video_codec))
             sends, receives = slot in SENDS[self.party], slot in RECEIVES[self.party]
             if receives:
                 feed = self._feeds(other, slot)
-                track = feed.subscribe()
+                track = feed.subscribe(transceiver.sender if self._encoded else None)
                 self._tracks.append(track)
                 transceiver.sender.replaceTrack(track)
                 if self._encoded:
                     relay_keyframe_requests(transceiver.sender, feed.request_keyframe)
+                    if kind == "video":  # this party's bandwidth reaches the source
+                        relay_bandwidth_feedback(transceiver.sender, functools.partial(
+                            self._report_bandwidth, feed, track))
             if sends:
                 feed = self._feeds(self.party, slot)
+                route_retransmissions(transceiver.receiver, retransmissions[index])
+                if kind == "video":
+                    give_up_on_lost_packets(transceiver.receiver)
+                    if self._encoded:
+                        cap_bandwidth_feedback(transceiver.receiver, feed.bandwidth_cap)
                 feed.codec = "opus" if kind == "audio" else video_codec
                 if self._encoded:
                     receive_encoded(transceiver.receiver)
+                    receive_packets(transceiver.receiver,
+                                    functools.partial(feed.on_rtp, transceiver.receiver),
+                                    feed.wants_frames, feed.on_loss)
                 feed.attach(transceiver.receiver.track, transceiver.receiver)
             transceiver.direction = ("sendrecv" if sends and receives
                                      else "recvonly" if sends else "sendonly")
         answer = await self._pc.createAnswer()
         await self._pc.setLocalDescription(answer)
         return self._pc.localDescription.sdp
+
+    def _report_bandwidth(self, feed: Feed, track: Any, bitrate: int) -> None:
+        feed.report_bandwidth(track, max(bitrate, self._min_bitrate))
 
     async def close(self) -> None:
         for track in self._tracks:

@@ -1,5 +1,13 @@
-"""The one place vteller touches aiortc internals: encoded (undecoded) receive and
-keyframe-request relay.
+"""The one place vteller touches aiortc internals: packet forwarding, encoded
+(undecoded) receive for taps, and feedback relay.
+
+Packet forwarding: ``receive_packets`` replaces a receiver's RTP handler with one that
+does what aiortc's does (bandwidth estimate, statistics, RTX unwrap, NACKs) and then
+hands each packet to the feed at once; it reassembles frames only while the feed has
+taps that need them. ``SenderOutlet`` sends a forwarded packet through an
+RTCRtpSender as its encoder would have: the sender's SSRC, payload type, MID and
+abs-send-time, its retransmission history (so the receiver's NACKs are answered) and
+its sender-report counters. The sender's own loop waits on a track that never yields.
 
 aiortc has no public API to receive encoded frames. Its RTCRtpReceiver reassembles
 each frame in a jitter buffer and puts ``(codec, JitterFrame)`` on a private
@@ -12,6 +20,27 @@ without encoding, so forwarding never decodes or re-encodes.
 On the sending side aiortc answers a PLI/FIR by setting a flag only its encoder
 reads; ``relay_keyframe_requests`` replaces that per-sender callback.
 
+aiortc's RTP router knows each receiver's media SSRC but not its retransmission (RTX)
+SSRC, so RTX is routed by payload type; the camera and screen m-lines share their
+payload types, so every retransmission from a party was dropped and a lost packet
+stalled the video until the jitter buffer overflowed (~5 s).
+``route_retransmissions`` registers the RTX SSRCs the offer names.
+
+aiortc's video jitter buffer waits for a missing packet until 512 packets have arrived
+after it (~5 s at 1 Mbit/s), long after the sender dropped it from its retransmission
+history (aiortc keeps 128 packets). ``give_up_on_lost_packets`` swaps in a buffer that
+drops the frames waiting on a packet `RETRANSMIT_WINDOW` packets old and asks for a
+keyframe at once (after an outage the video is back one round trip and a keyframe
+later). It also asks again for packets still missing every `RENACK_S` while media
+flows (aiortc asks only when a new gap appears, so a lost retransmission waited for
+the next loss).
+
+Bandwidth feedback: a forwarding sender has no encoder, so aiortc drops the REMB its
+receiver sends. ``relay_bandwidth_feedback`` hands it to the feed instead, and
+``cap_bandwidth_feedback`` keeps the REMB the source's receiver sends at or below what
+the downstream receivers reported (``send_remb`` tells the source at once when a
+downstream receiver reports less).
+
 Supported aiortc: ``>=1.14,<1.17`` (pinned in pyproject; ``check_aiortc`` verifies
 the internals exist and tests exercise them).
 """
@@ -22,16 +51,49 @@ import asyncio
 import fractions
 import queue
 import threading
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiortc
 import av
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCRtpReceiver, RTCRtpSender, clock
+from aiortc import sdp as aiortc_sdp
+from aiortc.codecs import depayload, is_rtx
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rate import MIN_FRAME_PERIOD_HISTORY_LENGTH
+from aiortc.rtcdtlstransport import RtpRouter
+from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTP_HISTORY_SIZE,
+    RtcpPsfbPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+    unwrap_rtx,
+)
+from aiortc.utils import uint16_add
 
 SUPPORTED = ((1, 14), (1, 17))
+ACTIVE_STAMP_S = 1.0  # a receiver's sources count as active for 10 s; stamp them this often
+NTP_EPOCH_S = 2_208_988_800  # 1900-01-01 to 1970-01-01
+NTP_ONE = 1 << 32  # one second in 32.32 fixed point
+RETRANSMIT_WINDOW = 128  # packets: aiortc's sender history (RTP_HISTORY_SIZE)
+RENACK_S = 0.12  # ask again for still-missing packets this often (about a round trip)
 _QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
+_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+_NACK_ATTR = "_RTCRtpReceiver__nack_generator"
 _STARTED_ATTR = "_RTCRtpReceiver__started"
+_RTCP_SSRC_ATTR = "_RTCRtpReceiver__rtcp_ssrc"
+_DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
+_RECEIVER_ATTRS = ("active_ssrc", "codecs", "decoder_error", "decoder_thread", "kind",
+                   "remote_bitrate_estimator", "remote_streams", "rtcp_ssrc", "rtx_ssrc",
+                   "timestamp_mapper")
+_SENDER_ATTRS = ("mid", "rtp_header_extensions_map", "rtp_history", "ntp_timestamp",
+                 "rtp_timestamp", "octet_count", "packet_count")
 
 
 class AiortcInternalsChanged(RuntimeError):
@@ -46,6 +108,12 @@ def check_aiortc() -> None:
             f"{SUPPORTED[0]}..<{SUPPORTED[1]}")
     if not hasattr(RTCRtpSender, "_send_keyframe"):
         raise AiortcInternalsChanged("RTCRtpSender._send_keyframe is gone")
+    if not isinstance(getattr(RtpRouter(), "ssrc_table", None), dict):
+        raise AiortcInternalsChanged("RtpRouter.ssrc_table is gone")
+    if not hasattr(DtlsState, "CONNECTED"):
+        raise AiortcInternalsChanged("RTCDtlsTransport's State.CONNECTED is gone")
+    if RTP_HISTORY_SIZE != RETRANSMIT_WINDOW:
+        raise AiortcInternalsChanged(f"aiortc's RTP history is {RTP_HISTORY_SIZE} packets")
 
 
 class _PacketQueue:
@@ -92,6 +160,141 @@ def receive_encoded(receiver: RTCRtpReceiver) -> _PacketQueue:
     return hooked
 
 
+class _GivingUpJitterBuffer(JitterBuffer):
+    """aiortc's video jitter buffer, except that a packet still missing when one `window`
+    newer arrives is given up (the sender no longer holds it): the frames waiting on it
+    are dropped and a keyframe asked. A long frame arriving whole is never cut."""
+
+    def __init__(self, capacity: int, window: int) -> None:
+        super().__init__(capacity=capacity, is_video=True)
+        self._window = window
+        self.given_up = 0
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        origin = self._origin
+        if origin is not None:
+            ahead = uint16_add(packet.sequence_number, -origin)
+            if self._window <= ahead < self._capacity and self._lost(origin, ahead):
+                self.given_up += 1
+                if self.smart_remove(ahead - self._window + 1):
+                    self._origin = packet.sequence_number  # emptied, as the base class does
+                return True, super().add(packet)[1]
+        return super().add(packet)
+
+    def _lost(self, origin: int, ahead: int) -> bool:
+        """Whether a packet missing between the oldest held one and the newest is
+        `window` or more behind the newest (a frame may be long and whole: then not)."""
+        for i in range(ahead - self._window + 1):
+            if self._packets[(origin + i) % self._capacity] is None:
+                return True
+        return False
+
+
+class _RenackingNackGenerator(NackGenerator):
+    """aiortc's NACK bookkeeping; `add` also says "send" when packets are still missing
+    and were last asked for `renack_s` ago (the NACK lists every missing packet), and
+    `lost` counts the packets it stopped asking for (the sender no longer holds them)."""
+
+    def __init__(self, renack_s: float) -> None:
+        super().__init__()
+        self._renack_s = renack_s
+        self._asked_at = 0.0
+        self.renacks = 0
+        self.lost = 0  # packets given up: missing when `RETRANSMIT_WINDOW` newer arrived
+
+    def truncate(self) -> None:
+        before = len(self.missing)
+        super().truncate()
+        self.lost += before - len(self.missing)
+
+    def add(self, packet: RtpPacket) -> bool:
+        missed = super().add(packet)
+        now = time.monotonic()
+        if missed:
+            self._asked_at = now
+        elif self.missing and now - self._asked_at >= self._renack_s:
+            self._asked_at = now
+            self.renacks += 1
+            return True
+        return missed
+
+
+def give_up_on_lost_packets(receiver: RTCRtpReceiver, window: int = RETRANSMIT_WINDOW,
+                            renack_s: float = RENACK_S) -> None:
+    """Swap the video receiver's jitter buffer and NACK bookkeeping (before media
+    starts)."""
+    current = getattr(receiver, _JITTER_ATTR, None)
+    nack = getattr(receiver, _NACK_ATTR, None)
+    if not isinstance(current, JitterBuffer) or current._origin is not None:  # noqa: SLF001
+        raise AiortcInternalsChanged("RTCRtpReceiver jitter buffer not found (or in use)")
+    if not isinstance(nack, NackGenerator) or nack.max_seq is not None:
+        raise AiortcInternalsChanged("RTCRtpReceiver NACK generator not found (or in use)")
+    setattr(receiver, _JITTER_ATTR, _GivingUpJitterBuffer(current.capacity, window))
+    setattr(receiver, _NACK_ATTR, _RenackingNackGenerator(renack_s))
+
+
+def rtx_ssrcs(offer_sdp: str) -> list[list[int]]:
+    """Per m-line of an offer, the RTX SSRCs its `ssrc-group:FID` lines name."""
+    return [[int(g.items[1]) for g in m.ssrc_group if g.semantic == "FID" and len(g.items) == 2]
+            for m in aiortc_sdp.SessionDescription.parse(offer_sdp).media]
+
+
+def route_retransmissions(receiver: RTCRtpReceiver, ssrcs: list[int]) -> None:
+    """Deliver RTX packets of these SSRCs to ``receiver`` (after setRemoteDescription)."""
+    router = receiver.transport._rtp_router  # type: ignore[attr-defined]
+    for ssrc in ssrcs:
+        router.ssrc_table[ssrc] = receiver
+
+
+def _remb(packet: Any) -> tuple[int, list[int]] | None:
+    if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+        try:
+            return unpack_remb_fci(packet.fci)
+        except ValueError:
+            return None
+    return None
+
+
+def relay_bandwidth_feedback(sender: RTCRtpSender, report: Callable[[int], None]) -> None:
+    """Hand the REMB (bits/s) a receiver sends about this sender's SSRC to ``report``."""
+    original = sender._handle_rtcp_packet  # type: ignore[attr-defined]
+
+    async def handle(packet: Any) -> None:
+        remb = _remb(packet)
+        if remb is None:
+            await original(packet)
+        elif sender._ssrc in remb[1]:  # type: ignore[attr-defined]
+            report(remb[0])
+
+    sender._handle_rtcp_packet = handle  # type: ignore[attr-defined]
+
+
+def cap_bandwidth_feedback(receiver: RTCRtpReceiver, cap: Callable[[], int | None]) -> None:
+    """The REMB this receiver's own estimator sends is lowered to ``cap()`` when less."""
+    original = receiver._send_rtcp  # type: ignore[attr-defined]
+
+    async def send(packet: Any) -> None:
+        remb, limit = _remb(packet), cap()
+        if remb is not None and limit is not None and limit < remb[0]:
+            packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=packet.ssrc, media_ssrc=0,
+                                    fci=pack_remb_fci(limit, remb[1]))
+        await original(packet)
+
+    receiver._send_rtcp = send  # type: ignore[attr-defined]
+
+
+async def send_remb(receiver: RTCRtpReceiver, bitrate: int) -> bool:
+    """Tell the peer sending to ``receiver`` to stay at or under ``bitrate`` (bits/s)."""
+    sources = receiver.getSynchronizationSources()
+    rtcp_ssrc = getattr(receiver, "_RTCRtpReceiver__rtcp_ssrc", None)
+    if not sources or rtcp_ssrc is None:
+        return False
+    await receiver._send_rtcp(RtcpPsfbPacket(  # type: ignore[attr-defined]
+        fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
+        fci=pack_remb_fci(bitrate, [sources[0].source])))
+    return True
+
+
 def relay_keyframe_requests(sender: RTCRtpSender, request: Callable[[], None]) -> None:
     """Route this sender's incoming PLI/FIR to ``request`` (the source of its packets)."""
     sender._send_keyframe = request  # type: ignore[method-assign]
@@ -121,3 +324,244 @@ def is_keyframe(codec: str, data: bytes | memoryview) -> bool:
             i += 3
         return False
     return True  # audio: every packet stands alone
+
+
+def _private(obj: Any, owner: str, name: str) -> Any:
+    try:
+        return getattr(obj, f"_{owner}__{name}")
+    except AttributeError:
+        raise AiortcInternalsChanged(f"{owner}.__{name} is gone") from None
+
+
+def receive_packets(receiver: RTCRtpReceiver, forward: Callable[[RtpPacket], Awaitable[None]],
+                    wants_frames: Callable[[], bool],
+                    lost: Callable[[], None] = lambda: None) -> None:
+    """Hand every RTP packet this receiver gets (retransmissions unwrapped) to ``forward``
+    as it arrives; reassemble frames for the track (``receive_encoded``) only while
+    ``wants_frames()``; call ``lost()`` when video packets are lost beyond repair (with
+    ``give_up_on_lost_packets``: missing when `RETRANSMIT_WINDOW` newer ones came).
+    Apply after setRemoteDescription, before media starts.
+
+    Mirrors aiortc 1.14-1.16's ``RTCRtpReceiver._handle_rtp_packet``; what differs is
+    the forward and that reassembly (depayload and jitter buffer) is optional."""
+    o = "RTCRtpReceiver"
+    for name in _RECEIVER_ATTRS:
+        _private(receiver, o, name)
+    if getattr(receiver, _STARTED_ATTR, True):
+        raise AiortcInternalsChanged("receive_packets must be applied before media starts")
+    active, codecs = _private(receiver, o, "active_ssrc"), _private(receiver, o, "codecs")
+    streams, rtx = _private(receiver, o, "remote_streams"), _private(receiver, o, "rtx_ssrc")
+    estimator = _private(receiver, o, "remote_bitrate_estimator")
+    if estimator is not None:
+        _quicker_min_frame_period(estimator)
+    error, mapper = _private(receiver, o, "decoder_error"), _private(receiver, o,
+                                                                     "timestamp_mapper")
+    video = _private(receiver, o, "kind") == "video"
+    framing = False  # whether the jitter buffer has been fed without a break
+    seen: dict[int, float] = {}  # SSRC -> when `active` was last stamped (monotonic)
+
+    async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+        nonlocal framing
+        if not receiver._enabled:
+            return
+        if estimator is not None and packet.extensions.abs_send_time is not None:
+            remb = estimator.add(abs_send_time=packet.extensions.abs_send_time,
+                                 arrival_time_ms=arrival_time_ms,
+                                 payload_size=len(packet.payload) + packet.padding_size,
+                                 ssrc=packet.ssrc)
+            rtcp_ssrc = getattr(receiver, _RTCP_SSRC_ATTR)
+            if rtcp_ssrc is not None and remb is not None:
+                await receiver._send_rtcp(RtcpPsfbPacket(  # type: ignore[attr-defined]
+                    fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
+                    fci=pack_remb_fci(*remb)))
+        now = time.monotonic()  # `active` (a datetime, for getSynchronizationSources)
+        if now - seen.get(packet.ssrc, 0.0) >= ACTIVE_STAMP_S:  # is stamped once a second
+            seen[packet.ssrc] = now
+            active[packet.ssrc] = clock.current_datetime()
+        codec = codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        stats = streams.get(packet.ssrc)
+        if stats is None:
+            stats = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stats.add(packet)
+        if is_rtx(codec):
+            original, apt = rtx.get(packet.ssrc), codec.parameters.get("apt")
+            if (original is None or len(packet.payload) < 2 or not isinstance(apt, int)
+                    or apt not in codecs):
+                return
+            packet, codec = unwrap_rtx(packet, payload_type=apt, ssrc=original), codecs[apt]
+        nack = getattr(receiver, _NACK_ATTR)
+        if nack is not None:
+            given_up = getattr(nack, "lost", 0)
+            if nack.add(packet):
+                await receiver._send_rtcp_nack(  # type: ignore[attr-defined]
+                    packet.ssrc, sorted(nack.missing))
+            if getattr(nack, "lost", 0) != given_up:
+                lost()
+        await forward(packet)
+        if not wants_frames():
+            framing = False
+            return
+        jitter = getattr(receiver, _JITTER_ATTR)
+        if not framing:  # (re)start reassembly from this packet on
+            if jitter._origin is not None:  # noqa: SLF001
+                jitter.remove(jitter.capacity)
+                jitter._origin = None  # noqa: SLF001
+            framing = True
+        try:
+            packet._data = depayload(codec, packet.payload) if packet.payload else b""  # type: ignore[attr-defined]
+        except ValueError:
+            return
+        pli, frame = jitter.add(packet)
+        if error.is_set():
+            error.clear()
+            pli = pli or video
+        if pli:
+            await receiver._send_rtcp_pli(packet.ssrc)  # type: ignore[attr-defined]
+        if frame is not None and getattr(receiver, _DECODER_THREAD_ATTR):
+            frame.timestamp = mapper.map(frame.timestamp)
+            getattr(receiver, _QUEUE_ATTR).put((codec, frame))
+
+    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+
+
+class SenderOutlet:
+    """Sends forwarded packets through an RTCRtpSender as its encoder would have (see
+    the module docstring). Bind before setLocalDescription (it learns the payload type
+    when the sender starts)."""
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        o = "RTCRtpSender"
+        for name in _SENDER_ATTRS:
+            _private(sender, o, name)
+        self._sender = sender
+        self._history: dict[int, RtpPacket] = _private(sender, o, "rtp_history")
+        self._extensions_map = _private(sender, o, "rtp_header_extensions_map")
+        self._payload_type: int | None = None
+        self._mid: str | None = None
+        self._octets = self._packets = 0
+        original = sender.send
+
+        async def send(parameters: Any) -> None:
+            self._payload_type = parameters.codecs[0].payloadType
+            self._mid = parameters.muxId
+            await original(parameters)
+
+        sender.send = send  # type: ignore[method-assign]
+
+    def ready(self) -> bool:
+        return (self._payload_type is not None
+                and self._sender.transport._state is DtlsState.CONNECTED)  # type: ignore[attr-defined]
+
+    async def send(self, packet: RtpPacket, sequence_number: int, timestamp: int) -> None:
+        sender = self._sender
+        out = RtpPacket(payload_type=self._payload_type or 0, marker=packet.marker,
+                        sequence_number=sequence_number, timestamp=timestamp,
+                        ssrc=sender._ssrc, payload=packet.payload)  # type: ignore[attr-defined]
+        out.padding_size = packet.padding_size
+        ntp = int((time.time() + NTP_EPOCH_S) * NTP_ONE)  # what clock.current_ntp_time says
+        out.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
+        out.extensions.mid = self._mid
+        out.extensions.audio_level = packet.extensions.audio_level
+        self._history[sequence_number % RTP_HISTORY_SIZE] = out
+        await sender.transport._send_rtp(  # type: ignore[attr-defined]
+            out.serialize(self._extensions_map))
+        self._octets += len(packet.payload)
+        self._packets += 1
+        # what the sender's reports (RTCP SR) say
+        sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
+        sender._RTCRtpSender__rtp_timestamp = timestamp  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count = self._octets  # type: ignore[attr-defined]
+        sender._RTCRtpSender__packet_count = self._packets  # type: ignore[attr-defined]
+
+
+def starts_keyframe(codec: str, payload: bytes) -> bool:
+    """Whether an RTP payload is the first packet of a key frame."""
+    if not payload:
+        return False
+    if codec == "vp8":  # RFC 7741 4.2: S=1 and PID=0, then the frame tag's P bit is 0
+        first = payload[0]
+        if not first & 0x10 or first & 0x07:
+            return False
+        i = 1
+        if first & 0x80:  # X: extension bits follow
+            if len(payload) < 2:
+                return False
+            x, i = payload[1], 2
+            if x & 0x80:  # I: picture id, 7 or 15 bits
+                i += 2 if len(payload) > i and payload[i] & 0x80 else 1
+            if x & 0x40:  # L: TL0PICIDX
+                i += 1
+            if x & 0x30:  # T or K: TID/KEYIDX
+                i += 1
+        return len(payload) > i and payload[i] & 0x01 == 0
+    if codec == "h264":  # RFC 6184: an IDR slice or SPS, alone, aggregated or a first fragment
+        nal = payload[0] & 0x1F
+        if nal == 24:  # STAP-A: 16-bit sizes, then NAL units
+            i = 1
+            while i + 2 < len(payload):
+                if payload[i + 2] & 0x1F in (5, 7):
+                    return True
+                i += 2 + int.from_bytes(payload[i:i + 2], "big")
+            return False
+        if nal == 28:  # FU-A: the start fragment of an IDR slice
+            return len(payload) > 1 and payload[1] & 0x80 != 0 and payload[1] & 0x1F == 5
+        return nal in (5, 7)
+    return True  # audio: every packet stands alone
+
+
+def _quicker_min_frame_period(estimator: Any) -> None:
+    """aiortc's delay-based estimator finds the shortest of the last 60 frame periods with
+    a Python loop for every packet group; the same answer from the builtin ``min``."""
+    overuse = estimator.estimator
+    if not hasattr(overuse, "update_min_frame_period"):
+        raise AiortcInternalsChanged("OveruseEstimator.update_min_frame_period is gone")
+    history: deque[float] = deque()
+
+    def update_min_frame_period(ts_delta: float) -> float:
+        if len(history) >= MIN_FRAME_PERIOD_HISTORY_LENGTH:
+            history.popleft()
+        shortest = min(history, default=ts_delta)
+        history.append(ts_delta)
+        return min(shortest, ts_delta)
+
+    overuse.update_min_frame_period = update_min_frame_period
+
+
+class _Datagrams:
+    """Stands in for an aioice connection's received-datagram queue (``put_nowait`` from
+    the socket callback, ``get`` by the DTLS transport, its one consumer) without
+    asyncio.Queue's per-call loop lookup and waiter bookkeeping."""
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self._items.popleft()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+
+def quicker_datagram_queue(transport: Any) -> None:
+    """Swap the received-datagram queue of a DTLS transport's ICE connection (before
+    it connects)."""
+    connection = getattr(getattr(transport, "transport", None), "_connection", None)
+    current = getattr(connection, "_queue", None)
+    if not isinstance(current, asyncio.Queue) or not current.empty():
+        raise AiortcInternalsChanged("aioice Connection._queue not found (or in use)")
+    connection._queue = _Datagrams()  # type: ignore[union-attr]

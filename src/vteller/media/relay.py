@@ -1,34 +1,48 @@
-"""Bounded fan-out of one inbound track to outbound tracks and taps.
+"""Fan-out of one party's inbound media of one kind to the receiving parties and taps.
 
 A ``Feed`` is one party's media of one kind (``customer.video``, ``teller.audio``,
-``customer.screen``...). What flows is a ``MediaItem``: an encoded ``av.Packet``
-(encoded mode, the default) or a decoded frame (``transcode`` mode, the benchmark
-baseline). The source may be replaced (the party reconnected) without subscribers
-noticing: timestamps are rebased so they continue monotonically.
+``customer.screen``...). In encoded mode (the default) every RTP packet is forwarded to
+each receiving party as it arrives (``on_rtp``, ``forward.Forwarder``): nothing is
+reassembled, decoded or queued on that path. Taps (recorder, analysis) need frames:
+the source's receiver reassembles them only while the feed has taps, and they arrive
+as ``MediaItem`` s carrying an encoded ``av.Packet``. In ``transcode`` mode (the
+benchmark baseline) the items are decoded frames, re-encoded per subscriber.
 
-Every subscriber has a small queue. Audio drops the oldest packet when full. Encoded
-video cannot drop single frames (later frames reference them): a full queue is
-cleared, the subscriber waits for the next keyframe, and a keyframe is requested
-from the source. Keyframe requests are coalesced and rate-limited per feed.
+The source may be replaced (the party reconnected) without receivers noticing:
+forwarded sequence numbers and timestamps continue (video from the new source's first
+keyframe), and tap timestamps are rebased so they continue monotonically. Keyframe
+requests are coalesced and rate-limited per feed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiortc import RTCRtpReceiver
+from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
 
-from vteller.media.passthrough import is_keyframe, request_keyframe
+from vteller.media.forward import Forwarder
+from vteller.media.passthrough import (
+    SenderOutlet,
+    is_keyframe,
+    request_keyframe,
+    send_remb,
+    starts_keyframe,
+)
 
-VIDEO_QUEUE = 8  # ~260 ms at 30 fps
+log = logging.getLogger(__name__)
+
+VIDEO_QUEUE = 8  # ~260 ms at 30 fps (transcode mode)
 AUDIO_QUEUE = 25  # 500 ms of 20 ms Opus packets
 KEYFRAME_MIN_INTERVAL_S = 0.5
+BANDWIDTH_FRESH_S = 5.0  # a downstream REMB counts this long (receivers send one a second)
 STEP = {"video": 3000, "audio": 960}  # one frame at 90 kHz / 30 fps; 20 ms at 48 kHz
 
 
@@ -37,6 +51,9 @@ class MediaItem:
     payload: Any  # av.Packet (encoded) or av.VideoFrame/AudioFrame (transcode)
     keyframe: bool
     received_at: float
+    # encoded video: packets before this frame were lost beyond repair, so until the next
+    # keyframe its frames decode against a missing reference (a smeared picture)
+    after_loss: bool = False
 
 
 class Tap(Protocol):
@@ -50,36 +67,22 @@ class Gate(Protocol):
 
 
 class FeedTrack(MediaStreamTrack):
-    """An outbound track fed by a Feed; handed to an RTCRtpSender."""
+    """An outbound track handed to an RTCRtpSender. In transcode mode the feed pushes
+    decoded frames into its small queue (the oldest is dropped when full); in encoded
+    mode it never yields (packets go through the sender's ``Forwarder``) and ends
+    when stopped."""
 
-    def __init__(self, feed: Feed, kind: str, maxsize: int, keyframe_gated: bool) -> None:
+    def __init__(self, feed: Feed, kind: str, maxsize: int) -> None:
         super().__init__()
         self.kind = kind
         self._feed = feed
         self._queue: asyncio.Queue[MediaItem | None] = asyncio.Queue(maxsize)
-        self._keyframe_gated = keyframe_gated
-        self.waiting_keyframe = keyframe_gated
         self.dropped = 0
 
     def push(self, item: MediaItem) -> None:
-        if self.waiting_keyframe:
-            if not item.keyframe:
-                self.dropped += 1
-                return
-            self.waiting_keyframe = False
         if self._queue.full():
-            if self._keyframe_gated:
-                self.dropped += self._queue.qsize()
-                while not self._queue.empty():
-                    self._queue.get_nowait()
-                if not item.keyframe:
-                    self.dropped += 1
-                    self.waiting_keyframe = True
-                    self._feed.request_keyframe()
-                    return
-            else:
-                self._queue.get_nowait()
-                self.dropped += 1
+            self._queue.get_nowait()
+            self.dropped += 1
         self._queue.put_nowait(item)
 
     async def recv(self) -> Any:
@@ -110,6 +113,7 @@ class Feed:
         self.gate = gate
         self._maxsize = AUDIO_QUEUE if kind == "audio" else VIDEO_QUEUE
         self._subscribers: set[FeedTrack] = set()
+        self._forwarders: dict[FeedTrack, Forwarder] = {}
         self._taps: list[Tap] = []
         self._pump: asyncio.Task[None] | None = None
         self._receiver: RTCRtpReceiver | None = None
@@ -117,21 +121,53 @@ class Feed:
         self._pending_keyframe: asyncio.Handle | None = None
         self._offset = 0
         self._last_pts: int | None = None
-        self.frames_in = 0
-        self.gated_out = 0
+        self.frames_in = 0  # encoded mode: frame ends (marker bit) for video
+        self.gated_out = 0  # frames held back by the gate
         self.keyframe_requests = 0
+        self._taps_lost = False  # loss since the last item the taps got (encoded video)
+        # bandwidth the downstream receivers reported (REMB): subscriber -> (bits/s, when)
+        self._bandwidth: dict[object, tuple[int, float]] = {}
+        self.bandwidth_reports = 0
 
     # subscribers and taps -------------------------------------------------
-    def subscribe(self) -> FeedTrack:
-        gated = self.encoded and self.kind == "video"
-        track = FeedTrack(self, self.kind, self._maxsize, keyframe_gated=gated)
+    def subscribe(self, sender: RTCRtpSender | None = None) -> FeedTrack:
+        """A track for ``sender``; in encoded mode the feed's packets are forwarded
+        through ``sender`` (bind before setLocalDescription)."""
+        track = FeedTrack(self, self.kind, self._maxsize)
         self._subscribers.add(track)
-        if gated:
+        if self.encoded:
+            if sender is None:
+                raise ValueError("an encoded feed forwards packets through a sender")
+            self._forwarders[track] = Forwarder(SenderOutlet(sender), self.kind)
             self.request_keyframe()  # a new receiver starts quickly
         return track
 
     def unsubscribe(self, track: FeedTrack) -> None:
         self._subscribers.discard(track)
+        self._forwarders.pop(track, None)
+        self._bandwidth.pop(track, None)
+
+    # bandwidth feedback ---------------------------------------------------
+    def report_bandwidth(self, subscriber: object, bitrate: int) -> None:
+        """A downstream receiver's estimate (REMB) for what this feed sends it; the
+        source is told at once when the lowest falls (a rise waits for the source's own
+        receiver, whose REMB `bandwidth_cap` caps)."""
+        before = self.bandwidth_cap()
+        self.bandwidth_reports += 1
+        self._bandwidth[subscriber] = (bitrate, time.monotonic())
+        cap = self.bandwidth_cap()
+        if cap is not None and (before is None or cap < before) and self._receiver is not None:
+            asyncio.create_task(send_remb(self._receiver, cap))
+
+    def bandwidth_cap(self) -> int | None:
+        """The lowest fresh downstream estimate (bits/s), None without one."""
+        now = time.monotonic()
+        fresh = [b for b, at in self._bandwidth.values() if now - at < BANDWIDTH_FRESH_S]
+        return min(fresh) if fresh else None
+
+    def wants_frames(self) -> bool:
+        """Whether the source's receiver must reassemble frames (for taps)."""
+        return bool(self._taps) or not self.encoded
 
     def add_tap(self, tap: Tap) -> None:
         self._taps.append(tap)
@@ -147,6 +183,8 @@ class Feed:
         """Start reading ``source``, replacing any previous source."""
         self.detach()
         self._receiver = receiver
+        for forwarder in self._forwarders.values():
+            forwarder.pause()  # the new source's numbering starts a new segment
         self._pump = asyncio.create_task(self._run(source), name=f"feed:{self.name}")
 
     def detach(self) -> None:
@@ -169,13 +207,53 @@ class Feed:
             self.keyframe_requests += 1
             asyncio.create_task(request_keyframe(self._receiver))
 
+    async def on_rtp(self, source: RTCRtpReceiver, packet: RtpPacket) -> None:
+        """One packet from ``source``'s party (encoded mode): forwarded at once. Packets
+        from a replaced source (an old leg still closing) are ignored."""
+        if source is not self._receiver:
+            return
+        video = self.kind == "video"
+        frame_end = bool(packet.marker) or not video
+        if self.gate is not None and not self.gate.is_open():
+            self.gated_out += frame_end
+            for forwarder in self._forwarders.values():
+                forwarder.pause()
+            return
+        self.frames_in += frame_end
+        if not self._forwarders:
+            return
+        now = time.monotonic()
+        keyframe = video and any(f.waiting for f in self._forwarders.values()) and \
+            starts_keyframe(self.codec or "", packet.payload)
+        for track, forwarder in tuple(self._forwarders.items()):
+            try:
+                if not await forwarder.forward(packet, keyframe, now):
+                    self.request_keyframe()
+            except Exception:  # one receiver's fault must not stop the source's leg
+                log.exception("forwarding %s failed; that receiver is dropped", self.name)
+                self._forwarders.pop(track, None)
+
+    def on_loss(self) -> None:
+        """Source packets were lost beyond repair: each receiver resumes at the next
+        keyframe, asked for now (its stream then has no gap to wait on); the taps' next
+        item says so (`MediaItem.after_loss`)."""
+        if self.kind != "video":
+            return
+        if self._taps:
+            self._taps_lost = True
+        for forwarder in self._forwarders.values():
+            forwarder.pause()
+        if self._forwarders or self._taps:
+            self.request_keyframe()
+
     async def _run(self, source: MediaStreamTrack) -> None:
         first = True
         with contextlib.suppress(MediaStreamError):
             while True:
                 payload = await source.recv()
                 now = time.monotonic()
-                self.frames_in += 1
+                if not self.encoded:
+                    self.frames_in += 1
                 if first:  # a new source continues the old timeline
                     if self._last_pts is not None:
                         self._offset = self._last_pts + STEP[self.kind] - payload.pts
@@ -183,13 +261,16 @@ class Feed:
                 payload.pts += self._offset
                 self._last_pts = payload.pts
                 if self.gate is not None and not self.gate.is_open():
-                    self.gated_out += 1
+                    if not self.encoded:  # encoded: counted as packets arrive
+                        self.gated_out += 1
                     continue
                 keyframe = (is_keyframe(self.codec or "", memoryview(payload))
                             if self.encoded and self.kind == "video" else True)
-                item = MediaItem(payload, keyframe, now)
-                for sub in tuple(self._subscribers):
-                    sub.push(item)
+                after_loss, self._taps_lost = self._taps_lost, False
+                item = MediaItem(payload, keyframe, now, after_loss)
+                if not self.encoded:
+                    for sub in tuple(self._subscribers):
+                        sub.push(item)
                 for tap in tuple(self._taps):
                     tap.offer(item)
 

@@ -76,6 +76,9 @@ class _Worker:
 
     poll_s = 0.25
     shared: _SharedLoop | None = None
+    # a worker that decodes skips from a loss to the next keyframe: the frames between
+    # decode against a missing reference (a recorder keeps them: players conceal them)
+    skips_damaged = False
 
     def __init__(self, feed: Feed, backlog: int, name: str) -> None:
         self.feed = feed
@@ -93,6 +96,8 @@ class _Worker:
 
     def offer(self, item: MediaItem) -> None:
         """Called on the event loop for every item; never blocks."""
+        if item.after_loss and self.skips_damaged and self._video and self.feed.encoded:
+            self._waiting_keyframe = True  # the feed has asked for a keyframe
         if self._waiting_keyframe:
             if not item.keyframe:
                 self.dropped += 1
@@ -243,6 +248,13 @@ class TrackRecorder(_Worker):
             self._fail(exc)
 
 
+# encoded frames the analysis tap may hold for its thread: 1 s at 30 fps. A thread kept
+# from the GIL for longer than that (a loaded machine) drops frames, and encoded video
+# then decodes again only from the next keyframe (up to a GOP later); with 8 (267 ms) a
+# loaded CI machine's analysis saw keyframes only, about one frame a second.
+ANALYSIS_BACKLOG = 30
+
+
 class LatestFrameTap(_Worker):
     """Decodes one feed (only the customer camera is ever analysed) and keeps the newest
     frame. Consumers pull at their own rate; nothing queues up behind them.
@@ -254,8 +266,9 @@ class LatestFrameTap(_Worker):
     catches up instead of skipping what happened meanwhile."""
 
     poll_s = 0.03
+    skips_damaged = True  # face analysis of a smeared frame would be wrong, not absent
 
-    def __init__(self, feed: Feed, backlog: int = 8) -> None:
+    def __init__(self, feed: Feed, backlog: int = ANALYSIS_BACKLOG) -> None:
         self._decoder: Any = None
         self.latest: tuple[av.VideoFrame, float] | None = None
         self.decoded = 0

@@ -15,6 +15,8 @@ PROTOCOL_VERSION = 1
 MsgId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 CallId = Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Sdp = Annotated[str, Field(min_length=10, max_length=60_000)]
+Code = Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9_]+$")]  # business type, disposition
+Language = Annotated[str, Field(max_length=16, pattern=r"^[A-Za-z-]+$")]
 
 
 class _Msg(BaseModel):
@@ -44,8 +46,8 @@ class QueueJoin(_ClientMsg):
     """Customer asks for a teller."""
 
     type: Literal["queue.join"]
-    business_type: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9_]+$")] = "general"
-    language: Annotated[str, Field(max_length=16, pattern=r"^[A-Za-z-]+$")] = "en"
+    business_type: Code = "general"
+    language: Language = "en"
 
 
 class QueueLeave(_ClientMsg):
@@ -163,7 +165,7 @@ class WrapUpRecord(_ClientMsg):
     """Teller, in wrap-up after a call: its disposition code and notes (once)."""
 
     type: Literal["wrap_up.record"]
-    disposition: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9_]+$")]
+    disposition: Code
     notes: Annotated[str, Field(max_length=2000)] = ""
 
 
@@ -273,13 +275,51 @@ class CallTransfer(_ClientMsg):
     teller; the customer keeps their original place in line."""
 
     type: Literal["call.transfer"]
-    business_type: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9_]+$")] | None = None
+    business_type: Code | None = None
     teller: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")] | None = None
     note: Annotated[str, Field(max_length=500)] = ""
 
 
+class AppointmentFind(_ClientMsg):
+    """Customer: the free video-appointment slots for this business and language, and
+    the appointments they hold (`appointment.slots`)."""
+
+    type: Literal["appointment.find"]
+    business_type: Code = "general"
+    language: Language = "en"
+
+
+class AppointmentBook(_ClientMsg):
+    """Customer: book the slot starting at `starts_at` (one of `appointment.slots`)."""
+
+    type: Literal["appointment.book"]
+    business_type: Code = "general"
+    language: Language = "en"
+    starts_at: Annotated[float, Field(gt=0, lt=1e11, description="epoch seconds")]
+
+
+class MonitorStart(_ClientMsg):
+    """Supervisor: listen to a call in progress (listen-only). The offer has four
+    receive-only m-lines: audio (customer), audio (teller), video (customer camera),
+    video (teller camera). Audited; the teller is told when the bank's policy says so."""
+
+    type: Literal["monitor.start"]
+    call_id: CallId
+    sdp: Sdp
+
+
+class MonitorStop(_ClientMsg):
+    type: Literal["monitor.stop"]
+    call_id: CallId
+
+
+class AppointmentCancel(_ClientMsg):
+    type: Literal["appointment.cancel"]
+    appointment_id: CallId
+
+
 ClientMessage = Annotated[
-    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | WrapUpRecord | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit | ScriptRead | ScriptConfirm | ScriptQuestion | LocationReport | IdCapture | SurveySubmit | CallTransfer,
+    Hello | Ping | QueueJoin | QueueLeave | TellerStatus | OfferAccept | OfferReject | WebrtcOffer | MediaState | Hangup | WrapUpExtend | SupervisorSetTeller | SupervisorAssign | AssistRequest | AssistRespond | AssistStarted | AssistStop | NavPush | NavOpened | ReviewDecide | WrapUpRecord | IdentityVerify | IdentityLiveness | IdentityJudge | IdentitySpokenCheck | IdentityAttest | OtpRequest | OtpSubmit | ScriptRead | ScriptConfirm | ScriptQuestion | LocationReport | IdCapture | SurveySubmit | CallTransfer | AppointmentFind | AppointmentBook | AppointmentCancel | MonitorStart | MonitorStop,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
@@ -289,7 +329,8 @@ CLIENT_MESSAGES: dict[str, type[_ClientMsg]] = {
               AssistRespond, AssistStarted, AssistStop, NavPush, NavOpened, ReviewDecide,
               WrapUpRecord, IdentityVerify, IdentityLiveness, IdentityJudge, IdentitySpokenCheck,
               IdentityAttest, OtpRequest, OtpSubmit, ScriptRead, ScriptConfirm, ScriptQuestion,
-              LocationReport, IdCapture, SurveySubmit, CallTransfer)
+              LocationReport, IdCapture, SurveySubmit, CallTransfer, AppointmentFind,
+              AppointmentBook, AppointmentCancel, MonitorStart, MonitorStop)
 }
 _client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
@@ -330,6 +371,11 @@ ROLES_FOR: dict[str, frozenset[str]] = {
     "id.capture": frozenset({"teller"}),
     "survey.submit": frozenset({"customer"}),
     "call.transfer": frozenset({"teller"}),
+    "appointment.find": frozenset({"customer"}),
+    "appointment.book": frozenset({"customer"}),
+    "appointment.cancel": frozenset({"customer"}),
+    "monitor.start": frozenset({"supervisor"}),
+    "monitor.stop": frozenset({"supervisor"}),
 }
 
 
@@ -390,6 +436,8 @@ class OfferIncoming(_Msg):
     business_type: str
     language: str = "en"  # the customer's language (queue.join): greet them in it
     ring_timeout_s: float
+    appointment_at: float | None = Field(None, description="the customer booked this teller "
+                                         "for a slot starting then (epoch seconds)")
 
 
 class OfferRevoked(_Msg):
@@ -631,6 +679,63 @@ class ScriptStepMsg(_Msg):
     total: int
 
 
+class MonitorAnswer(_Msg):
+    """The server's answer to `monitor.start`, sent once the start is in the call's
+    trail."""
+
+    type: Literal["monitor.answer"] = "monitor.answer"
+    call_id: str
+    sdp: str
+
+
+class MonitorEnded(_Msg):
+    type: Literal["monitor.ended"] = "monitor.ended"
+    call_id: str
+    reason: Literal["stopped", "call_ended", "media_failed", "disconnected"]
+
+
+class MonitorState(_Msg):
+    """To the teller (when the bank's policy says so): who is listening to the call."""
+
+    type: Literal["monitor.state"] = "monitor.state"
+    call_id: str
+    listeners: list[str] = Field(description="display names of the supervisors listening")
+
+
+class AppointmentInfo(_Msg):
+    appointment_id: str
+    business_type: str
+    language: str
+    starts_at: float
+    ends_at: float
+
+
+class AppointmentSlots(_Msg):
+    """To the customer: free slot starts (epoch seconds, soonest first) and the
+    appointments they hold; times are shown in the bank's `timezone`."""
+
+    type: Literal["appointment.slots"] = "appointment.slots"
+    business_type: str
+    language: str
+    slot_s: int
+    timezone: str
+    slots: list[float]
+    booked: list[AppointmentInfo]
+
+
+class AppointmentBooked(_Msg):
+    """The booking is durable: come back in its window and the booked teller is
+    offered the call first."""
+
+    type: Literal["appointment.booked"] = "appointment.booked"
+    appointment: AppointmentInfo
+
+
+class AppointmentCancelled(_Msg):
+    type: Literal["appointment.cancelled"] = "appointment.cancelled"
+    appointment_id: str
+
+
 class Error(_Msg):
     type: Literal["error"] = "error"
     code: str
@@ -644,5 +749,6 @@ SERVER_MESSAGES: dict[str, type[_Msg]] = {
               WrapUpRecorded,
               CallStarted, WebrtcAnswer, PeerState, CallEnded, Dashboard, AssistStateMsg,
               NavPrompt, CallContext, ReviewRecorded, IdentityStatus, IdentityChallenge,
-              IdentityHint, OtpState, ScriptState, ScriptStepMsg, LocationState, LocationAsk, IdState, SurveyRecorded, Error)
+              IdentityHint, OtpState, ScriptState, ScriptStepMsg, LocationState, LocationAsk, IdState, SurveyRecorded, AppointmentSlots, AppointmentBooked,
+              AppointmentCancelled, MonitorAnswer, MonitorEnded, MonitorState, Error)
 }

@@ -16,14 +16,22 @@ from vteller.routing.model import PriorityClass, Request
 from vteller.routing.policy import RoutingPolicy
 from vteller.routing.tellers import TellerState, TellerStatus
 
-GroupKey = tuple[PriorityClass, str, str]
+GroupKey = tuple[PriorityClass, str, str, str]
 STAFFED = frozenset({TellerState.AVAILABLE, TellerState.OFFERED, TellerState.BUSY,
                      TellerState.WRAP_UP})
 HEADS = 4  # requests looked at per group: past the head only when it was declined
 
 
 def group_key(request: Request) -> GroupKey:
-    return (request.pclass, request.business_type, request.language)
+    """Requests that compare by arrival alone: class, business, language and the teller
+    a booking names (each teller's bookings are their own group)."""
+    return (request.pclass, request.business_type, request.language, request.booked_teller)
+
+
+def reserved(request: Request, username: str, now: float) -> bool:
+    """Held for its booked teller, who is someone else."""
+    return bool(request.booked_teller) and request.booked_teller != username \
+        and now < request.booked_until
 
 
 def declined(policy: RoutingPolicy, request: Request, username: str, now: float) -> bool:
@@ -35,7 +43,7 @@ def eligible(policy: RoutingPolicy, teller: TellerStatus, request: Request, now:
     profile = teller.profile
     if not profile.can_serve(request.business_type, request.language):
         return False
-    if declined(policy, request, teller.username, now):
+    if declined(policy, request, teller.username, now) or reserved(request, teller.username, now):
         return False
     return not (request.elderly and now - request.enqueued_at < policy.elderly_widen_after_s
                 and policy.elderly_certification not in profile.certifications)
@@ -65,14 +73,22 @@ def next_match(policy: RoutingPolicy, heads: Iterable[list[Request]],
     `HEADS` requests of each group, oldest first."""
     if not available:
         return None
-    ranked = sorted((g for g in heads if g), key=lambda g: (
+    heads = [g for g in heads if g]
+    by_name = {t.username: t for t in available}
+    booked = sorted((g[0] for g in heads if g[0].booked_teller in by_name),
+                    key=lambda r: r.key)  # a booked teller takes their booking first
+    for request in booked:
+        teller = by_name[request.booked_teller]
+        if eligible(policy, teller, request, now):
+            return request, teller
+    ranked = sorted(heads, key=lambda g: (
         -policy.priority(g[0].pclass, now - g[0].enqueued_at), g[0].key))  # ties: arrival
     for group in ranked:
         for request in group[:HEADS]:
             candidates = [t for t in available if eligible(policy, t, request, now)]
             if candidates:
                 return request, choose_teller(policy, request, candidates, rng)
-            if not request.declined_by:
+            if not request.declined_by and not request.booked_teller:
                 break
     return None
 

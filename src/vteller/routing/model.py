@@ -48,6 +48,10 @@ class Request:
     seq: int = 0
     declined_by: dict[str, float] = field(default_factory=dict)  # teller -> when (clock.now)
     node: str = ""  # the node holding the customer's connection (a shared queue)
+    # a customer come to a booked appointment: offered to this teller first, and to
+    # nobody else until `booked_until` (routing clock)
+    booked_teller: str = ""
+    booked_until: float = 0.0
 
     def __post_init__(self) -> None:
         self.pclass = classify(self.segments)

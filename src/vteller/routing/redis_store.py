@@ -5,7 +5,7 @@ Layout (all keys under one hash tag, so a clustered Redis keeps them in one slot
 - ``req:<call_id>``: a hash (data = the request as JSON, state = waiting|offered,
   member, group, declined = 1 once any teller declined it); ``waiting`` and
   ``offered``: sets of call ids;
-- ``g:<class>|<business type>|<language>``: a sorted set per group of waiting
+- ``g:<class>|<business type>|<language>|<booked teller>``: a sorted set per group of waiting
   requests, score = enqueue time, member = zero-padded sequence number + call id (so
   equal times keep arrival order, as in memory); ``groups``: the set of group keys;
 - ``t:<username>``: a hash (state, reason, since, profile as JSON); ``tellers`` and
@@ -189,7 +189,9 @@ def _request_json(request: Request) -> str:
         "call_id": request.call_id, "business_type": request.business_type,
         "language": request.language, "segments": sorted(request.segments),
         "enqueued_at": request.enqueued_at, "channel": request.channel,
-        "declined_by": request.declined_by, "node": request.node}, separators=(",", ":"))
+        "declined_by": request.declined_by, "node": request.node,
+        "booked_teller": request.booked_teller, "booked_until": request.booked_until},
+        separators=(",", ":"))
 
 
 def _request(data: str | bytes, seq: Any) -> Request:
@@ -198,7 +200,8 @@ def _request(data: str | bytes, seq: Any) -> Request:
                    enqueued_at=float(d["enqueued_at"]), channel=d["channel"],
                    seq=int(seq or 0), declined_by={k: float(v)
                                                    for k, v in d["declined_by"].items()},
-                   node=d.get("node", ""))
+                   node=d.get("node", ""), booked_teller=d.get("booked_teller", ""),
+                   booked_until=float(d.get("booked_until", 0.0)))
 
 
 def _teller(username: str, fields: dict[str, str]) -> TellerStatus:

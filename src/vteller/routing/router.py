@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import replace
 
 from vteller.routing import decide
-from vteller.routing.decide import GroupKey
+from vteller.routing.decide import GroupKey, group_key
 from vteller.routing.model import Request, TellerProfile
 from vteller.routing.policy import RoutingPolicy
 from vteller.routing.tellers import TellerState, TellerStatus
@@ -41,15 +41,14 @@ class Router:
         self._insert(request)
 
     def _insert(self, request: Request) -> None:
-        group = self._groups.setdefault(
-            (request.pclass, request.business_type, request.language), [])
+        group = self._groups.setdefault(group_key(request), [])
         bisect.insort(group, request, key=lambda r: r.key)
         self._waiting[request.call_id] = request
 
     def _take(self, call_id: str) -> Request | None:
         request = self._waiting.pop(call_id, None)
         if request is not None:
-            key = (request.pclass, request.business_type, request.language)
+            key = group_key(request)
             group = self._groups[key]
             del group[bisect.bisect_left(group, request.key, key=lambda r: r.key)]
             if not group:

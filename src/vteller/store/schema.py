@@ -199,6 +199,21 @@ def _m5_dispositions(db: Database) -> None:
         db.execute("ALTER TABLE calls ADD COLUMN disposition TEXT")
 
 
+def _m6_appointments(db: Database) -> None:
+    """Booked video appointments; one booked appointment per teller and slot."""
+    _ddl(db, """
+    CREATE TABLE IF NOT EXISTS appointments (
+        appointment_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL,
+        business_type TEXT NOT NULL, language TEXT NOT NULL, teller TEXT NOT NULL,
+        starts_at REAL NOT NULL, ends_at REAL NOT NULL, state TEXT NOT NULL,
+        call_id TEXT, created_at REAL NOT NULL);
+    CREATE UNIQUE INDEX IF NOT EXISTS appointments_one_per_slot
+        ON appointments (teller, starts_at) WHERE state = 'booked';
+    CREATE INDEX IF NOT EXISTS appointments_by_customer ON appointments (customer_id, state);
+    CREATE INDEX IF NOT EXISTS appointments_by_start ON appointments (starts_at)
+    """)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -214,6 +229,7 @@ MIGRATIONS = (
     Migration(4, "call outcome codes, four-eyes approvals, bank outbox, surveys",
               _m4_outcomes),
     Migration(5, "wrap-up disposition codes", _m5_dispositions),
+    Migration(6, "video appointments", _m6_appointments),
 )
 LATEST = MIGRATIONS[-1].version
 

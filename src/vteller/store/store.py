@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vteller.store import schema
+from vteller.store.appointments import AppointmentRepository
 from vteller.store.approvals import ApprovalRepository
 from vteller.store.audit import AuditRepository
 from vteller.store.calls import CallRepository
@@ -19,7 +20,7 @@ from vteller.store.staff import StaffRepository
 
 
 class Store(StaffRepository, CallRepository, AuditRepository, ReferenceRepository,
-            ApprovalRepository,
+            ApprovalRepository, AppointmentRepository,
             NodeRepository, SharedStateRepository):
     def __init__(self, db: Database) -> None:
         self.db = db
