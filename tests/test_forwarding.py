@@ -16,7 +16,12 @@ from tests.media_sources import vp8_clip
 from tests.test_media_plane import connect
 from vteller.media import Feed, MediaGate
 from vteller.media.forward import Forwarder, Rewriter
-from vteller.media.passthrough import route_retransmissions, rtx_ssrcs, starts_keyframe
+from vteller.media.passthrough import (
+    AiortcInternalsChanged,
+    route_retransmissions,
+    rtx_ssrcs,
+    starts_keyframe,
+)
 from vteller.media.relay import FeedTrack
 
 SSRC_A, SSRC_B = 0x1111, 0x2222
@@ -253,6 +258,88 @@ def test_the_quicker_min_frame_period_gives_aiortcs_answers():
         delta = rng.choice([33.3, 33.4, 16.7, 66.7, rng.uniform(1, 100)])
         assert ours.estimator.update_min_frame_period(delta) == \
             theirs.update_min_frame_period(delta)
+
+
+def test_the_quicker_rate_counter_gives_aiortcs_answers():
+    """Same rates as aiortc's per-millisecond buckets over random packets: bursts in one
+    millisecond, steady flow, gaps inside and beyond the 1 s window, resets."""
+    import random
+
+    from aiortc.rate import RateCounter, RemoteBitrateEstimator
+
+    from vteller.media.passthrough import _quicker_rate_counter, _QuickerRateCounter
+
+    theirs, ours = RateCounter(1000, 8000), _QuickerRateCounter(1000, 8000)
+    rng = random.Random(11)
+    now, answers = 5_000, 0
+    for _ in range(6000):
+        now += rng.choice([0, 0, 1, 2, 5, 33, rng.randint(0, 999), rng.randint(990, 1010),
+                           rng.randint(1000, 3000)])
+        step = rng.random()
+        if step < 0.6:
+            size = rng.randint(50, 1300)
+            theirs.add(size, now)
+            ours.add(size, now)
+        elif step < 0.995:
+            assert ours.rate(now) == theirs.rate(now), now
+            answers += theirs.rate(now) is not None
+        else:
+            theirs.reset()
+            ours.reset()
+    assert answers > 1000  # most were rates, not None
+    estimator = RemoteBitrateEstimator()
+    _quicker_rate_counter(estimator)
+    assert isinstance(estimator.incoming_bitrate, _QuickerRateCounter)
+    with pytest.raises(AiortcInternalsChanged):
+        _quicker_rate_counter(estimator)  # already swapped: not aiortc's any more
+
+
+def test_the_rtp_writer_gives_aiortcs_bytes():
+    """`_RtpWriter` against ``RtpPacket.serialize`` over random packets, three extension
+    maps and three MIDs, with and without audio level and abs-send-time, with padding
+    (random bytes there: same length, last byte and everything before the padding)."""
+    import random
+
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtp import HeaderExtensionsMap
+
+    from vteller.media.passthrough import _RtpWriter
+
+    uris = {"mid": "urn:ietf:params:rtp-hdrext:sdes:mid",
+            "abs": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+            "level": "urn:ietf:params:rtp-hdrext:ssrc-audio-level"}
+    rng = random.Random(5)
+    compared = 0
+    for ids in ({"mid": 4, "abs": 2, "level": 1}, {"mid": 9, "abs": 14}, {"level": 3}):
+        extensions_map = HeaderExtensionsMap()
+        extensions_map.configure(RTCRtpParameters(headerExtensions=[
+            RTCRtpHeaderExtensionParameters(id=i, uri=uris[k]) for k, i in ids.items()]))
+        for mid in ("0", "1", "camera-and-more16"[:16]):
+            writer = _RtpWriter.for_map(extensions_map, mid)
+            assert writer is not None
+            for _ in range(50):
+                packet = RtpPacket(payload_type=rng.choice([96, 97, 111]),
+                                   marker=rng.randint(0, 1),
+                                   sequence_number=rng.randint(0, 65535),
+                                   timestamp=rng.randint(0, 2**32 - 1),
+                                   ssrc=rng.randint(0, 2**32 - 1),
+                                   payload=rng.randbytes(rng.randint(0, 1200)))
+                packet.padding_size = rng.choice([0, 0, 1, 37, 255])
+                packet.extensions.mid = mid
+                if rng.random() < 0.8:
+                    packet.extensions.abs_send_time = rng.randint(0, 2**24 - 1)
+                if rng.random() < 0.5:
+                    packet.extensions.audio_level = (rng.random() < 0.5, rng.randint(0, 127))
+                ours, theirs = writer.serialize(packet), packet.serialize(extensions_map)
+                end = len(theirs) - packet.padding_size
+                assert len(ours) == len(theirs) and ours[:end] == theirs[:end]
+                assert ours[-1:] == theirs[-1:]
+                compared += 1
+    assert compared == 450
+    two_byte = HeaderExtensionsMap()
+    two_byte.configure(RTCRtpParameters(headerExtensions=[
+        RTCRtpHeaderExtensionParameters(id=15, uri=uris["mid"])]))
+    assert _RtpWriter.for_map(two_byte, "0") is None  # id 15: left to aiortc
 
 
 async def test_the_datagram_queue_hands_over_in_order_and_survives_a_cancelled_get():

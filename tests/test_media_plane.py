@@ -24,6 +24,7 @@ from vteller.media.passthrough import (
     check_aiortc,
     is_keyframe,
     receive_encoded,
+    receive_packets,
     relay_keyframe_requests,
     request_keyframe,
 )
@@ -449,3 +450,37 @@ async def test_a_receivers_estimate_never_lowers_the_evidence_below_the_floor(se
     assert feed.bandwidth_cap() == 500_000
     for c in (customer, teller, cust_sig, teller_sig):
         await c.close()
+
+
+async def test_audio_frames_are_handed_on_in_order_without_the_jitter_buffer():
+    """An Opus packet is a frame: handed to the feed as it arrives (aiortc's audio jitter
+    buffer would hold 4 back), in sequence order; a late or repeated packet is dropped."""
+    from aiortc import RTCPeerConnection
+    from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
+    from aiortc.rtp import RtpPacket
+
+    from vteller.media.leg import rtc_configuration
+
+    customer = Party("customer")
+    server = RTCPeerConnection(rtc_configuration([]))
+    await customer.pc.setLocalDescription(await customer.pc.createOffer())
+    await server.setRemoteDescription(customer.pc.localDescription)
+    receiver = server.getTransceivers()[0].receiver
+    opus = next(c for c in receiver.getCapabilities("audio").codecs if c.name == "opus")
+    opus.payloadType = 111
+    got: list[tuple[bytes, int]] = []
+    receive_encoded(receiver, lambda packet: got.append((bytes(packet), packet.pts)))
+    receive_packets(receiver, lambda packet: asyncio.sleep(0), lambda: True)
+    await receiver.receive(RTCRtpReceiveParameters(codecs=[opus]))
+    for seq in (65534, 65535, 0, 2, 1, 3, 3, 4):  # 1 comes late, 3 twice
+        await receiver._handle_rtp_packet(RtpPacket(  # type: ignore[attr-defined]
+            payload_type=111, sequence_number=seq, timestamp=960 * ((seq + 2) % 65536),
+            ssrc=1234, payload=bytes([seq % 256]) * 20), 0)
+        if seq == 65535:
+            assert len(got) == 2  # each at once, none held back
+    assert [payload[0] for payload, _ in got] == [254, 255, 0, 2, 3, 4]
+    pts = [p for _, p in got]
+    assert pts == sorted(pts) and pts[1] - pts[0] == 960
+    await receiver.stop()
+    await customer.close()
+    await server.close()

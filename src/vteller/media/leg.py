@@ -206,7 +206,8 @@ class MediaLeg:
                         cap_bandwidth_feedback(transceiver.receiver, feed.bandwidth_cap)
                 feed.codec = "opus" if kind == "audio" else video_codec
                 if self._encoded:
-                    receive_encoded(transceiver.receiver)
+                    receive_encoded(transceiver.receiver,
+                                    functools.partial(feed.on_frame, transceiver.receiver))
                     receive_packets(transceiver.receiver,
                                     functools.partial(feed.on_rtp, transceiver.receiver),
                                     feed.wants_frames, feed.on_loss)

@@ -49,7 +49,10 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
+import os
 import queue
+import struct
 import threading
 import time
 from collections import deque
@@ -62,7 +65,7 @@ from aiortc import RTCRtpReceiver, RTCRtpSender, clock
 from aiortc import sdp as aiortc_sdp
 from aiortc.codecs import depayload, is_rtx
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.rate import MIN_FRAME_PERIOD_HISTORY_LENGTH
+from aiortc.rate import MIN_FRAME_PERIOD_HISTORY_LENGTH, RateCounter
 from aiortc.rtcdtlstransport import RtpRouter
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
@@ -75,7 +78,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
     unwrap_rtx,
 )
-from aiortc.utils import uint16_add
+from aiortc.utils import uint16_add, uint16_gt
 
 SUPPORTED = ((1, 14), (1, 17))
 ACTIVE_STAMP_S = 1.0  # a receiver's sources count as active for 10 s; stamp them this often
@@ -116,6 +119,11 @@ def check_aiortc() -> None:
         raise AiortcInternalsChanged(f"aiortc's RTP history is {RTP_HISTORY_SIZE} packets")
 
 
+@functools.cache
+def _time_base(clock_rate_hz: int) -> fractions.Fraction:
+    return fractions.Fraction(1, clock_rate_hz)  # built once: a Fraction costs microseconds
+
+
 class _PacketQueue:
     """Stands in for the receiver's decoder queue; feeds the track with av.Packets.
 
@@ -123,8 +131,10 @@ class _PacketQueue:
     is what aiortc's (now idle) decoder thread blocks on until the receiver stops.
     """
 
-    def __init__(self, track_queue: asyncio.Queue[Any]) -> None:
+    def __init__(self, track_queue: asyncio.Queue[Any],
+                 deliver: Callable[[av.Packet], None] | None) -> None:
         self._track_queue = track_queue
+        self._deliver = deliver
         self._stopped = threading.Event()
         self.frames = 0
 
@@ -136,9 +146,12 @@ class _PacketQueue:
         codec, frame = item
         packet = av.Packet(frame.data)
         packet.pts = frame.timestamp
-        packet.time_base = fractions.Fraction(1, codec.clockRate)
+        packet.time_base = _time_base(codec.clockRate)
         self.frames += 1
-        self._track_queue.put_nowait(packet)
+        if self._deliver is not None:
+            self._deliver(packet)
+        else:
+            self._track_queue.put_nowait(packet)
 
     def get(self, block: bool = True, timeout: float | None = None) -> None:
         self._stopped.wait()
@@ -147,15 +160,18 @@ class _PacketQueue:
         self.put(item)
 
 
-def receive_encoded(receiver: RTCRtpReceiver) -> _PacketQueue:
-    """Make ``receiver.track.recv()`` return encoded ``av.Packet`` s. Call before it starts."""
+def receive_encoded(receiver: RTCRtpReceiver,
+                    deliver: Callable[[av.Packet], None] | None = None) -> _PacketQueue:
+    """Make ``receiver.track.recv()`` return encoded ``av.Packet`` s, or, with
+    ``deliver``, hand each to it as it is reassembled (on the event loop, in the RTP
+    handler; the track then only ends). Call before it starts."""
     current = getattr(receiver, _QUEUE_ATTR, None)
     if not isinstance(current, queue.Queue) or not current.empty():
         raise AiortcInternalsChanged("RTCRtpReceiver decoder queue not found (or in use)")
     if getattr(receiver, _STARTED_ATTR, True) or receiver.track is None:
         raise AiortcInternalsChanged(
             "receive_encoded must be applied after setRemoteDescription, before media starts")
-    hooked = _PacketQueue(receiver.track._queue)  # type: ignore[attr-defined]
+    hooked = _PacketQueue(receiver.track._queue, deliver)  # type: ignore[attr-defined]
     setattr(receiver, _QUEUE_ATTR, hooked)
     return hooked
 
@@ -343,7 +359,9 @@ def receive_packets(receiver: RTCRtpReceiver, forward: Callable[[RtpPacket], Awa
     Apply after setRemoteDescription, before media starts.
 
     Mirrors aiortc 1.14-1.16's ``RTCRtpReceiver._handle_rtp_packet``; what differs is
-    the forward and that reassembly (depayload and jitter buffer) is optional."""
+    the forward, that reassembly (depayload and jitter buffer) is optional, and that audio
+    skips the jitter buffer: an Opus packet is a frame, handed on in sequence order (late
+    and repeated ones dropped) as it arrives, not after aiortc's prefetch of 4."""
     o = "RTCRtpReceiver"
     for name in _RECEIVER_ATTRS:
         _private(receiver, o, name)
@@ -354,14 +372,16 @@ def receive_packets(receiver: RTCRtpReceiver, forward: Callable[[RtpPacket], Awa
     estimator = _private(receiver, o, "remote_bitrate_estimator")
     if estimator is not None:
         _quicker_min_frame_period(estimator)
+        _quicker_rate_counter(estimator)
     error, mapper = _private(receiver, o, "decoder_error"), _private(receiver, o,
                                                                      "timestamp_mapper")
     video = _private(receiver, o, "kind") == "video"
     framing = False  # whether the jitter buffer has been fed without a break
+    last_audio_seq = 0  # audio: the last packet handed on (while framing)
     seen: dict[int, float] = {}  # SSRC -> when `active` was last stamped (monotonic)
 
     async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
-        nonlocal framing
+        nonlocal framing, last_audio_seq
         if not receiver._enabled:
             return
         if estimator is not None and packet.extensions.abs_send_time is not None:
@@ -403,6 +423,14 @@ def receive_packets(receiver: RTCRtpReceiver, forward: Callable[[RtpPacket], Awa
         if not wants_frames():
             framing = False
             return
+        if not video:  # Opus: a packet is a frame; in order, late and repeated ones dropped
+            if framing and not uint16_gt(packet.sequence_number, last_audio_seq):
+                return
+            framing, last_audio_seq = True, packet.sequence_number
+            if getattr(receiver, _DECODER_THREAD_ATTR):
+                getattr(receiver, _QUEUE_ATTR).put(
+                    (codec, JitterFrame(packet.payload, mapper.map(packet.timestamp))))
+            return
         jitter = getattr(receiver, _JITTER_ATTR)
         if not framing:  # (re)start reassembly from this packet on
             if jitter._origin is not None:  # noqa: SLF001
@@ -426,6 +454,61 @@ def receive_packets(receiver: RTCRtpReceiver, forward: Callable[[RtpPacket], Awa
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
 
 
+class _RtpWriter:
+    """``RtpPacket.serialize`` for what `SenderOutlet` sends (MID, abs-send-time and audio
+    level, the only header extensions it sets) with the one-byte extension block's
+    constant part built once: aiortc builds a list of extensions, packs each and joins
+    them for every packet. `for_map` gives None where the one-byte form does not apply
+    (then aiortc serializes)."""
+
+    def __init__(self, mid_element: bytes, abs_send_time_id: int, audio_level_id: int) -> None:
+        self._mid = mid_element  # id/length byte and value, or b""
+        self._abs = bytes([abs_send_time_id << 4 | 2]) if abs_send_time_id else b""
+        self._level = audio_level_id << 4 if audio_level_id else None
+
+    @classmethod
+    def for_map(cls, extensions_map: Any, mid: str | None) -> _RtpWriter | None:
+        ids = getattr(extensions_map, "_HeaderExtensionsMap__ids", None)
+        if ids is None:
+            raise AiortcInternalsChanged("HeaderExtensionsMap.__ids is gone")
+        mid_id, abs_id, level_id = (ids.mid or 0), (ids.abs_send_time or 0), (ids.audio_level or 0)
+        value = mid.encode("utf8") if mid is not None and mid_id else b""
+        if any(x > 14 for x in (mid_id, abs_id, level_id)) or (mid_id and mid is not None
+                                                               and not 1 <= len(value) <= 16):
+            return None  # the two-byte form: left to aiortc
+        return cls(bytes([mid_id << 4 | len(value) - 1]) + value if value else b"", abs_id,
+                   level_id)
+
+    def serialize(self, packet: RtpPacket) -> bytes:
+        """``packet.serialize(map)``'s bytes (padding bytes are random there too). The
+        packet carries no CSRCs and only the extensions this writer knows."""
+        block = self._mid
+        abs_send_time = packet.extensions.abs_send_time
+        if self._abs and abs_send_time is not None:
+            block += self._abs + abs_send_time.to_bytes(3, "big")
+        level = packet.extensions.audio_level
+        if self._level is not None and level is not None:
+            block += bytes([self._level, (0x80 if level[0] else 0) | (level[1] & 0x7F)])
+        padding = packet.padding_size
+        if block:
+            block += b"\x00" * (-len(block) % 4)
+            head = _RTP_HEADER_EXT.pack(0x90 | (padding > 0) << 5,
+                                        packet.marker << 7 | packet.payload_type,
+                                        packet.sequence_number, packet.timestamp, packet.ssrc,
+                                        0xBEDE, len(block) >> 2) + block
+        else:
+            head = _RTP_HEADER.pack(0x80 | (padding > 0) << 5,
+                                    packet.marker << 7 | packet.payload_type,
+                                    packet.sequence_number, packet.timestamp, packet.ssrc)
+        if padding:
+            return head + packet.payload + os.urandom(padding - 1) + bytes([padding])
+        return head + packet.payload
+
+
+_RTP_HEADER = struct.Struct("!BBHLL")
+_RTP_HEADER_EXT = struct.Struct("!BBHLLHH")
+
+
 class SenderOutlet:
     """Sends forwarded packets through an RTCRtpSender as its encoder would have (see
     the module docstring). Bind before setLocalDescription (it learns the payload type
@@ -440,6 +523,8 @@ class SenderOutlet:
         self._extensions_map = _private(sender, o, "rtp_header_extensions_map")
         self._payload_type: int | None = None
         self._mid: str | None = None
+        self._writer: _RtpWriter | None = None
+        self._writer_built = False  # the map is configured when the sender starts
         self._octets = self._packets = 0
         original = sender.send
 
@@ -465,8 +550,12 @@ class SenderOutlet:
         out.extensions.mid = self._mid
         out.extensions.audio_level = packet.extensions.audio_level
         self._history[sequence_number % RTP_HISTORY_SIZE] = out
+        if not self._writer_built:
+            self._writer = _RtpWriter.for_map(self._extensions_map, self._mid)
+            self._writer_built = True
+        writer = self._writer
         await sender.transport._send_rtp(  # type: ignore[attr-defined]
-            out.serialize(self._extensions_map))
+            writer.serialize(out) if writer is not None else out.serialize(self._extensions_map))
         self._octets += len(packet.payload)
         self._packets += 1
         # what the sender's reports (RTCP SR) say
@@ -527,6 +616,61 @@ def _quicker_min_frame_period(estimator: Any) -> None:
         return min(shortest, ts_delta)
 
     overuse.update_min_frame_period = update_min_frame_period
+
+
+class _QuickerRateCounter:
+    """aiortc's ``RateCounter`` (bytes received over the last `window_size` ms, as a
+    rate) with the same answers. aiortc keeps a bucket per millisecond and empties the
+    expired ones one by one in Python, about 1,000 steps a second per stream, on both
+    `add` and `rate`; this keeps one (ms, bytes) entry per packet and pops the expired."""
+
+    def __init__(self, window_size: int, scale: int) -> None:
+        self._window_size = window_size
+        self._scale = scale
+        self.reset()
+
+    def reset(self) -> None:
+        self._entries: deque[tuple[int, int]] = deque()
+        self._origin_ms: int | None = None
+        self._count = 0
+        self._value = 0
+
+    def add(self, value: int, now_ms: int) -> None:
+        if self._origin_ms is None:
+            self._origin_ms = now_ms
+        else:
+            self._erase_old(now_ms)
+        self._entries.append((now_ms, value))
+        self._count += 1
+        self._value += value
+
+    def rate(self, now_ms: int) -> int | None:
+        if self._origin_ms is not None:
+            self._erase_old(now_ms)
+            active_window_size = now_ms - self._origin_ms + 1
+            if self._count > 0 and active_window_size > 1:
+                return round(self._scale * self._value / active_window_size)
+        return None
+
+    def _erase_old(self, now_ms: int) -> None:
+        new_origin_ms = now_ms - self._window_size + 1
+        if self._origin_ms is None or self._origin_ms >= new_origin_ms:
+            return
+        entries = self._entries
+        while entries and entries[0][0] < new_origin_ms:
+            self._count -= 1
+            self._value -= entries.popleft()[1]
+        self._origin_ms = new_origin_ms
+
+
+def _quicker_rate_counter(estimator: Any) -> None:
+    """Swap the remote bitrate estimator's incoming-rate counter for `_QuickerRateCounter`."""
+    counter = getattr(estimator, "incoming_bitrate", None)
+    window, scale = (getattr(counter, "_window_size", None), getattr(counter, "_scale", None))
+    if not isinstance(counter, RateCounter) or not isinstance(window, int) or \
+            not isinstance(scale, int):
+        raise AiortcInternalsChanged("RemoteBitrateEstimator.incoming_bitrate has changed")
+    estimator.incoming_bitrate = _QuickerRateCounter(window, scale)
 
 
 class _Datagrams:

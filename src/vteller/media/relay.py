@@ -120,6 +120,7 @@ class Feed:
         self._last_keyframe_request = 0.0
         self._pending_keyframe: asyncio.Handle | None = None
         self._offset = 0
+        self._rebase = False  # the next frame is a new source's first
         self._last_pts: int | None = None
         self.frames_in = 0  # encoded mode: frame ends (marker bit) for video
         self.gated_out = 0  # frames held back by the gate
@@ -183,6 +184,7 @@ class Feed:
         """Start reading ``source``, replacing any previous source."""
         self.detach()
         self._receiver = receiver
+        self._rebase = True
         for forwarder in self._forwarders.values():
             forwarder.pause()  # the new source's numbering starts a new segment
         self._pump = asyncio.create_task(self._run(source), name=f"feed:{self.name}")
@@ -246,33 +248,48 @@ class Feed:
         if self._forwarders or self._taps:
             self.request_keyframe()
 
+    def on_frame(self, source: RTCRtpReceiver, payload: Any) -> None:
+        """One frame reassembled from ``source``'s packets (encoded mode), handed over in
+        its RTP handler: no queue and no task wake-up per frame. A replaced source's
+        frames are ignored."""
+        if source is not self._receiver:
+            return
+        try:
+            self._take(payload, time.monotonic())
+        except Exception:  # noqa: BLE001 - the source's leg (and forwarding) must go on
+            log.exception("feed %s could not take a frame", self.name)
+
     async def _run(self, source: MediaStreamTrack) -> None:
-        first = True
+        """Reads ``source`` (transcode mode's frames; in encoded mode frames come through
+        `on_frame` and the track only says when the source ends)."""
         with contextlib.suppress(MediaStreamError):
             while True:
                 payload = await source.recv()
-                now = time.monotonic()
-                if not self.encoded:
-                    self.frames_in += 1
-                if first:  # a new source continues the old timeline
-                    if self._last_pts is not None:
-                        self._offset = self._last_pts + STEP[self.kind] - payload.pts
-                    first = False
-                payload.pts += self._offset
-                self._last_pts = payload.pts
-                if self.gate is not None and not self.gate.is_open():
-                    if not self.encoded:  # encoded: counted as packets arrive
-                        self.gated_out += 1
-                    continue
-                keyframe = (is_keyframe(self.codec or "", memoryview(payload))
-                            if self.encoded and self.kind == "video" else True)
-                after_loss, self._taps_lost = self._taps_lost, False
-                item = MediaItem(payload, keyframe, now, after_loss)
-                if not self.encoded:
-                    for sub in tuple(self._subscribers):
-                        sub.push(item)
-                for tap in tuple(self._taps):
-                    tap.offer(item)
+                self._take(payload, time.monotonic())
+
+    def _take(self, payload: Any, now: float) -> None:
+        """One frame (or audio packet) from the current source, to subscribers and taps."""
+        if not self.encoded:
+            self.frames_in += 1
+        if self._rebase:  # a new source continues the old timeline
+            if self._last_pts is not None:
+                self._offset = self._last_pts + STEP[self.kind] - payload.pts
+            self._rebase = False
+        payload.pts += self._offset
+        self._last_pts = payload.pts
+        if self.gate is not None and not self.gate.is_open():
+            if not self.encoded:  # encoded: counted as packets arrive
+                self.gated_out += 1
+            return
+        keyframe = (is_keyframe(self.codec or "", memoryview(payload))
+                    if self.encoded and self.kind == "video" else True)
+        after_loss, self._taps_lost = self._taps_lost, False
+        item = MediaItem(payload, keyframe, now, after_loss)
+        if not self.encoded:
+            for sub in tuple(self._subscribers):
+                sub.push(item)
+        for tap in tuple(self._taps):
+            tap.offer(item)
 
     def close(self) -> None:
         self.detach()
