@@ -100,9 +100,9 @@ admin: {{ admin_http = false }}
         async with aiohttp.ClientSession() as s:
             while True:
                 try:
-                    r = await s.get(f"{self.url}/info")
-                    if r.status == 200:
-                        return
+                    async with s.get(f"{self.url}/info") as r:  # released: no warning
+                        if r.status == 200:
+                            return
                 except aiohttp.ClientError:
                     pass
                 if self.proc.poll() is not None or time.monotonic() > deadline:

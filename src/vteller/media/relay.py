@@ -4,8 +4,9 @@ A ``Feed`` is one party's media of one kind (``customer.video``, ``teller.audio`
 ``customer.screen``...). In encoded mode (the default) every RTP packet is forwarded to
 each receiving party as it arrives (``on_rtp``, ``forward.Forwarder``): nothing is
 reassembled, decoded or queued on that path. Taps (recorder, analysis) need frames:
-the source's receiver reassembles them only while the feed has taps, and they arrive
-as ``MediaItem`` s carrying an encoded ``av.Packet``. In ``transcode`` mode (the
+the source's receiver reassembles them only while the feed has taps, and hands each to
+``on_frame`` in its RTP handler; they reach the taps as ``MediaItem`` s carrying an
+encoded ``av.Packet``. In ``transcode`` mode (the
 benchmark baseline) the items are decoded frames, re-encoded per subscriber.
 
 The source may be replaced (the party reconnected) without receivers noticing:
