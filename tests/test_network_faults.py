@@ -87,13 +87,17 @@ def _decoded(packets: list[tuple[float, Any]]) -> tuple[int, list[float]]:
     return good, times
 
 
-@pytest.mark.settings(ice_blocked_networks=[])
-async def test_video_crosses_the_emulated_link_whole(server, _namespaces_allowed):
-    """The harness itself: through a clean emulated link every frame decodes at the
-    teller (the lossy and delayed links are measured in `tests/bench/network.py`)."""
+async def _video_through_link(server: Any, customer_id: str, seconds: int,
+                              loss: float | None = None, delay_s: float = 0.0,
+                              ) -> tuple[int, int, list[float], dict[str, int]]:
+    """A call from a customer in a namespace behind an emulated link (with `loss` and
+    one-way `delay_s` when given): (video frames sent, frames that decode at the
+    teller, the gaps between them, the link's packet counts)."""
     with namespaces(1) as (ns,):
         lk = EmulatedLink(ns, 1)
-        customer = await _customer_in(ns, server, "c-clean", seconds=6)
+        if loss is not None:
+            lk.set(loss, delay_s)
+        customer = await _customer_in(ns, server, customer_id, seconds=seconds)
         teller, party = await _teller_in_call(server)
         try:
             assert (await _line(customer))["event"] == "connected"
@@ -101,14 +105,21 @@ async def test_video_crosses_the_emulated_link_whole(server, _namespaces_allowed
             await asyncio.sleep(1.0)  # frames in flight
             sent = done["video_sent"]
             good, times = _decoded(party.packets["video"])
-            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-            assert good >= 0.98 * sent, (good, sent)
-            assert max(gaps) < 0.5
         finally:
             await customer.wait()
             await party.close()
             counts = lk.close()
-        assert counts["forwarded"] > sent and counts["dropped"] == 0
+    return sent, good, [b - a for a, b in zip(times, times[1:], strict=False)], counts
+
+
+@pytest.mark.settings(ice_blocked_networks=[])
+async def test_video_crosses_the_emulated_link_whole(server, _namespaces_allowed):
+    """The harness itself: through a clean emulated link every frame decodes at the
+    teller (the lossy and delayed links are measured in `tests/bench/network.py`)."""
+    sent, good, gaps, counts = await _video_through_link(server, "c-clean", seconds=6)
+    assert good >= 0.98 * sent, (good, sent)
+    assert max(gaps) < 0.5
+    assert counts["forwarded"] > sent and counts["dropped"] == 0
 
 
 @pytest.mark.settings(ice_blocked_networks=[])
@@ -116,27 +127,13 @@ async def test_3_percent_loss_and_100_ms_rtt_keep_the_video_whole(server, _names
     """Issue 15's target: >= 95% of the frames decodable at the teller and no gap over
     1 s, through 3% loss and 100 ms RTT on the customer's link (retransmissions reach
     the server, lost ones are asked for again)."""
-    with namespaces(1) as (ns,):
-        lk = EmulatedLink(ns, 1)
-        lk.set(0.03, 0.05)
-        customer = await _customer_in(ns, server, "c-lossy", seconds=8)
-        teller, party = await _teller_in_call(server)
-        try:
-            assert (await _line(customer))["event"] == "connected"
-            done = await _line(customer)
-            await asyncio.sleep(1.0)  # frames in flight
-            sent = done["video_sent"]
-            good, times = _decoded(party.packets["video"])
-            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-            print(f"3% loss, 100 ms RTT: {good}/{sent} decodable, longest gap "
-                  f"{1000 * max(gaps):.0f} ms")
-            assert good >= 0.95 * sent, (good, sent)
-            assert max(gaps) <= 1.0
-        finally:
-            await customer.wait()
-            await party.close()
-            counts = lk.close()
-        assert counts["dropped"] > 0  # the link did lose packets
+    sent, good, gaps, counts = await _video_through_link(server, "c-lossy", seconds=8,
+                                                         loss=0.03, delay_s=0.05)
+    print(f"3% loss, 100 ms RTT: {good}/{sent} decodable, longest gap "
+          f"{1000 * max(gaps):.0f} ms")
+    assert good >= 0.95 * sent, (good, sent)
+    assert max(gaps) <= 1.0
+    assert counts["dropped"] > 0  # the link did lose packets
 
 
 @pytest.mark.settings(ice_blocked_networks=[])

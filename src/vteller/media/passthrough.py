@@ -523,15 +523,15 @@ class SenderOutlet:
         self._extensions_map = _private(sender, o, "rtp_header_extensions_map")
         self._payload_type: int | None = None
         self._mid: str | None = None
-        self._writer: _RtpWriter | None = None
-        self._writer_built = False  # the map is configured when the sender starts
+        self._writer: _RtpWriter | None = None  # once the sender starts (None: aiortc's)
         self._octets = self._packets = 0
         original = sender.send
 
         async def send(parameters: Any) -> None:
             self._payload_type = parameters.codecs[0].payloadType
             self._mid = parameters.muxId
-            await original(parameters)
+            await original(parameters)  # configures the header extension map
+            self._writer = _RtpWriter.for_map(self._extensions_map, self._mid)
 
         sender.send = send  # type: ignore[method-assign]
 
@@ -550,9 +550,6 @@ class SenderOutlet:
         out.extensions.mid = self._mid
         out.extensions.audio_level = packet.extensions.audio_level
         self._history[sequence_number % RTP_HISTORY_SIZE] = out
-        if not self._writer_built:
-            self._writer = _RtpWriter.for_map(self._extensions_map, self._mid)
-            self._writer_built = True
         writer = self._writer
         await sender.transport._send_rtp(  # type: ignore[attr-defined]
             writer.serialize(out) if writer is not None else out.serialize(self._extensions_map))
