@@ -251,10 +251,12 @@ class Loop:
 def run_check(policy: IdentityPolicy, actions: list[str], performer: Performer,
               bank: PoseBank, seed: int, distance: float = 0.35,
               real_frames: bool = False, reference: np.ndarray | None = None,
-              max_s: float = 60.0, shown: list[np.ndarray] | None = None) -> LivenessCheck:
+              max_s: float = 60.0, shown: list[np.ndarray] | None = None,
+              lost: Callable[[LivenessCheck, float], bool] | None = None) -> LivenessCheck:
     """Show the performer's clip to a liveness check at `RATE_HZ`; the check's own
     random pauses come from `seed`. Distances are given (`distance`) unless real
-    frames are analysed against `reference`."""
+    frames are analysed against `reference`. Frames for which `lost(check, t)` is true
+    never reach the check (a stalled link: the performer goes on regardless)."""
     import random
 
     rng = np.random.default_rng(seed)
@@ -267,6 +269,8 @@ def run_check(policy: IdentityPolicy, actions: list[str], performer: Performer,
         if prompt is None:
             break
         pose = performer(prompt, t)
+        if lost is not None and lost(check, t):
+            continue
         if not real_frames:
             check.observe(bank.sample(pose, t, distance, rng, i))
             continue

@@ -337,13 +337,18 @@ async def test_liveness_cooperating_customer_passes(server, faces_dir):
     status, prompts, call_id, lags = await _liveness(server, faces_dir, cam,
                                                      Cooperating(slow=1.3))
     assert prompts[-1]["state"] == "passed", status["liveness"]
+    # a loaded machine may stall the analysis mid-action: that action is asked again
+    # (a fresh one, at most twice), and the rest all pass
     steps = status["liveness"]["steps"]
-    assert len(steps) in (3, 4) and all(s["state"] == "passed" for s in steps)
+    passed = [s for s in steps if s["state"] == "passed"]
+    assert len(passed) in (3, 4) and len(steps) - len(passed) <= 2, steps
+    assert {s["state"] for s in steps} <= {"passed", "interrupted"}, steps
     asked = [p["action"] for p in prompts if p["phase"] == "do" and
              p["action"] not in ("calibrate", "rest", None)]
     assert asked == [s["action"] for s in steps]
     released = [p["action"] for p in prompts if p["phase"] == "release"]
-    assert released == [s["action"] for s in steps if not s["action"].startswith("blink")]
+    assert [a for a in released if a in {s["action"] for s in passed}] == \
+        [s["action"] for s in passed if not s["action"].startswith("blink")]
     assert "liveness_passed" in server.manager.calls[call_id].evidence
     assert max(lags) < 0.5, lags  # the loop stayed responsive while analysing
     assert time.monotonic() - started < 60
@@ -352,7 +357,7 @@ async def test_liveness_cooperating_customer_passes(server, faces_dir):
     result = next(e for e in events if e["kind"] == "identity.liveness_result")
     assert result["state"] == "passed"
     assert [e["state"] for e in events if e["kind"] == "identity.liveness_step"] == \
-        ["passed"] * len(steps)
+        [s["state"] for s in steps]
 
 
 async def test_liveness_still_photo_video_fails(server, faces_dir):

@@ -317,6 +317,84 @@ def test_liveness_by_someone_else_fails(engine, faces_dir, bank):
     assert check.state == "failed" and check.reason == "different_face"
 
 
+class _Stalls:
+    """Drops every frame for `gap_s` once each time a step starts acting (up to
+    `times` stalls): the link stalls mid-action while the customer goes on."""
+
+    def __init__(self, gap_s: float, times: int):
+        self.gap_s, self.times, self.until, self.seen = gap_s, times, -1.0, set()
+
+    def __call__(self, check, t):
+        step = check.current
+        if t < self.until:
+            return True
+        if step is not None and step.state == "acting" and id(step) not in self.seen and \
+                len(self.seen) < self.times:
+            self.seen.add(id(step))
+            self.until = t + self.gap_s
+            return True
+        return False
+
+
+HELD = {"turn_left", "turn_right", "tilt_left", "tilt_right", "open_mouth", "smile"}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_stalled_link_mid_action_asks_a_fresh_action_and_the_customer_passes(bank, seed):
+    """0.9 s without frames in the middle of two actions (a stalled link, a keyframe
+    wait): each is interrupted, not failed; a held action not yet asked follows after
+    a fresh pause, and the cooperating customer passes."""
+    actions = ["blink_twice", "turn_left", "smile"]
+    check = run_check(POLICY, actions, Cooperating(), bank["rose_leslie1.jpg"], seed,
+                      lost=_Stalls(0.9, times=2))
+    assert check.state == "passed", check.summary()
+    states = [(s.action, s.state) for s in check.steps]
+    assert [st for _, st in states] == ["interrupted", "interrupted", "passed", "passed",
+                                        "passed"], states
+    assert [a for a, _ in states[:2]] == ["blink_twice", states[1][0]]
+    first_retry, second_retry = states[1][0], states[2][0]
+    assert first_retry in HELD - {"turn_left", "smile"}, states
+    assert second_retry in HELD - {"turn_left", "smile", first_retry}, states
+    assert [a for a, _ in states[3:]] == ["turn_left", "smile"]
+    assert check.retries == 2
+    assert all(0.85 <= s.detail["gap_s"] <= 1.0 for s in check.steps[:2]), check.summary()
+
+
+def test_interruptions_beyond_the_retries_fail_the_check(bank):
+    policy = IdentityPolicy(liveness_retries=1)
+    check = run_check(policy, ["turn_left", "smile", "open_mouth"], Cooperating(),
+                      bank["rose_leslie1.jpg"], 1, lost=_Stalls(0.9, times=2))
+    assert check.state == "failed" and check.reason == "interrupted", check.summary()
+    assert [s.state for s in check.steps] == ["interrupted", "failed", "skipped", "skipped"]
+    assert check.steps[1].action in HELD - {"turn_left", "smile", "open_mouth"}
+    check = run_check(IdentityPolicy(liveness_retries=0), ["turn_left", "smile"],
+                      Cooperating(), bank["rose_leslie1.jpg"], 1, lost=_Stalls(0.9, times=1))
+    assert check.reason == "interrupted" and [s.state for s in check.steps] == \
+        ["failed", "skipped"], check.summary()
+
+
+def test_a_gap_shorter_than_the_limit_interrupts_nothing(bank):
+    check = run_check(POLICY, ["turn_left", "smile", "open_mouth"], Cooperating(),
+                      bank["rose_leslie1.jpg"], 1, lost=_Stalls(0.4, times=3))
+    assert check.state == "passed" and check.retries == 0, check.summary()
+    assert [s.state for s in check.steps] == ["passed"] * 3
+
+
+def test_held_action_with_no_frames_after_its_cue_is_interrupted():
+    """No samples at all (tick only) well past the release cue: interrupted, asked
+    again with another held action."""
+    check, t = _prompted("turn_left", policy=IdentityPolicy(challenges_min=1))
+    t = _feed(check, [{}] * 4 + [{"yaw": y} for y in (6, 12, 18, 24)], start=t)
+    assert check.steps[0].state == "holding"
+    due = check.steps[0].release_due
+    assert not check.tick(due + 0.5)
+    assert check.tick(due + 0.7)
+    assert [s.state for s in check.steps] == ["interrupted", "rest"], check.summary()
+    assert check.steps[1].action in HELD - {"turn_left"} and check.state == "running"
+    assert check.prompt().action == "rest" and check.prompt().phase == "again"
+    assert check.prompt().step == 2
+
+
 def test_challenges_are_random_with_at_most_one_blink():
     seen = set()
     for seed in range(300):

@@ -29,6 +29,7 @@ function speak(text) { say(text, state.elderly, speechLang()); }
 function promptText(m) {
   if (m.action === "speak_phrase") return t("speak_phrase");
   if (!m.action) return m.state === "passed" ? t("thank_you") : t("check_finished");
+  if (m.phase === "again") return t("rest_again");
   if (m.phase === "release") {
     const key = "release_" + m.action.replace(/_(left|right)$/, "");
     return has(key) ? t(key) : m.prompt;

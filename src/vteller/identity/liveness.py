@@ -34,6 +34,7 @@ from vteller.identity.policy import LIVENESS_ACTIONS, IdentityPolicy
 PROMPTS = {
     "calibrate": "Look straight at the camera",
     "rest": "Look at the camera and keep still",
+    "again": "The picture paused. Look at the camera and keep still for another movement",
     "blink_twice": "Blink twice",
     "blink_three_times": "Blink three times",
     "turn_left": "Turn your head to your left and hold",
@@ -94,6 +95,7 @@ class StepState(StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"  # the samples stopped mid-action: asked again (a retry)
 
 
 S = StepState
@@ -101,13 +103,14 @@ STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
     S.PENDING: frozenset({S.REST, S.SKIPPED}),
     S.REST: frozenset({S.PROMPTED, S.FAILED, S.TIMED_OUT}),
     S.PROMPTED: frozenset({S.ACTING, S.FAILED, S.TIMED_OUT}),
-    S.ACTING: frozenset({S.HOLDING, S.PASSED, S.FAILED, S.TIMED_OUT}),
-    S.HOLDING: frozenset({S.RELEASING, S.FAILED, S.TIMED_OUT}),
-    S.RELEASING: frozenset({S.PASSED, S.FAILED, S.TIMED_OUT}),
+    S.ACTING: frozenset({S.HOLDING, S.PASSED, S.FAILED, S.TIMED_OUT, S.INTERRUPTED}),
+    S.HOLDING: frozenset({S.RELEASING, S.FAILED, S.TIMED_OUT, S.INTERRUPTED}),
+    S.RELEASING: frozenset({S.PASSED, S.FAILED, S.TIMED_OUT, S.INTERRUPTED}),
     S.PASSED: frozenset(),
     S.FAILED: frozenset(),
     S.TIMED_OUT: frozenset(),
     S.SKIPPED: frozenset(),
+    S.INTERRUPTED: frozenset(),
 }
 ACTIVE = frozenset({S.REST, S.PROMPTED, S.ACTING, S.HOLDING, S.RELEASING})
 MOVING = frozenset({S.ACTING, S.HOLDING, S.RELEASING})
@@ -165,6 +168,7 @@ class Step:
     dropped_at: float | None = None
     reached_at: float | None = None
     ended_at: float | None = None
+    settling: bool = False  # after an interruption: the face may still show that action
     detail: dict[str, Any] = field(default_factory=dict)
     track: list[tuple[float, float]] = field(default_factory=list)  # (at, measure)
 
@@ -208,6 +212,7 @@ class LivenessCheck:
     bound: int = 0
     samples: int = 0
     reactions: list[float] = field(default_factory=list)  # to prompts and release cues
+    retries: int = 0  # interrupted actions asked again (a fresh held action each)
     _calib: list[FaceMeasures] = field(default_factory=list)
     _diffs: list[tuple[float, float]] = field(default_factory=list)
     _motion: list[np.ndarray] = field(default_factory=list)
@@ -242,6 +247,8 @@ class LivenessCheck:
             return None
         index = self.steps.index(step) + 1
         if step.state == StepState.REST:
+            if index > 1 and self.steps[index - 2].state == StepState.INTERRUPTED:
+                return Prompt("rest", index, "again", PROMPTS["again"])
             return Prompt("rest", index, "do", PROMPTS["rest"])
         if step.state == StepState.RELEASING:
             return Prompt(step.action, index, "release", RELEASE_PROMPTS[step.action])
@@ -274,7 +281,7 @@ class LivenessCheck:
             step = self.current
             if step is not None and step.state in MOVING and \
                     self._last is not None and s.at - self._last[0] > MAX_SAMPLE_GAP_S:
-                return self._end(LivenessState.FAILED, "interrupted", s.at)
+                return self._interrupt(step, s.at, gap_s=round(s.at - self._last[0], 3))
             return self._check_timeout(s.at)
         m = s.measures
         self._track_motion(m)
@@ -285,8 +292,7 @@ class LivenessCheck:
         assert step is not None
         if last is not None and s.at - last[0] > MAX_SAMPLE_GAP_S and \
                 step.state in MOVING:
-            return self._end(LivenessState.FAILED, "interrupted", s.at,
-                             gap_s=round(s.at - last[0], 3))
+            return self._interrupt(step, s.at, gap_s=round(s.at - last[0], 3))
         return self._judge(step, s.at, m, last) or self._check_timeout(s.at)
 
     def bind(self, at: float, distance: float) -> bool:
@@ -367,7 +373,9 @@ class LivenessCheck:
         showing = self._offsets(m)
         if step.state == StepState.REST:
             unprompted = [a for a, on in showing.items() if on]
-            if unprompted:
+            if step.settling:  # coming back from the interrupted action first
+                step.settling = not self._at_rest(m)
+            if unprompted and not step.settling:
                 return self._fail(step, at, "unprompted_action", other_action=unprompted[0])
             if not self._at_rest(m):
                 step.prompt_due = None  # wait for rest, then a fresh random pause
@@ -620,6 +628,26 @@ class LivenessCheck:
         step.detail.update(detail)
         return self._end(LivenessState.FAILED, reason, at)
 
+    def _interrupt(self, step: Step, at: float, **detail: Any) -> bool:
+        """No usable sample for over `MAX_SAMPLE_GAP_S` mid-action (a stalled link, a
+        keyframe wait, the face out of the picture): the action cannot be judged, which
+        is not the customer failing it. Up to `liveness_retries` times a check, the step
+        ends `INTERRUPTED` and a held action not yet asked in this check follows, after
+        a fresh random pause. Never a blink (the weakest evidence) and never a repeat,
+        so interrupting on purpose cannot trade a hard action for an easier one."""
+        asked = {s.action for s in self.steps}
+        fresh = sorted(a for a in LIVENESS_ACTIONS if a not in BLINKS and a not in asked)
+        if self.retries >= self.policy.liveness_retries or not fresh:
+            return self._end(LivenessState.FAILED, "interrupted", at, **detail)
+        self.retries += 1
+        step.detail.update(detail)
+        step.move(StepState.INTERRUPTED)
+        step.ended_at = at
+        retry = Step(self.rng.choice(fresh), settling=True)
+        self.steps.insert(self.steps.index(step) + 1, retry)
+        self._enter_rest(retry, at)
+        return True
+
     def _check_timeout(self, at: float) -> bool:
         p = self.policy
         if self.phase == "calibrate":
@@ -642,7 +670,7 @@ class LivenessCheck:
             late = f"{step.action}_not_completed"
         elif step.state == StepState.HOLDING and step.release_due is not None and \
                 at - step.release_due > MAX_SAMPLE_GAP_S:
-            return self._end(LivenessState.FAILED, "interrupted", at)
+            return self._interrupt(step, at, gap_s=round(at - step.release_due, 3))
         elif step.state == StepState.RELEASING and step.release_at is not None and \
                 at - step.release_at > p.release_max_s + p.return_within_s:
             return self._fail(step, at, "no_return")

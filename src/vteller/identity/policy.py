@@ -74,6 +74,9 @@ class IdentityPolicy(BaseModel):
     # liveness: which challenges and how many
     challenges_min: int = Field(3, ge=1, le=6)
     challenges_max: int = Field(4, ge=1, le=6)
+    liveness_retries: int = Field(2, ge=0, le=4, description="actions interrupted by a gap "
+                                  "in the video asked again (a fresh held action each) "
+                                  "before the check fails 'interrupted'")
     challenge_timeout_s: float = Field(10.0, gt=1, le=60, description="calibration, and "
                                        "waiting for the rest pose before a prompt")
     rest_min_s: float = Field(0.2, ge=0, le=10, description="random pause at rest before "

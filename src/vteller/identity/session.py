@@ -435,7 +435,8 @@ class IdentitySession:
         assert check is not None
         for step in check.steps:
             key = (step.action, step.state)
-            if step.state in ("passed", "failed", "timed_out") and key not in self._reported:
+            if step.state in ("passed", "failed", "timed_out", "interrupted") and \
+                    key not in self._reported:
                 self._reported.add(key)
                 self._event("identity.liveness_step", action=step.action, state=step.state,
                             prompted_at=_wall(step.prompted_at) if step.prompted_at else None,
@@ -447,7 +448,9 @@ class IdentitySession:
                         bound_samples=check.bound, baseline={
                             k: round(v, 3) for k, v in check.baseline.items()})
             if check.state == LivenessState.PASSED:
-                self._listener.evidence("liveness_passed", {"challenges": check.actions})
+                self._listener.evidence("liveness_passed", {
+                    "challenges": [s.action for s in check.steps if s.state == "passed"],
+                    "interrupted": check.retries})
             self._listener.challenge({"state": check.state.value, "action": None,
                                        "prompt": "Thank you" if check.state ==
                                        LivenessState.PASSED else "Check finished",

@@ -568,8 +568,10 @@ class IdentityChallenge(_Msg):
     action: Literal["calibrate", "rest", "blink_twice", "blink_three_times", "turn_left",
                     "turn_right", "tilt_left", "tilt_right", "open_mouth", "smile",
                     "speak_phrase"] | None
-    phase: Literal["do", "release"] = Field(
-        "do", description="release: the cue to let go of a held action, back to rest")
+    phase: Literal["do", "release", "again"] = Field(
+        "do", description="release: the cue to let go of a held action, back to rest; "
+        "again (with rest): the last movement could not be seen (the video paused), "
+        "another one follows")
     prompt: str
     step: int = Field(description="1-based challenge number; 0 while calibrating or done")
     steps: int

@@ -71,6 +71,7 @@ export default {
     // liveness prompts, by action (and release cues)
     calibrate: "Look straight at the camera",
     rest: "Look at the camera and keep still",
+    rest_again: "The picture paused. Look at the camera and keep still for another movement",
     blink_twice: "Blink twice",
     blink_three_times: "Blink three times",
     turn_left: "Turn your head to your left and hold",
@@ -184,6 +185,7 @@ export default {
     busy_try_again: "暂时无法为您排队，请稍后再试。",
     calibrate: "请正对摄像头",
     rest: "请看着摄像头，保持不动",
+    rest_again: "画面中断了。请看着摄像头，保持不动，稍后换一个动作",
     blink_twice: "请眨眼两次",
     blink_three_times: "请眨眼三次",
     turn_left: "请向左转头并保持",
