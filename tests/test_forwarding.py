@@ -358,3 +358,23 @@ async def test_the_datagram_queue_hands_over_in_order_and_survives_a_cancelled_g
     await asyncio.sleep(0)
     q.put_nowait(None)  # aioice's "connection closed"
     assert await asyncio.wait_for(reader, 1) is None and q.empty()
+
+
+def test_the_short_send_path_is_refused_when_aioice_sends_otherwise(monkeypatch):
+    """`SenderOutlet`'s short send path stands for aiortc's and aioice's send chain as
+    their source reads; a chain that does more (here: a send_data that wraps the
+    datagram) turns it off and `check_aiortc` says so."""
+    import aioice.ice
+
+    from vteller.media import passthrough
+
+    assert passthrough._sends_as_expected()
+
+    async def send_data(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(b"\x00" + data, addr)
+
+    monkeypatch.setattr(aioice.ice.StunProtocol, "send_data", send_data)
+    assert not passthrough._sends_as_expected()
+    monkeypatch.setattr(passthrough, "_DIRECT_SEND", False)
+    with pytest.raises(passthrough.AiortcInternalsChanged, match="send path"):
+        passthrough.check_aiortc()

@@ -70,6 +70,56 @@ async def test_forwarded_packets_are_byte_identical(encoded_call):
     assert call.video_codec == "vp8" and call.encoded_media
 
 
+async def test_the_short_send_path_counts_what_it_sends_and_turn_pairs_go_the_long_way(
+        encoded_call):
+    """`SenderOutlet` protects and sends on the nominated pair itself (not through four
+    awaited calls of aiortc and aioice): the transport's statistics still count every
+    datagram, and a pair whose protocol is not a plain UDP one (a TURN relay wraps each
+    datagram) is sent through its own ``send_data``."""
+    import aioice.ice
+
+    from vteller.media import passthrough
+
+    customer, teller, call, *_ = encoded_call
+    assert passthrough._DIRECT_SEND
+    await teller.wait_frames("video", 30)
+    dtls = call.legs["teller"]._pc.getTransceivers()[0].sender.transport
+    sent = [s for s in (await call.legs["teller"]._pc.getStats()).values()
+            if s.type == "transport"][0]
+    received = [s for s in (await teller.pc.getStats()).values() if s.type == "transport"][0]
+    assert sent.packetsSent >= 60 and sent.bytesSent > 30_000, sent
+    assert abs(received.packetsReceived - sent.packetsSent) < 40, (sent, received)
+    pair = dtls.transport._connection._nominated[1]
+    assert type(pair.protocol) is aioice.ice.StunProtocol
+
+    class Relayed:  # what aioice's TURN protocols offer: send_data, wrapping
+        def __init__(self) -> None:
+            self.transport, self.got = pair.protocol.transport, []
+
+        async def send_data(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.got.append((data, addr))
+
+    relayed, real = Relayed(), pair.protocol
+    pair.protocol = relayed
+    try:
+        before = dtls._RTCDtlsTransport__tx_packets
+        for _ in range(50):
+            if len(relayed.got) >= 5:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        pair.protocol = real
+    assert len(relayed.got) >= 5 and all(a == pair.remote_addr for _, a in relayed.got)
+    assert all(d[0] & 0xC0 == 0x80 for d, _ in relayed.got)  # SRTP: RTP version 2
+    assert dtls._RTCDtlsTransport__tx_packets >= before + len(relayed.got) - 1
+    dtls._state = type(dtls._state).CLOSED
+    try:
+        with pytest.raises(ConnectionError):
+            await passthrough._send_protected(dtls, b"\x80" * 40)
+    finally:
+        dtls._state = type(dtls._state).CONNECTED
+
+
 async def test_keyframe_requests_are_relayed_and_coalesced(encoded_call):
     customer, teller, call, *_ = encoded_call
     await teller.wait_frames("video", 10)

@@ -8,6 +8,10 @@ taps that need them. ``SenderOutlet`` sends a forwarded packet through an
 RTCRtpSender as its encoder would have: the sender's SSRC, payload type, MID and
 abs-send-time, its retransmission history (so the receiver's NACKs are answered) and
 its sender-report counters. The sender's own loop waits on a track that never yields.
+It protects each packet and hands it to the ICE connection's nominated pair itself
+(`_send_protected`), as aiortc's ``_send_rtp`` and aioice's send chain would through
+four awaited calls; ``check_aiortc`` reads that chain's source, and a changed one (or a
+TURN pair) goes the long way.
 
 aiortc has no public API to receive encoded frames. Its RTCRtpReceiver reassembles
 each frame in a jitter buffer and puts ``(codec, JitterFrame)`` on a private
@@ -50,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import functools
+import inspect
 import os
 import queue
 import struct
@@ -59,7 +64,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aioice.ice
 import aiortc
+import aiortc.rtcdtlstransport
 import av
 from aiortc import RTCRtpReceiver, RTCRtpSender, clock
 from aiortc import sdp as aiortc_sdp
@@ -117,6 +124,30 @@ def check_aiortc() -> None:
         raise AiortcInternalsChanged("RTCDtlsTransport's State.CONNECTED is gone")
     if RTP_HISTORY_SIZE != RETRANSMIT_WINDOW:
         raise AiortcInternalsChanged(f"aiortc's RTP history is {RTP_HISTORY_SIZE} packets")
+    if not _DIRECT_SEND:
+        raise AiortcInternalsChanged("the send path (RTCDtlsTransport._send_rtp, aioice "
+                                     "Connection.sendto, StunProtocol.send_data) changed")
+
+
+def _sends_as_expected() -> bool:
+    """Whether aiortc's and aioice's send path is the one `SenderOutlet` shortcuts:
+    protect, count, then the nominated pair's protocol sends the datagram."""
+    try:
+        sources = [inspect.getsource(f) for f in (
+            aiortc.rtcdtlstransport.RTCDtlsTransport._send_rtp, aioice.ice.Connection.sendto,
+            aioice.ice.StunProtocol.send_data)]
+    except (OSError, TypeError, AttributeError):
+        return False
+    expected = (("self._tx_srtp.protect(data)", "self.__tx_bytes += len(data)",
+                 "self.__tx_packets += 1"),
+                ("self._nominated.get(component)",
+                 "active_pair.protocol.send_data(data, active_pair.remote_addr)"),
+                ("self.transport.sendto(data, addr)",))
+    return all(all(e in src for e in wanted) for src, wanted in zip(sources, expected,
+                                                                     strict=True))
+
+
+_DIRECT_SEND = _sends_as_expected()
 
 
 @functools.cache
@@ -551,8 +582,11 @@ class SenderOutlet:
         out.extensions.audio_level = packet.extensions.audio_level
         self._history[sequence_number % RTP_HISTORY_SIZE] = out
         writer = self._writer
-        await sender.transport._send_rtp(  # type: ignore[attr-defined]
-            writer.serialize(out) if writer is not None else out.serialize(self._extensions_map))
+        if writer is None:
+            await sender.transport._send_rtp(  # type: ignore[attr-defined]
+                out.serialize(self._extensions_map))
+        else:
+            await _send_protected(sender.transport, writer.serialize(out))
         self._octets += len(packet.payload)
         self._packets += 1
         # what the sender's reports (RTCP SR) say
@@ -560,6 +594,29 @@ class SenderOutlet:
         sender._RTCRtpSender__rtp_timestamp = timestamp  # type: ignore[attr-defined]
         sender._RTCRtpSender__octet_count = self._octets  # type: ignore[attr-defined]
         sender._RTCRtpSender__packet_count = self._packets  # type: ignore[attr-defined]
+
+
+async def _send_protected(dtls: Any, data: bytes) -> None:
+    """What ``dtls._send_rtp(data)`` does for an RTP packet, without its four awaited
+    calls down to the socket (aiortc's ``_send_rtp``, aioice's ``Connection.send`` and
+    ``.sendto``, ``StunProtocol.send_data``): protect, send on the nominated pair,
+    count. A pair through a TURN relay (or a changed aiortc/aioice) goes the long way."""
+    if not _DIRECT_SEND:
+        await dtls._send_rtp(data)
+        return
+    if dtls._state is not DtlsState.CONNECTED:
+        raise ConnectionError("Cannot send encrypted RTP, not connected")
+    data = dtls._tx_srtp.protect(data)
+    pair = dtls.transport._connection._nominated.get(1)
+    if pair is None:
+        raise ConnectionError("Cannot send data, not connected")
+    protocol = pair.protocol
+    if type(protocol) is aioice.ice.StunProtocol and protocol.transport is not None:
+        protocol.transport.sendto(data, pair.remote_addr)
+    else:
+        await protocol.send_data(data, pair.remote_addr)
+    dtls._RTCDtlsTransport__tx_bytes += len(data)
+    dtls._RTCDtlsTransport__tx_packets += 1
 
 
 def starts_keyframe(codec: str, payload: bytes) -> bool:
