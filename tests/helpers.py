@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import gc
 import json
 import ssl
+import sys
+import threading
 import time
+import traceback
 from typing import Any
 
 import aiohttp
@@ -82,6 +87,73 @@ class SignalClient:
         await self.ws.close()
         self._reader.cancel()
         await self.session.close()
+
+
+class LoopWatch:
+    """Where the event loop's thread was while the loop stalled: a heartbeat task beats
+    every 20 ms; a thread samples the loop thread's stack every 50 ms once the beat is
+    over `limit_s` late, and full garbage collections over 50 ms are timed. `report()`
+    names the stalls, the code seen in them and the collections (for assertion
+    messages: a loop stall in a test process that runs server and clients is a flake's
+    cause worth naming)."""
+
+    def __init__(self, limit_s: float = 0.25) -> None:
+        self.limit_s = limit_s
+        self.stalls: list[float] = []
+        self.frames: collections.Counter[str] = collections.Counter()
+        self.collections: list[float] = []
+        self._beat = time.monotonic()
+        self._stop = threading.Event()
+        self._gc_start = 0.0
+
+    def _gc(self, phase: str, info: dict[str, Any]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        elif time.perf_counter() - self._gc_start > 0.05:
+            self.collections.append(round(time.perf_counter() - self._gc_start, 3))
+
+    def _watch(self, loop_thread: int) -> None:
+        stalled_since = None
+        while not self._stop.wait(0.05):
+            late = time.monotonic() - self._beat
+            if late <= self.limit_s:
+                if stalled_since is not None:
+                    self.stalls.append(round(time.monotonic() - stalled_since, 2))
+                stalled_since = None
+                continue
+            stalled_since = stalled_since or self._beat
+            frame = sys._current_frames().get(loop_thread)
+            if frame is not None:
+                stack = traceback.extract_stack(frame)[-4:]
+                self.frames[" < ".join(f"{f.name} ({f.filename.rsplit('/', 2)[-1]}:{f.lineno})"
+                                       for f in reversed(stack))] += 1
+
+    async def _heart(self) -> None:
+        while True:
+            self._beat = time.monotonic()
+            await asyncio.sleep(0.02)
+
+    async def __aenter__(self) -> LoopWatch:
+        self._beat = time.monotonic()
+        self._task = asyncio.create_task(self._heart())
+        gc.callbacks.append(self._gc)
+        self._thread = threading.Thread(target=self._watch, args=(threading.get_ident(),),
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        gc.callbacks.remove(self._gc)
+        self._task.cancel()
+
+    def report(self) -> str:
+        seen = "; ".join(f"{n}x {where}" for where, n in self.frames.most_common(5))
+        return (f"loop stalls over {self.limit_s} s: {self.stalls}; "
+                f"full collections over 50 ms: {self.collections}; seen in stalls: {seen}")
 
 
 def insecure_ssl() -> ssl.SSLContext:
