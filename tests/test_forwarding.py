@@ -360,6 +360,57 @@ async def test_the_datagram_queue_hands_over_in_order_and_survives_a_cancelled_g
     assert await asyncio.wait_for(reader, 1) is None and q.empty()
 
 
+async def test_in_order_runs_at_once_and_queues_behind_one_that_waits(caplog):
+    """`_InOrder` (SRTP handled in the socket callback): a coroutine that does not wait
+    runs to its end inside ``run``; one that waits is finished by a task and those given
+    meanwhile run after it, in order; one that raises is logged by type (no message
+    text) and the next still runs; on cancellation the queued ones are closed unrun."""
+    from vteller.media.passthrough import _InOrder
+
+    done: list[str] = []
+    gate = asyncio.get_running_loop().create_future()
+
+    async def step(name: str, wait: asyncio.Future[None] | None = None,
+                   fail: bool = False) -> None:
+        if wait is not None:
+            await wait
+        if fail:
+            raise ValueError("secret payload 123")
+        done.append(name)
+
+    runner = _InOrder("test handling")
+    runner.run(step("a"))
+    assert done == ["a"]  # ran inside run()
+    runner.run(step("b", wait=gate))
+    runner.run(step("c"))
+    runner.run(step("d", fail=True))
+    runner.run(step("e"))
+    await asyncio.sleep(0.01)
+    assert done == ["a"]  # b waits, c-e queue behind it
+    gate.set_result(None)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert done == ["a", "b", "c", "e"]
+    assert "test handling failed: ValueError" in caplog.text
+    assert "secret" not in caplog.text
+    runner.run(step("f", fail=True))  # fails at once: logged, nothing queued
+    runner.run(step("g"))
+    assert done[-1] == "g"
+    runner.run(step("h", wait=asyncio.sleep(0)))  # a bare yield
+    runner.run(step("i"))
+    await asyncio.sleep(0.01)
+    assert done[-2:] == ["h", "i"]
+    never = asyncio.get_running_loop().create_future()
+    runner.run(step("j", wait=never))
+    queued = step("k")
+    runner.run(queued)
+    await asyncio.sleep(0)
+    runner._task.cancel()
+    await asyncio.sleep(0.01)
+    assert runner._task is None and done[-1] == "i"
+    assert queued.cr_frame is None  # closed, never started
+
+
 def test_the_short_send_path_is_refused_when_aioice_sends_otherwise(monkeypatch):
     """`SenderOutlet`'s short send path stands for aiortc's and aioice's send chain as
     their source reads; a chain that does more (here: a send_data that wraps the

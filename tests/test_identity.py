@@ -360,7 +360,12 @@ async def test_liveness_cooperating_customer_passes(server, faces_dir):
     assert [a for a in released if a in {s["action"] for s in passed}] == \
         [s["action"] for s in passed if not s["action"].startswith("blink")]
     assert "liveness_passed" in server.manager.calls[call_id].evidence
-    assert max(lags) < 0.5, watch.report()  # the loop stayed responsive while analysing
+    # The loop never blocked for long. This process also renders and encodes the
+    # customer's camera; on a loaded machine that alone has delayed a ping past 0.5 s
+    # (LoopWatch found the loop in aiortc's encoding sender), so only a gross stall
+    # fails. (The face analysis runs in `Analyzer`'s process pool: even run on the loop
+    # it moved these pings little, p90 63 ms against 85 ms, so they cannot show that.)
+    assert max(lags) < 2.0, (sorted(lags)[-5:], watch.report())
     assert time.monotonic() - started < 60
     await server.manager.flush()
     events = await asyncio.to_thread(server.components.trail.events, call_id)

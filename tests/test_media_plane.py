@@ -120,6 +120,49 @@ async def test_the_short_send_path_counts_what_it_sends_and_turn_pairs_go_the_lo
         dtls._state = type(dtls._state).CONNECTED
 
 
+async def test_srtp_is_handled_in_the_socket_callback_and_counted(encoded_call):
+    """The server's legs take each SRTP/SRTCP datagram straight from the socket callback
+    (`receive_at_once`), not through the DTLS transport's queue and task: media flows,
+    the transport's statistics count what the customer sent, DTLS still goes through the
+    queue, and a datagram that fails to unprotect is dropped without harming the call."""
+    from vteller.media import passthrough
+
+    customer, teller, call, *_ = encoded_call
+    assert passthrough._DIRECT_RECEIVE
+    await teller.wait_frames("video", 10)  # connected (before, SRTP is left to aiortc)
+    dtls = call.legs["customer"]._pc.getTransceivers()[0].receiver.transport
+    datagrams = dtls.transport._connection._queue
+    assert isinstance(datagrams, passthrough._Datagrams) and datagrams.direct is not None
+    taken, direct = [], datagrams.direct
+
+    def counting(data: bytes) -> bool:
+        took = direct(data)
+        taken.append((data[0], took))
+        return took
+
+    datagrams.direct = counting
+    frames = len(teller.packets["video"])
+    await teller.wait_frames("video", frames + 30)
+    srtp = [t for first, t in taken if 127 < first < 192]
+    assert len(srtp) >= 30 and all(srtp)  # every SRTP datagram handled at once
+    protocols = dtls.transport._connection._protocols
+    assert protocols and all("datagram_received" in vars(p) for p in protocols)  # no STUN parse
+    assert datagrams.empty()
+    sent = [s for s in (await customer.pc.getStats()).values() if s.type == "transport"][0]
+    received = [s for s in (await call.legs["customer"]._pc.getStats()).values()
+                if s.type == "transport"][0]
+    assert abs(received.packetsReceived - sent.packetsSent) < 40, (sent, received)
+    rx = dtls._RTCDtlsTransport__rx_packets
+    assert counting(b"\x80" + bytes(99))  # not SRTP of this session: counted, dropped
+    assert dtls._RTCDtlsTransport__rx_packets == rx + 1
+    assert not counting(bytes([22]) + bytes(40))  # DTLS: left to the transport's task
+    datagrams.put_nowait(None)  # aioice's "closed" marker is queued as before
+    assert datagrams.qsize() == 1
+    datagrams._items.clear()
+    frames = len(teller.packets["video"])
+    await teller.wait_frames("video", frames + 10)  # the call goes on
+
+
 async def test_keyframe_requests_are_relayed_and_coalesced(encoded_call):
     customer, teller, call, *_ = encoded_call
     await teller.wait_frames("video", 10)

@@ -29,7 +29,7 @@ from aiortc import sdp as aiortc_sdp
 from vteller.media.passthrough import (
     cap_bandwidth_feedback,
     give_up_on_lost_packets,
-    quicker_datagram_queue,
+    receive_at_once,
     receive_encoded,
     receive_packets,
     relay_bandwidth_feedback,
@@ -180,7 +180,7 @@ class MediaLeg:
         other = "teller" if self.party == "customer" else "customer"
         retransmissions = rtx_ssrcs(offer_sdp)
         if self._encoded:  # max-bundle: one transport for every m-line
-            quicker_datagram_queue(self._pc.getTransceivers()[0].receiver.transport)
+            receive_at_once(self._pc.getTransceivers()[0].receiver.transport)
         for index, (slot, transceiver) in enumerate(zip(SLOTS, self._pc.getTransceivers(),
                                                         strict=True)):
             kind = SLOT_KIND[slot]

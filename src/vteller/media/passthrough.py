@@ -55,11 +55,13 @@ import asyncio
 import fractions
 import functools
 import inspect
+import logging
 import os
 import queue
 import struct
 import threading
 import time
+import types
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -68,6 +70,7 @@ import aioice.ice
 import aiortc
 import aiortc.rtcdtlstransport
 import av
+import pylibsrtp
 from aiortc import RTCRtpReceiver, RTCRtpSender, clock
 from aiortc import sdp as aiortc_sdp
 from aiortc.codecs import depayload, is_rtx
@@ -81,11 +84,14 @@ from aiortc.rtp import (
     RTP_HISTORY_SIZE,
     RtcpPsfbPacket,
     RtpPacket,
+    is_rtcp,
     pack_remb_fci,
     unpack_remb_fci,
     unwrap_rtx,
 )
 from aiortc.utils import uint16_add, uint16_gt
+
+log = logging.getLogger(__name__)
 
 SUPPORTED = ((1, 14), (1, 17))
 ACTIVE_STAMP_S = 1.0  # a receiver's sources count as active for 10 s; stamp them this often
@@ -124,6 +130,9 @@ def check_aiortc() -> None:
         raise AiortcInternalsChanged("RTCDtlsTransport's State.CONNECTED is gone")
     if RTP_HISTORY_SIZE != RETRANSMIT_WINDOW:
         raise AiortcInternalsChanged(f"aiortc's RTP history is {RTP_HISTORY_SIZE} packets")
+    if not _DIRECT_RECEIVE:
+        raise AiortcInternalsChanged("the receive path (RTCDtlsTransport._recv_next, "
+                                     "aioice Connection.data_received) changed")
     if not _DIRECT_SEND:
         raise AiortcInternalsChanged("the send path (RTCDtlsTransport._send_rtp, aioice "
                                      "Connection.sendto, StunProtocol.send_data) changed")
@@ -730,13 +739,18 @@ def _quicker_rate_counter(estimator: Any) -> None:
 class _Datagrams:
     """Stands in for an aioice connection's received-datagram queue (``put_nowait`` from
     the socket callback, ``get`` by the DTLS transport, its one consumer) without
-    asyncio.Queue's per-call loop lookup and waiter bookkeeping."""
+    asyncio.Queue's per-call loop lookup and waiter bookkeeping. With ``direct`` set
+    (`receive_at_once`), a datagram it takes is handled at once and never queued."""
 
     def __init__(self) -> None:
         self._items: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self.direct: Callable[[bytes], bool] | None = None
 
     def put_nowait(self, item: Any) -> None:
+        direct = self.direct
+        if direct is not None and item is not None and direct(item[0]):
+            return
         self._items.append(item)
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
@@ -755,11 +769,149 @@ class _Datagrams:
         return not self._items
 
 
-def quicker_datagram_queue(transport: Any) -> None:
+@types.coroutine
+def _resume(coro: Any, waited: Any) -> Any:
+    """Finish, in the awaiting task, a coroutine stepped by hand until it first waited
+    (on ``waited``: a future, or None for a bare yield)."""
+    yield waited
+    return (yield from coro.__await__())
+
+
+class _InOrder:
+    """Runs each coroutine given at once, in the caller's stack, as far as it goes
+    without waiting. One that waits is finished by a task; those given meanwhile queue
+    behind it and run in that task, in order. What one raises is logged (its type) and
+    stops only that one."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._backlog: deque[Any] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def run(self, coro: Any) -> None:
+        if self._task is not None:
+            self._backlog.append(coro)
+            return
+        try:
+            waited = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - one packet's failure is that packet's
+            self._failed(exc)
+            return
+        self._task = asyncio.get_running_loop().create_task(self._finish(coro, waited))
+
+    async def _finish(self, coro: Any, waited: Any) -> None:
+        try:
+            try:
+                await _resume(coro, waited)
+            except Exception as exc:  # noqa: BLE001
+                self._failed(exc)
+            while self._backlog:
+                try:
+                    await self._backlog.popleft()
+                except Exception as exc:  # noqa: BLE001
+                    self._failed(exc)
+        finally:
+            self._task = None
+            while self._backlog:  # cancelled (the loop is closing): never started
+                self._backlog.popleft().close()
+
+    def _failed(self, exc: Exception) -> None:
+        if not isinstance(exc, ConnectionError):  # the transport closed under it
+            log.warning("%s failed: %s", self._what, type(exc).__name__)
+
+
+def _srtp_at_once(dtls: Any, datagrams: _Datagrams) -> Callable[[bytes], bool]:
+    """What aiortc's ``RTCDtlsTransport._recv_next`` does with an SRTP or SRTCP datagram
+    (count, unprotect, parse and route) done in the socket's callback: no wake-up of the
+    transport's task and its five awaiting frames per packet. Takes (returns True for)
+    SRTP/SRTCP once the transport is connected; everything else is left to the queue.
+    The first one taken also lets the connection's sockets hand SRTP over before aioice
+    tries to parse it as STUN (`_skip_stun_parse`)."""
+    runner = _InOrder("receiving SRTP")
+    connected = DtlsState.CONNECTED
+    shortcut = False
+
+    def direct(data: bytes) -> bool:
+        nonlocal shortcut
+        srtp = dtls._rx_srtp
+        if not 127 < data[0] < 192 or srtp is None or dtls._state is not connected:
+            return False
+        dtls._RTCDtlsTransport__rx_bytes += len(data)
+        dtls._RTCDtlsTransport__rx_packets += 1
+        try:
+            if is_rtcp(data):
+                coro = dtls._handle_rtcp_data(srtp.unprotect_rtcp(data))
+            else:  # clock.current_ms() (ms since 1900) without its two datetimes
+                arrival_time_ms = int((time.time() + NTP_EPOCH_S) * 1000)
+                coro = dtls._handle_rtp_data(srtp.unprotect(data),
+                                             arrival_time_ms=arrival_time_ms)
+        except pylibsrtp.Error:
+            return True  # as aiortc: dropped
+        runner.run(coro)
+        if not shortcut:
+            shortcut = True
+            for protocol in dtls.transport._connection._protocols:
+                _skip_stun_parse(protocol, datagrams)
+        return True
+
+    return direct
+
+
+def _skip_stun_parse(protocol: Any, datagrams: _Datagrams) -> None:
+    """Give one of aioice's socket protocols a ``datagram_received`` that hands an SRTP
+    datagram to ``datagrams.direct`` at once: aioice parses every datagram as STUN
+    first, and an RTP one (first two bits 10, STUN's are 00) fails that with an
+    exception before it reaches the connection's queue."""
+    original = protocol.datagram_received
+
+    def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+        direct = datagrams.direct
+        if not (direct is not None and data and 127 < data[0] < 192 and direct(data)):
+            original(data, addr)
+
+    protocol.datagram_received = datagram_received
+
+
+def _receives_as_expected() -> bool:
+    """Whether aiortc's and aioice's receive path is the one `receive_at_once`
+    shortcuts: a socket's protocol hands what does not parse as STUN to the connection,
+    which queues it, and the DTLS transport's task counts, unprotects and hands SRTP to
+    ``_handle_rtp_data`` / ``_handle_rtcp_data``."""
+    try:
+        sources = [inspect.getsource(f) for f in (
+            aiortc.rtcdtlstransport.RTCDtlsTransport._recv_next,
+            aioice.ice.Connection.data_received, aioice.ice.StunProtocol.datagram_received)]
+    except (OSError, TypeError, AttributeError):
+        return False
+    expected = (("self.__rx_bytes += len(data)", "self.__rx_packets += 1",
+                 "first_byte > 127 and first_byte < 192 and self._rx_srtp",
+                 "arrival_time_ms = clock.current_ms()",
+                 "data = self._rx_srtp.unprotect_rtcp(data)",
+                 "await self._handle_rtcp_data(data)",
+                 "data = self._rx_srtp.unprotect(data)",
+                 "await self._handle_rtp_data(data, arrival_time_ms=arrival_time_ms)",
+                 "except pylibsrtp.Error"),
+                ("self._queue.put_nowait((data, component))",),
+                ("message = stun.parse_message(data)",
+                 "self.receiver.data_received(data, self.local_candidate.component)"))
+    return all(all(e in src for e in wanted) for src, wanted in zip(sources, expected,
+                                                                     strict=True))
+
+
+_DIRECT_RECEIVE = _receives_as_expected()
+
+
+def receive_at_once(transport: Any) -> None:
     """Swap the received-datagram queue of a DTLS transport's ICE connection (before
-    it connects)."""
+    it connects) for `_Datagrams`, which hands SRTP straight to the transport's
+    handlers (`_srtp_at_once`) where aiortc's receive path is the expected one."""
     connection = getattr(getattr(transport, "transport", None), "_connection", None)
     current = getattr(connection, "_queue", None)
     if not isinstance(current, asyncio.Queue) or not current.empty():
         raise AiortcInternalsChanged("aioice Connection._queue not found (or in use)")
-    connection._queue = _Datagrams()  # type: ignore[union-attr]
+    datagrams = _Datagrams()
+    if _DIRECT_RECEIVE:
+        datagrams.direct = _srtp_at_once(transport, datagrams)
+    connection._queue = datagrams  # type: ignore[union-attr]
