@@ -294,6 +294,85 @@ def test_the_quicker_rate_counter_gives_aiortcs_answers():
         _quicker_rate_counter(estimator)  # already swapped: not aiortc's any more
 
 
+def test_the_quicker_estimate_gives_aiortcs_answers():
+    """`_quicker_estimate` against aiortc's ``RemoteBitrateEstimator.add`` over 100 s of
+    simulated video (abs-send-time wraps at 64 s): 1-6 packets a frame, jitter, phases
+    of growing and shrinking queueing delay (overuse and underuse), reordered packets,
+    pauses, and frames held by a stalled link then let out together (bursts). Every answer (REMB or None) and the state after each packet are the
+    same; most packets take the short path."""
+    import random
+
+    from aiortc.rate import BandwidthUsage, RemoteBitrateEstimator
+
+    from vteller.media.passthrough import (
+        _quicker_estimate,
+        _quicker_min_frame_period,
+        _quicker_rate_counter,
+    )
+
+    rng = random.Random(11)
+    theirs, ours = RemoteBitrateEstimator(), RemoteBitrateEstimator()
+    for estimator in (theirs, ours):  # both as `receive_packets` sets them up but the add
+        _quicker_min_frame_period(estimator)
+        _quicker_rate_counter(estimator)
+    long_way = 0
+    compute_deltas = ours.inter_arrival.compute_deltas
+
+    def counted(*args):  # type: ignore[no-untyped-def]
+        nonlocal long_way
+        long_way += 1
+        return compute_deltas(*args)
+
+    ours.inter_arrival.compute_deltas = counted
+    _quicker_estimate(ours)
+    packets = answers = 0
+    hypotheses = set()
+    send_s, delay_ms, trend = 0.0, 20.0, 0.0
+    base_ms = 1_700_000_000_000
+    held_until, flushed = 0, 0  # a stalled link lets a few frames out at once
+    for frame in range(3000):
+        send_s += 1 / 30 + rng.uniform(-0.004, 0.004)
+        if frame % 300 == 0:
+            trend = rng.choice([0.0, 0.0, 1.5, -1.0])  # ms of extra queueing per frame
+        if rng.random() < 0.01:
+            send_s += rng.uniform(1.0, 2.5)  # a pause: the rate counter empties
+        delay_ms = min(max(delay_ms + trend + rng.uniform(-1, 1), 5.0), 400.0)
+        burst = []
+        for k in range(rng.randint(1, 6)):
+            sent = send_s + k * 0.0008
+            abs_send_time = int(sent * (1 << 18)) & 0xFFFFFF
+            arrival = base_ms + int((sent * 1000) + delay_ms + rng.uniform(0, 2))
+            burst.append((arrival, abs_send_time, rng.randint(100, 1200),
+                          rng.choice([1111, 1111, 2222])))
+        if len(burst) > 2 and rng.random() < 0.05:
+            burst[0], burst[1] = burst[1], burst[0]  # reordered on the way
+        if rng.random() < 0.01:
+            held_until = burst[-1][0] + rng.randint(60, 200)
+        if burst[0][0] < held_until:
+            burst = [(held_until + rng.randint(0, 1), *rest) for _, *rest in burst]
+            flushed += 1
+        for arrival, abs_send_time, size, ssrc in sorted(burst, key=lambda p: p[0]):
+            expected = theirs.add(arrival_time_ms=arrival, abs_send_time=abs_send_time,
+                                  payload_size=size, ssrc=ssrc)
+            got = ours.add(arrival_time_ms=arrival, abs_send_time=abs_send_time,
+                           payload_size=size, ssrc=ssrc)
+            assert got == expected, (frame, got, expected)
+            assert ours.last_update_ms == theirs.last_update_ms
+            assert ours.detector.hypothesis == theirs.detector.hypothesis
+            assert vars(ours.inter_arrival.current_group) == \
+                vars(theirs.inter_arrival.current_group)
+            assert ours.incoming_bitrate.rate(arrival) == theirs.incoming_bitrate.rate(arrival)
+            packets += 1
+            answers += got is not None
+            hypotheses.add(theirs.detector.hypothesis)
+    assert ours.estimator.offset() == theirs.estimator.offset()
+    assert ours.ssrcs == theirs.ssrcs
+    assert packets > 9000 and answers > 150
+    assert hypotheses == set(BandwidthUsage)  # normal, overusing and underusing all seen
+    assert long_way < 0.5 * packets, (long_way, packets)
+    assert flushed > 50  # frames that arrived in a burst with the ones before them
+
+
 def test_the_rtp_writer_gives_aiortcs_bytes():
     """`_RtpWriter` against ``RtpPacket.serialize`` over random packets, three extension
     maps and three MIDs, with and without audio level and abs-send-time, with padding
@@ -391,11 +470,12 @@ async def test_in_order_runs_at_once_and_queues_behind_one_that_waits(caplog):
     for _ in range(20):
         await asyncio.sleep(0)
     assert done == ["a", "b", "c", "e"]
-    assert "test handling failed: ValueError" in caplog.text
+    assert "test handling failed: ValueError (1 so far)" in caplog.text
     assert "secret" not in caplog.text
-    runner.run(step("f", fail=True))  # fails at once: logged, nothing queued
+    runner.run(step("f", fail=True))  # fails at once: counted, nothing queued
     runner.run(step("g"))
-    assert done[-1] == "g"
+    assert done[-1] == "g" and runner.failures == 2
+    assert caplog.text.count("test handling failed") == 1  # once a minute
     runner.run(step("h", wait=asyncio.sleep(0)))  # a bare yield
     runner.run(step("i"))
     await asyncio.sleep(0.01)
@@ -409,6 +489,39 @@ async def test_in_order_runs_at_once_and_queues_behind_one_that_waits(caplog):
     await asyncio.sleep(0.01)
     assert runner._task is None and done[-1] == "i"
     assert queued.cr_frame is None  # closed, never started
+
+
+def test_srtp_at_once_is_refused_when_aioice_receives_otherwise(monkeypatch):
+    """`receive_at_once` stands for aioice's and aiortc's receive path as their source
+    reads; a connection that does more with a datagram than queue it turns the direct
+    path off (the queue alone is swapped) and `check_aiortc` says so."""
+    import aioice.ice
+
+    from vteller.media import passthrough
+
+    assert passthrough._receives_as_expected()
+
+    def data_received(self, data: bytes, component: int) -> None:
+        self._queue.put_nowait((data[1:], component))
+
+    monkeypatch.setattr(aioice.ice.Connection, "data_received", data_received)
+    assert not passthrough._receives_as_expected()
+    monkeypatch.setattr(passthrough, "_DIRECT_RECEIVE", False)
+    with pytest.raises(passthrough.AiortcInternalsChanged, match="receive path"):
+        passthrough.check_aiortc()
+
+    class Transport:  # what receive_at_once reads: transport.transport._connection._queue
+        def __init__(self) -> None:
+            self.transport = type("Ice", (), {})()
+            self.transport._connection = type("Conn", (), {})()
+            self.transport._connection._queue = asyncio.Queue()
+
+    dtls = Transport()
+    passthrough.receive_at_once(dtls)
+    datagrams = dtls.transport._connection._queue
+    assert isinstance(datagrams, passthrough._Datagrams) and datagrams.direct is None
+    datagrams.put_nowait((b"\x80" + bytes(30), 1))  # queued for aiortc's task
+    assert datagrams.qsize() == 1
 
 
 def test_the_short_send_path_is_refused_when_aioice_sends_otherwise(monkeypatch):

@@ -27,6 +27,8 @@ from vteller.media.leg import MediaNegotiationError, check_offer, filter_candida
 from vteller.protocol import CLIENT_MESSAGES
 from vteller.protocol.messages import ROLES_FOR
 
+pytestmark = pytest.mark.slow  # about 6 minutes: `uv run pytest -m slow`
+
 REST_REQUESTS = 10_000
 WS_MESSAGES = 10_000
 SDP_OFFERS = 10_000

@@ -11,7 +11,12 @@ its sender-report counters. The sender's own loop waits on a track that never yi
 It protects each packet and hands it to the ICE connection's nominated pair itself
 (`_send_protected`), as aiortc's ``_send_rtp`` and aioice's send chain would through
 four awaited calls; ``check_aiortc`` reads that chain's source, and a changed one (or a
-TURN pair) goes the long way.
+TURN pair) goes the long way. On the receiving side, ``receive_at_once`` handles each
+SRTP/SRTCP datagram in the socket's callback (count, unprotect, parse, route: what the
+DTLS transport's task does) instead of queueing it for that task, and lets the sockets
+hand RTP over before aioice's STUN parse; a handler that has to wait is finished by a
+task and later packets queue behind it (`_InOrder`). ``check_aiortc`` reads that path's
+source too; DTLS and anything unexpected take the queue as before.
 
 aiortc has no public API to receive encoded frames. Its RTCRtpReceiver reassembles
 each frame in a jitter buffer and puts ``(codec, JitterFrame)`` on a private
@@ -75,7 +80,12 @@ from aiortc import RTCRtpReceiver, RTCRtpSender, clock
 from aiortc import sdp as aiortc_sdp
 from aiortc.codecs import depayload, is_rtx
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.rate import MIN_FRAME_PERIOD_HISTORY_LENGTH, RateCounter
+from aiortc.rate import (
+    BURST_DELTA_THRESHOLD_MS,
+    MIN_FRAME_PERIOD_HISTORY_LENGTH,
+    BandwidthUsage,
+    RateCounter,
+)
 from aiortc.rtcdtlstransport import RtpRouter
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
@@ -98,6 +108,7 @@ ACTIVE_STAMP_S = 1.0  # a receiver's sources count as active for 10 s; stamp the
 NTP_EPOCH_S = 2_208_988_800  # 1900-01-01 to 1970-01-01
 NTP_ONE = 1 << 32  # one second in 32.32 fixed point
 RETRANSMIT_WINDOW = 128  # packets: aiortc's sender history (RTP_HISTORY_SIZE)
+FAILURE_LOG_INTERVAL_S = 60.0  # a receive path failing per packet logs this often
 RENACK_S = 0.12  # ask again for still-missing packets this often (about a round trip)
 _QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
@@ -413,6 +424,7 @@ def receive_packets(receiver: RTCRtpReceiver, forward: Callable[[RtpPacket], Awa
     if estimator is not None:
         _quicker_min_frame_period(estimator)
         _quicker_rate_counter(estimator)
+        _quicker_estimate(estimator)
     error, mapper = _private(receiver, o, "decoder_error"), _private(receiver, o,
                                                                      "timestamp_mapper")
     video = _private(receiver, o, "kind") == "video"
@@ -736,6 +748,62 @@ def _quicker_rate_counter(estimator: Any) -> None:
     estimator.incoming_bitrate = _QuickerRateCounter(window, scale)
 
 
+def _quicker_estimate(estimator: Any) -> None:
+    """Give aiortc's receive-side bandwidth estimator an ``add`` that does, for a packet
+    of the current timestamp group that brings no estimate due, what aiortc's does (note
+    the SSRC, count the bytes, grow the group) without its eight calls; any other packet
+    (a new group, out of order, an estimate due or overuse) goes to aiortc's ``add``
+    untouched. Decided before anything changes, so both paths leave the same state."""
+    inter, detector, rate_control = (getattr(estimator, n, None) for n in (
+        "inter_arrival", "detector", "rate_control"))
+    if not all(hasattr(inter, n) for n in ("current_group", "group_length",
+                                            "timestamp_to_ms", "compute_deltas")) or \
+            not hasattr(detector, "hypothesis") or \
+            not hasattr(rate_control, "feedback_interval") or \
+            not hasattr(estimator, "incoming_bitrate_initialized"):
+        raise AiortcInternalsChanged("RemoteBitrateEstimator's parts have changed")
+    original, ssrcs = estimator.add, estimator.ssrcs
+    group_length, to_ms = inter.group_length, inter.timestamp_to_ms
+    overusing = BandwidthUsage.OVERUSING
+
+    def add(arrival_time_ms: int, abs_send_time: int, payload_size: int,
+            ssrc: int) -> tuple[int, list[int]] | None:
+        group, last_update = inter.current_group, estimator.last_update_ms
+        if group is None or group.arrival_time is None or last_update is None or \
+                arrival_time_ms - last_update > rate_control.feedback_interval() or \
+                detector.hypothesis == overusing:
+            return original(arrival_time_ms, abs_send_time, payload_size, ssrc)
+        timestamp = abs_send_time << 8
+        from_first = (timestamp - group.first_timestamp) % _U32
+        if from_first >= _U32_HALF:  # out of order
+            return original(arrival_time_ms, abs_send_time, payload_size, ssrc)
+        from_last = (timestamp - group.last_timestamp) % _U32
+        from_last_ms = round(to_ms * from_last)
+        since = arrival_time_ms - group.arrival_time
+        burst = from_last_ms == 0 or (since - from_last_ms < 0
+                                      and since <= BURST_DELTA_THRESHOLD_MS)
+        if not burst and from_first > group_length:  # a new group: deltas, detection
+            return original(arrival_time_ms, abs_send_time, payload_size, ssrc)
+        ssrcs[ssrc] = arrival_time_ms
+        counter = estimator.incoming_bitrate
+        if counter.rate(arrival_time_ms) is not None:
+            estimator.incoming_bitrate_initialized = True
+        elif estimator.incoming_bitrate_initialized:
+            counter.reset()
+            estimator.incoming_bitrate_initialized = False
+        counter.add(payload_size, arrival_time_ms)
+        if 0 < from_last < _U32_HALF:  # uint32_gt(timestamp, group.last_timestamp)
+            group.last_timestamp = timestamp
+        group.size += payload_size
+        group.arrival_time = arrival_time_ms
+        return None
+
+    estimator.add = add
+
+
+_U32, _U32_HALF = 1 << 32, 1 << 31
+
+
 class _Datagrams:
     """Stands in for an aioice connection's received-datagram queue (``put_nowait`` from
     the socket callback, ``get`` by the DTLS transport, its one consumer) without
@@ -780,13 +848,15 @@ def _resume(coro: Any, waited: Any) -> Any:
 class _InOrder:
     """Runs each coroutine given at once, in the caller's stack, as far as it goes
     without waiting. One that waits is finished by a task; those given meanwhile queue
-    behind it and run in that task, in order. What one raises is logged (its type) and
-    stops only that one."""
+    behind it and run in that task, in order. What one raises stops only that one; it is
+    counted and logged (its type, at most every `FAILURE_LOG_INTERVAL_S`)."""
 
     def __init__(self, what: str) -> None:
         self._what = what
         self._backlog: deque[Any] = deque()
         self._task: asyncio.Task[None] | None = None
+        self.failures = 0
+        self._logged_at = -FAILURE_LOG_INTERVAL_S
 
     def run(self, coro: Any) -> None:
         if self._task is not None:
@@ -818,8 +888,14 @@ class _InOrder:
                 self._backlog.popleft().close()
 
     def _failed(self, exc: Exception) -> None:
-        if not isinstance(exc, ConnectionError):  # the transport closed under it
-            log.warning("%s failed: %s", self._what, type(exc).__name__)
+        if isinstance(exc, ConnectionError):  # the transport closed under it
+            return
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._logged_at >= FAILURE_LOG_INTERVAL_S:  # a flood logs once a minute
+            self._logged_at = now
+            log.warning("%s failed: %s (%d so far)", self._what, type(exc).__name__,
+                        self.failures)
 
 
 def _srtp_at_once(dtls: Any, datagrams: _Datagrams) -> Callable[[bytes], bool]:
