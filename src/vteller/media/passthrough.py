@@ -80,12 +80,7 @@ from aiortc import RTCRtpReceiver, RTCRtpSender, clock
 from aiortc import sdp as aiortc_sdp
 from aiortc.codecs import depayload, is_rtx
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.rate import (
-    BURST_DELTA_THRESHOLD_MS,
-    MIN_FRAME_PERIOD_HISTORY_LENGTH,
-    BandwidthUsage,
-    RateCounter,
-)
+from aiortc.rate import MIN_FRAME_PERIOD_HISTORY_LENGTH, RateCounter
 from aiortc.rtcdtlstransport import RtpRouter
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
@@ -424,7 +419,6 @@ def receive_packets(receiver: RTCRtpReceiver, forward: Callable[[RtpPacket], Awa
     if estimator is not None:
         _quicker_min_frame_period(estimator)
         _quicker_rate_counter(estimator)
-        _quicker_estimate(estimator)
     error, mapper = _private(receiver, o, "decoder_error"), _private(receiver, o,
                                                                      "timestamp_mapper")
     video = _private(receiver, o, "kind") == "video"
@@ -746,62 +740,6 @@ def _quicker_rate_counter(estimator: Any) -> None:
             not isinstance(scale, int):
         raise AiortcInternalsChanged("RemoteBitrateEstimator.incoming_bitrate has changed")
     estimator.incoming_bitrate = _QuickerRateCounter(window, scale)
-
-
-def _quicker_estimate(estimator: Any) -> None:
-    """Give aiortc's receive-side bandwidth estimator an ``add`` that does, for a packet
-    of the current timestamp group that brings no estimate due, what aiortc's does (note
-    the SSRC, count the bytes, grow the group) without its eight calls; any other packet
-    (a new group, out of order, an estimate due or overuse) goes to aiortc's ``add``
-    untouched. Decided before anything changes, so both paths leave the same state."""
-    inter, detector, rate_control = (getattr(estimator, n, None) for n in (
-        "inter_arrival", "detector", "rate_control"))
-    if not all(hasattr(inter, n) for n in ("current_group", "group_length",
-                                            "timestamp_to_ms", "compute_deltas")) or \
-            not hasattr(detector, "hypothesis") or \
-            not hasattr(rate_control, "feedback_interval") or \
-            not hasattr(estimator, "incoming_bitrate_initialized"):
-        raise AiortcInternalsChanged("RemoteBitrateEstimator's parts have changed")
-    original, ssrcs = estimator.add, estimator.ssrcs
-    group_length, to_ms = inter.group_length, inter.timestamp_to_ms
-    overusing = BandwidthUsage.OVERUSING
-
-    def add(arrival_time_ms: int, abs_send_time: int, payload_size: int,
-            ssrc: int) -> tuple[int, list[int]] | None:
-        group, last_update = inter.current_group, estimator.last_update_ms
-        if group is None or group.arrival_time is None or last_update is None or \
-                arrival_time_ms - last_update > rate_control.feedback_interval() or \
-                detector.hypothesis == overusing:
-            return original(arrival_time_ms, abs_send_time, payload_size, ssrc)
-        timestamp = abs_send_time << 8
-        from_first = (timestamp - group.first_timestamp) % _U32
-        if from_first >= _U32_HALF:  # out of order
-            return original(arrival_time_ms, abs_send_time, payload_size, ssrc)
-        from_last = (timestamp - group.last_timestamp) % _U32
-        from_last_ms = round(to_ms * from_last)
-        since = arrival_time_ms - group.arrival_time
-        burst = from_last_ms == 0 or (since - from_last_ms < 0
-                                      and since <= BURST_DELTA_THRESHOLD_MS)
-        if not burst and from_first > group_length:  # a new group: deltas, detection
-            return original(arrival_time_ms, abs_send_time, payload_size, ssrc)
-        ssrcs[ssrc] = arrival_time_ms
-        counter = estimator.incoming_bitrate
-        if counter.rate(arrival_time_ms) is not None:
-            estimator.incoming_bitrate_initialized = True
-        elif estimator.incoming_bitrate_initialized:
-            counter.reset()
-            estimator.incoming_bitrate_initialized = False
-        counter.add(payload_size, arrival_time_ms)
-        if 0 < from_last < _U32_HALF:  # uint32_gt(timestamp, group.last_timestamp)
-            group.last_timestamp = timestamp
-        group.size += payload_size
-        group.arrival_time = arrival_time_ms
-        return None
-
-    estimator.add = add
-
-
-_U32, _U32_HALF = 1 << 32, 1 << 31
 
 
 class _Datagrams:
