@@ -137,8 +137,9 @@ def check_aiortc() -> None:
     if RTP_HISTORY_SIZE != RETRANSMIT_WINDOW:
         raise AiortcInternalsChanged(f"aiortc's RTP history is {RTP_HISTORY_SIZE} packets")
     if not _DIRECT_RECEIVE:
-        raise AiortcInternalsChanged("the receive path (RTCDtlsTransport._recv_next, "
-                                     "aioice Connection.data_received) changed")
+        raise AiortcInternalsChanged("the receive path (RTCDtlsTransport._recv_next, aioice "
+                                     "Connection.data_received, StunProtocol."
+                                     "datagram_received) changed")
     if not _DIRECT_SEND:
         raise AiortcInternalsChanged("the send path (RTCDtlsTransport._send_rtp, aioice "
                                      "Connection.sendto, StunProtocol.send_data) changed")
