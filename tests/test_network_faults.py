@@ -136,6 +136,18 @@ async def test_3_percent_loss_and_100_ms_rtt_keep_the_video_whole(server, _names
     assert counts["dropped"] > 0  # the link did lose packets
 
 
+class _Stamped(dict):
+    """A call's legs that note when each is replaced (monotonic seconds)."""
+
+    def __init__(self, legs: dict[str, Any]) -> None:
+        super().__init__(legs)
+        self.stamps: list[tuple[str, float]] = []
+
+    def __setitem__(self, side: str, leg: Any) -> None:
+        self.stamps.append((side, time.monotonic()))
+        super().__setitem__(side, leg)
+
+
 @pytest.mark.settings(ice_blocked_networks=[])
 async def test_a_customer_moving_networks_keeps_the_call(server, _namespaces_allowed):
     """A phone moving from Wi-Fi to mobile data: mid-call the customer's first network
@@ -149,9 +161,14 @@ async def test_a_customer_moving_networks_keeps_the_call(server, _namespaces_all
         teller, party = await _teller_in_call(server)
         try:
             assert (await _line(customer))["event"] == "connected"
+            call = next(iter(server.manager.calls.values()))
+            call.legs = _Stamped(call.legs)  # when the server takes the new leg
             switched = await _line(customer)
-            moved = time.monotonic()
             assert switched["event"] == "switched"
+            # the moment the server held the new leg, before its answer went out and so
+            # before any of its media (the line above is read later, maybe after it)
+            ((side, moved),) = call.legs.stamps
+            assert side == "customer"
             assert mobile.inner_ip in switched["addresses"]
             assert wifi.ns_ip not in switched["addresses"]
             done = await _line(customer)
@@ -163,7 +180,6 @@ async def test_a_customer_moving_networks_keeps_the_call(server, _namespaces_all
             print(f"moved networks: {good}/{done['video_sent_last_leg']} frames decodable at "
                   f"the teller from the new leg; video paused {1000 * gap:.0f} ms")
             assert good >= 0.95 * done["video_sent_last_leg"], (good, done)
-            call = next(iter(server.manager.calls.values()))
             assert len(server.manager.calls) == 1 and call.state.value == "active"
             assert not any(m["type"] in ("call.ended", "offer.incoming") for m in teller.inbox)
             pts = [p.pts for _, p in party.packets["video"]]
