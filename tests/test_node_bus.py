@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -123,3 +124,25 @@ async def test_an_unreachable_redis_fails_fast_and_recovers(redis_server):
         redis_server.resume()
     await asyncio.sleep(1.1)
     bus.move(Move("c", "node-a", "wss://a:1/ws"))  # reachable again
+
+
+def test_a_node_starting_waits_for_a_slow_redis_and_not_for_an_absent_one(redis_server):
+    """At start the routing store's check gives a Redis that accepts but does not answer
+    (here stopped for 1.5 s: a long fsync, a busy machine) up to 5 s; a port where
+    nothing listens is a clear error at once."""
+    from vteller.routing import RoutingPolicy
+    from vteller.routing.redis_store import RoutingUnavailable
+    from vteller.routing.store import make_router
+
+    redis_server.pause()
+    threading.Timer(1.5, redis_server.resume).start()
+    t0 = time.monotonic()
+    router = make_router(RoutingPolicy(), redis_server.url, "{slow}:")
+    waited = time.monotonic() - t0
+    router.close()
+    assert 1.4 < waited < 4.0, waited  # one 0.5 s timeout would have ended the start
+
+    t0 = time.monotonic()
+    with pytest.raises(RoutingUnavailable, match=r"unreachable \(ConnectionError\)"):
+        make_router(RoutingPolicy(), f"redis://127.0.0.1:{free_port()}/0", "{absent}:")
+    assert time.monotonic() - t0 < 1.0

@@ -85,7 +85,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         announce()
         # start the face-analysis workers now, not during the first identity check
         warm = loop_.run_in_executor(None, components.identity.analyzer.warm_up)
-        warm.add_done_callback(lambda _: freeze_startup_heap())
+        warming_since = time.monotonic()
+
+        def warmed(done: asyncio.Future[bool]) -> None:
+            if not done.cancelled():
+                ok = done.exception() is None and done.result()
+                print(f"vteller analysis workers {'ready' if ok else 'failed to start'} "
+                      f"({time.monotonic() - warming_since:.1f} s)", flush=True)
+            freeze_startup_heap()
+
+        warm.add_done_callback(warmed)
         stop = asyncio.Event()
         now = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 SOCKET_TIMEOUT_S = 0.5  # a Redis op on loopback or a LAN takes well under 1 ms
 PROBE_S = 0.5  # while unreachable: how often the background thread tries again
+STARTUP_WAIT_S = 5.0  # at start, how long a Redis that times out is waited for
 # target -> the states it may be reached from (the inverse of TRANSITIONS)
 ALLOWED_FROM: dict[TellerState, list[str]] = {
     target: sorted(s.value for s, targets in TRANSITIONS.items() if target in targets)
@@ -254,9 +255,23 @@ class RedisRouter:
                                       health_check_interval=10)
         return cls(policy, client, prefix)
 
-    def check(self) -> None:
-        """Reach Redis now (at start: a clear error instead of a failing first call)."""
-        self._call(self._r.ping)
+    def check(self, wait_s: float = STARTUP_WAIT_S) -> None:
+        """Reach Redis now (at start: a clear error instead of a failing first call).
+        A Redis that is there but slow to answer (timeouts) is given `wait_s`; one that
+        refuses the connection fails at once."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._r.ping()
+                return
+            except redis.TimeoutError as exc:
+                if time.monotonic() >= deadline:
+                    raise RoutingUnavailable(
+                        f"routing store unreachable ({type(exc).__name__})") from exc
+                time.sleep(PROBE_S)
+            except redis.ConnectionError as exc:
+                raise RoutingUnavailable(
+                    f"routing store unreachable ({type(exc).__name__})") from exc
 
     def _run(self, name: str, *args: Any) -> Any:
         return self._call(self._scripts[name], None, [self._p, *args])
