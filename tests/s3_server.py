@@ -53,10 +53,10 @@ def start_s3(port: int | None = None) -> S3Server:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        try:
-            requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+        try:  # its first answer loads its S3 backend: seconds on a cold, busy machine
+            requests.get(f"http://127.0.0.1:{port}/", timeout=(1, 10))
             return S3Server(proc, port)
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or a slow first answer
             time.sleep(0.1)
-    proc.kill()
+    stop_process(proc)
     raise RuntimeError("moto_server did not start")

@@ -24,6 +24,22 @@ class ServeProcess:
     def stop(self) -> None:
         stop_process(self.proc)
 
+    def wait_warm(self) -> float:
+        """Read its output up to the face-analysis workers' start (they load their models
+        after the ready line, a few CPU seconds each): tests with 2 s node leases start
+        their clock after that, not while the workers starve the node's renewals. The
+        seconds the start took, as the node printed them."""
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"vteller serve exited with {self.proc.wait(10)} while "
+                                   "its analysis workers started")
+            self.stdout.append(line)
+            if "analysis workers" in line:
+                assert "workers ready" in line, line
+                return float(re.search(r"\(([\d.]+) s\)", line).group(1))  # type: ignore[union-attr]
+
 
 def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None,
                 timeout: float = 60, until: str = "Ctrl-C stops", port: int | None = None

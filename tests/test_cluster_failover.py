@@ -113,26 +113,32 @@ async def _standby_pair(tmp_path: Path, **env: str) -> AsyncIterator[Pair]:
     _need_parts(haproxy=True)
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
-    redis = RedisServer(redis_dir, free_port()).start()
     db_url = postgres_url(PG_BASE)
-    env = {"VTELLER_DATABASE_URL": db_url, "VTELLER_REDIS_URL": redis.url,
-           "VTELLER_NODE_LEASE_S": "2", **env}
-    active = start_serve(tmp_path, "--dev", env=env)
-    standby = start_serve(tmp_path, "--dev", env={**env, "VTELLER_STANDBY": "true"},
-                          until="standby:")
-    lb = start_haproxy(tmp_path, [_port(active.url)], backups=[_port(standby.url)])
-    pair = Pair(active, standby, lb.url, db_url)
-    try:
-        await _until_served_by(lb.url, active.url)
-        yield pair
-    finally:
-        for s in pair.sigs:
-            await s.close()
-        lb.stop()
-        for node in (active, standby):
-            if node.proc.poll() is None:
-                node.stop()
-        redis.stop()
+    with contextlib.ExitStack() as started:  # whatever started is stopped, in reverse
+        redis = RedisServer(redis_dir, free_port()).start()
+        started.callback(redis.stop)
+        env = {"VTELLER_DATABASE_URL": db_url, "VTELLER_REDIS_URL": redis.url,
+               "VTELLER_NODE_LEASE_S": "2", **env}
+        active = start_serve(tmp_path, "--dev", env=env)
+        started.callback(_stop_if_running, active)
+        active.wait_warm()  # before its 2 s lease must hold against a standby
+        standby = start_serve(tmp_path, "--dev", env={**env, "VTELLER_STANDBY": "true"},
+                              until="standby:")
+        started.callback(_stop_if_running, standby)
+        lb = start_haproxy(tmp_path, [_port(active.url)], backups=[_port(standby.url)])
+        started.callback(lb.stop)
+        pair = Pair(active, standby, lb.url, db_url)
+        try:
+            await _until_served_by(lb.url, active.url)
+            yield pair
+        finally:
+            for s in pair.sigs:
+                await s.close()
+
+
+def _stop_if_running(node: ServeProcess) -> None:
+    if node.proc.poll() is None:
+        node.stop()
 
 
 async def _call_in_progress(pair: Pair, store: Store) -> tuple[SignalClient, dict[str, str],

@@ -144,7 +144,10 @@ async def test_real_nodes_on_postgres_kill_9_and_a_stalled_node(tmp_path: Path):
     _need_postgres()
     url = postgres_url(PG_BASE)
     env = {"VTELLER_DATABASE_URL": url, "VTELLER_NODE_LEASE_S": "2"}
-    nodes = [start_serve(tmp_path, "--dev", env=env) for _ in range(3)]
+    nodes = []
+    for _ in range(3):  # one at a time, each past its workers' start (see wait_warm)
+        nodes.append(start_serve(tmp_path, "--dev", env=env))
+        nodes[-1].wait_warm()
     killed, stalled, survivor = nodes
     db = open_store(url, tmp_path / "unused.sqlite3")
     sigs = []

@@ -81,6 +81,7 @@ async def _two_active_nodes(tmp_path: Path, **env: str) -> AsyncIterator[Nodes]:
             port = free_port()
             nodes.append(start_serve(tmp_path, "--dev", port=port, env={
                 **base, "VTELLER_NODE_URL": f"wss://localhost:{port}/ws"}))
+            nodes[-1].wait_warm()
         lb = start_haproxy(tmp_path, [int(n.url.rsplit(":", 1)[1]) for n in nodes])
         pair = Nodes(nodes[0], nodes[1], lb.url, db_url, sigs)
         await _until_served_by(lb.url, nodes[0].url)
