@@ -328,3 +328,54 @@ def test_appointments_one_per_teller_and_slot(store: Store):
     assert store.book_appointment(appt("ap_5", "c3"), 1, 0.0, 0.0) == "booked"  # free again
     assert store.keep_appointment("ap_5", "call-1") and not store.keep_appointment("ap_5", "x")
     assert store.customer_appointments("c3", 0.0) == []
+
+
+def test_a_node_frozen_mid_transaction_does_not_hold_the_others(tmp_path):
+    """A node stopped (SIGSTOP, a frozen VM, cut off) inside a transaction that holds the
+    global log's lock: PostgreSQL ends that transaction after the idle bound and the
+    other nodes' writers go on; the frozen one, resumed, gets a typed error, nothing
+    half-written."""
+    import threading
+
+    _need_postgres()
+    url = postgres_url(PG_BASE)
+    frozen = store_db.PostgresDatabase(url, max_size=1, idle_in_transaction_s=1.0)
+    other = store_db.PostgresDatabase(url, max_size=1)
+    other.execute("CREATE TABLE IF NOT EXISTS frozen_probe (n integer)")
+    holding, thaw, outcome = threading.Event(), threading.Event(), []
+
+    def freeze() -> None:
+        try:
+            with frozen.atomic(lock="vteller global log"):
+                frozen.execute("INSERT INTO frozen_probe VALUES (1)")
+                holding.set()
+                thaw.wait(10)  # the node is frozen here, its lock held
+                frozen.execute("INSERT INTO frozen_probe VALUES (2)")
+            outcome.append("committed")
+        except store_db.Unavailable:
+            outcome.append("unavailable")
+
+    def write() -> None:
+        with other.atomic(lock="vteller global log"):
+            other.execute("INSERT INTO frozen_probe VALUES (3)")
+
+    stalled = threading.Thread(target=freeze)
+    stalled.start()
+    assert holding.wait(5)
+    t0 = time.monotonic()
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(10)
+    waited = time.monotonic() - t0
+    thaw.set()
+    stalled.join(10)
+    try:
+        assert not writer.is_alive(), "the other node is still waiting for the lock"
+        assert 0.5 < waited < 5, waited
+        assert outcome == ["unavailable"]
+        assert sorted(r[0] for r in other.execute("SELECT n FROM frozen_probe")) == [3]
+        frozen.execute("SELECT 1")  # the pool gives the resumed node a fresh connection
+    finally:
+        other.execute("DROP TABLE frozen_probe")
+        frozen.close()
+        other.close()

@@ -112,6 +112,12 @@ def _advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+# A transaction left open this long (its node stopped, frozen or cut off from the
+# database mid-write) is ended by PostgreSQL with its locks (the global log's among
+# them), so the other nodes go on; ours take milliseconds.
+IDLE_IN_TRANSACTION_S = 30.0
+
+
 class PostgresDatabase:
     """A psycopg 3 connection pool. Statements outside `atomic()` autocommit; inside,
     the thread's one connection runs them in a transaction, and `lock` takes a
@@ -120,15 +126,23 @@ class PostgresDatabase:
     dialect = "postgres"
 
     def __init__(self, url: str, min_size: int = 1, max_size: int = 8,
-                 connect_timeout_s: float = 10.0) -> None:
+                 connect_timeout_s: float = 10.0,
+                 idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S) -> None:
         import psycopg
         from psycopg_pool import ConnectionPool, PoolTimeout
 
         self._psycopg = psycopg
+        # the server unreachable, or our session ended by it (a transaction left open)
+        self._gone = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout)
         self._pool_timeout = PoolTimeout
         self._local = threading.local()
+        idle_ms = int(idle_in_transaction_s * 1000)
+
+        def configure(conn: Any) -> None:  # a stalled node's transaction ends, and its locks
+            conn.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
+
         self._pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False,
-                                    kwargs={"autocommit": True},
+                                    kwargs={"autocommit": True}, configure=configure,
                                     timeout=connect_timeout_s, reconnect_timeout=60,
                                     check=ConnectionPool.check_connection)
         try:
@@ -147,7 +161,7 @@ class PostgresDatabase:
             return conn.execute(self._sql(sql), args)
         except self._psycopg.errors.IntegrityError as exc:
             raise IntegrityError(str(exc).splitlines()[0]) from None
-        except self._psycopg.OperationalError as exc:
+        except self._gone as exc:
             raise Unavailable(f"PostgreSQL: {str(exc).splitlines()[0] if str(exc) else exc!r}"
                               ) from None
 
@@ -191,7 +205,7 @@ class PostgresDatabase:
                         yield
                     finally:
                         self._local.conn = None
-            except self._psycopg.OperationalError as exc:
+            except self._gone as exc:
                 raise Unavailable(f"PostgreSQL: {exc!r}") from None
 
     @contextlib.contextmanager
