@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import postgres_url
 from tests.helpers import SignalClient
-from tests.serve_process import start_serve
+from tests.serve_process import ServeProcess, start_serve
 from tests.test_store_contract import PG_BASE, _need_postgres, engine, store  # noqa: F401
 from vteller.audit import LocalKeyring, new_data_key
 from vteller.audit.trail import AuditTrail, load_or_create_signing_key
@@ -144,15 +144,15 @@ async def test_real_nodes_on_postgres_kill_9_and_a_stalled_node(tmp_path: Path):
     _need_postgres()
     url = postgres_url(PG_BASE)
     env = {"VTELLER_DATABASE_URL": url, "VTELLER_NODE_LEASE_S": "2"}
-    nodes = []
-    for _ in range(3):  # one at a time, each past its workers' start (see wait_warm)
-        nodes.append(start_serve(tmp_path, "--dev", env=env))
-        nodes[-1].wait_warm()
-    killed, stalled, survivor = nodes
+    nodes: list[ServeProcess] = []
     db = open_store(url, tmp_path / "unused.sqlite3")
     sigs = []
+    ids: list[str] = []
     try:
-        ids = []
+        for _ in range(3):  # one at a time, each past its workers' start (see wait_warm)
+            nodes.append(start_serve(tmp_path, "--dev", env=env))
+            nodes[-1].wait_warm()
+        killed, stalled, survivor = nodes
         for node in nodes:
             sig, call_id = await _queued_customer(node.url)
             sigs.append(sig)

@@ -264,14 +264,11 @@ class RedisRouter:
             try:
                 self._r.ping()
                 return
-            except redis.TimeoutError as exc:
-                if time.monotonic() >= deadline:
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if isinstance(exc, redis.ConnectionError) or time.monotonic() >= deadline:
                     raise RoutingUnavailable(
                         f"routing store unreachable ({type(exc).__name__})") from exc
                 time.sleep(PROBE_S)
-            except redis.ConnectionError as exc:
-                raise RoutingUnavailable(
-                    f"routing store unreachable ({type(exc).__name__})") from exc
 
     def _run(self, name: str, *args: Any) -> Any:
         return self._call(self._scripts[name], None, [self._p, *args])
