@@ -14,8 +14,8 @@ from aiortc.rtp import RtpPacket
 from tests.helpers import Party
 from tests.media_sources import vp8_clip
 from tests.test_media_plane import connect
-from vteller.media import Feed, MediaGate
-from vteller.media.forward import Forwarder, Rewriter
+from vteller.media import Feed, MediaGate, native
+from vteller.media.forward import Forwarder, PyRewriter
 from vteller.media.passthrough import (
     AiortcInternalsChanged,
     route_retransmissions,
@@ -25,44 +25,50 @@ from vteller.media.passthrough import (
 from vteller.media.relay import FeedTrack
 
 SSRC_A, SSRC_B = 0x1111, 0x2222
+REWRITERS = [PyRewriter] + ([native._built.Rewriter] if native.built() else [])
 
 
-def test_a_stream_starts_at_a_keyframe_and_keeps_the_sources_numbering_gaps():
+@pytest.fixture(params=REWRITERS, ids=lambda t: t.__module__.rsplit(".", 1)[-1])
+def Rewriter(request):  # each test runs on both implementations
+    return request.param
+
+
+def test_a_stream_starts_at_a_keyframe_and_keeps_the_sources_numbering_gaps(Rewriter):
     r = Rewriter(90_000, needs_keyframe=True)
-    assert r.map(SSRC_A, 100, 9000, starts_keyframe=False, now=0.0) is None  # a delta frame
+    assert r.map(SSRC_A, 100, 9000, False, 0.0) is None  # a delta frame
     assert r.waiting
-    assert r.map(SSRC_A, 101, 12000, starts_keyframe=True, now=0.0) == (101, 12000)
-    assert r.map(SSRC_A, 102, 12000, starts_keyframe=False, now=0.0) == (102, 12000)
-    assert r.map(SSRC_A, 105, 15000, starts_keyframe=False, now=0.03) == (105, 15000)
-    assert r.map(SSRC_A, 104, 12000, starts_keyframe=False, now=0.04) == (104, 12000)  # late
-    assert r.map(SSRC_A, 100, 9000, starts_keyframe=False, now=0.04) is None  # before the start
+    assert r.map(SSRC_A, 101, 12000, True, 0.0) == (101, 12000)  # a keyframe
+    assert r.map(SSRC_A, 102, 12000, False, 0.0) == (102, 12000)
+    assert r.map(SSRC_A, 105, 15000, False, 0.03) == (105, 15000)
+    assert r.map(SSRC_A, 104, 12000, False, 0.04) == (104, 12000)  # late
+    assert r.map(SSRC_A, 100, 9000, False, 0.04) is None  # before the start
 
 
-def test_a_new_source_continues_the_numbering_at_its_keyframe():
+def test_a_new_source_continues_the_numbering_at_its_keyframe(Rewriter):
     """The party reconnected: a new SSRC with its own numbering. Sequence numbers follow
     on from the last one sent; the timestamp moves on by the wall-clock time between."""
     r = Rewriter(90_000, needs_keyframe=True)
-    assert r.map(SSRC_A, 65534, 4_294_960_000, True, now=10.0) == (65534, 4_294_960_000)
-    assert r.map(SSRC_A, 65535, 4_294_963_000, False, now=10.033) == (65535, 4_294_963_000)
-    assert r.map(SSRC_A, 0, 4_294_966_000, False, now=10.066) == (0, 4_294_966_000)  # wraps
-    assert r.map(SSRC_B, 7000, 500, False, now=10.5) is None  # waits for the keyframe
-    assert r.map(SSRC_A, 1, 3704, False, now=10.5) is None  # the old source is done with
+    assert r.map(SSRC_A, 65534, 4_294_960_000, True, 10.0) == (65534, 4_294_960_000)
+    assert r.map(SSRC_A, 65535, 4_294_963_000, False, 10.033) == (65535, 4_294_963_000)
+    assert r.map(SSRC_A, 0, 4_294_966_000, False, 10.066) == (0, 4_294_966_000)  # wraps
+    assert r.map(SSRC_B, 7000, 500, False, 10.5) is None  # waits for the keyframe
+    assert r.map(SSRC_A, 1, 3704, False, 10.5) is None  # the old source is done with
     # 0.5 s after the last packet sent (ts 4_294_966_000 at 10.066): 0.534 s * 90 kHz
-    assert r.map(SSRC_B, 7001, 800, True, now=10.6) == (1, (4_294_966_000 + 48_060) % 2**32)
-    assert r.map(SSRC_B, 7002, 3800, False, now=10.63) == (2, (4_294_966_000 + 51_060) % 2**32)
+    assert r.map(SSRC_B, 7001, 800, True, 10.6) == (1, (4_294_966_000 + 48_060) % 2**32)
+    assert r.map(SSRC_B, 7002, 3800, False, 10.63) == (2, (4_294_966_000 + 51_060) % 2**32)
 
 
-def test_audio_resumes_at_any_packet_after_a_pause():
+def test_audio_resumes_at_any_packet_after_a_pause(Rewriter):
     r = Rewriter(48_000, needs_keyframe=False)
-    assert r.map(SSRC_A, 10, 960, False, now=0.0) == (10, 960)
+    assert r.map(SSRC_A, 10, 960, False, 0.0) == (10, 960)
     r.pause()
-    assert r.map(SSRC_A, 500, 100_000, False, now=2.0) == (11, 960 + 96_000)
+    assert r.map(SSRC_A, 500, 100_000, False, 2.0) == (11, 960 + 96_000)
 
 
-def test_the_segment_start_follows_a_long_stream():
+def test_the_segment_start_follows_a_long_stream(Rewriter):
     r = Rewriter(48_000, needs_keyframe=False)
     for seq in range(0, 3 * 65536, 7):  # three wraps of the 16-bit sequence number
-        assert r.map(SSRC_A, seq % 65536, seq * 960 % 2**32, False, now=seq / 50) == (
+        assert r.map(SSRC_A, seq % 65536, seq * 960 % 2**32, False, seq / 50) == (
             seq % 65536, seq * 960 % 2**32)
 
 
@@ -198,9 +204,22 @@ async def test_a_loss_beyond_repair_resumes_every_receiver_at_a_keyframe():
     assert [s[0] for s in out.sent] == list(range(1000, 1000 + len(out.sent)))
 
 
-async def test_a_receivers_nack_is_answered_from_the_servers_history(server):
+@pytest.fixture(params=[True, False], ids=["native", "python"])
+def forwarding_path(request, server):
+    """Each test with this fixture runs on the native forwarding part (where built) and
+    on the pure-Python path (set after the server's start, which sets it from settings)."""
+    if request.param and not native.built():
+        pytest.skip("native part not built")
+    native.use(request.param)
+    yield request.param
+    native.use(True)
+
+
+async def test_a_receivers_nack_is_answered_from_the_servers_history(server, forwarding_path):
     """Real peers: the teller's receiver asks for a packet it already has; the server's
     sender resends it on the RTX stream (as it would for one the teller's link lost)."""
+    from vteller.media.passthrough import _WrittenHistory
+
     customer, teller = Party("customer", encoded=True), Party("teller", encoded=True)
     cust_sig, teller_sig, call = await connect(server, customer, teller)
     try:
@@ -208,6 +227,9 @@ async def test_a_receivers_nack_is_answered_from_the_servers_history(server):
         # the teller's aiortc would route RTX by payload type, shared with the screen
         route_retransmissions(video, rtx_ssrcs(teller.pc.remoteDescription.sdp)[1])
         await teller.wait_frames("video", 30)
+        sender = call.legs["teller"]._pc.getTransceivers()[1].sender
+        history = sender._RTCRtpSender__rtp_history
+        assert isinstance(history, _WrittenHistory) is forwarding_path
         streams = video._RTCRtpReceiver__remote_streams
         media_ssrc, stats = max(streams.items(), key=lambda kv: kv[1].packets_received)
         assert stats.packets_received > 30

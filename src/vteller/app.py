@@ -37,6 +37,7 @@ from vteller.gateway import openapi, setup_routes
 from vteller.gateway.audit_api import AuditApi
 from vteller.gateway.ws import SignalingEndpoint
 from vteller.identity import IdentityService
+from vteller.media import native
 from vteller.observability import Metrics
 from vteller.routing.redis_store import PrefixTaken, RoutingUnavailable
 from vteller.routing.store import RoutingStore, make_router
@@ -265,6 +266,7 @@ def create_app(settings: Settings, components: Components | None = None) -> web.
     """The aiohttp application. The CallManager starts with the app's event loop."""
     c = components or build(settings)
     app = web.Application(client_max_size=64 * 1024)
+    native.use(settings.native_forwarding)
 
     def node_load() -> dict[str, object]:
         if c.manager is None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from vteller.config import Settings, SettingsError, load_settings
+from vteller.media import native
 
 ROLES = ("teller", "supervisor", "auditor")
 
@@ -58,6 +59,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  customer page:  {base}/customer")
         print(f"  teller console: {base}/teller")
         print(f"  supervisor:     {base}/supervisor")
+        if settings.media_forwarding == "encoded":
+            print(f"  packet forwarding: {native.describe()}")
         if settings.dev_mode:
             print("  dev mode: the customer page gets a demo token; staff accounts and the"
                   " bank-backend key (reference photos: see README):")

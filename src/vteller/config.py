@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     media_forwarding: Literal["encoded", "transcode"] = Field(
         "encoded", description="encoded: forward packets as received; transcode: decode and "
         "re-encode (the benchmark baseline; several times the CPU)")
+    native_forwarding: bool = Field(
+        True, description="forward packets through the compiled part (media/_rtpfast.c) "
+        "where the install built it; false: the pure-Python path (same behaviour, more CPU)")
     record_calls: bool = Field(
         False, description="record every forwarded track, encrypted (audit/FORMAT.md), "
         "under data_dir/recordings")

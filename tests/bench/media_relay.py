@@ -16,7 +16,8 @@ The baseline (transcode) and the encoded path run in the same invocation; figure
 printed as ratios against it. With --janus, Debian's Janus VideoRoom carries the same
 number of calls as vteller's encoded forwarding, with the same peers
 (`tests/bench/janus.py`), in back-to-back pairs (`--janus-rounds`): vteller's CPU per call
-is printed as a ratio of Janus's (issue 15's target: <= 1.0), and its latency p50 minus
+is printed as a ratio of Janus's (issue 15's target: <= 1.0), so is the pure-Python
+forwarding path's (`native_forwarding` off: what the native part saves), and its latency p50 minus
 Janus's as what vteller adds over a forwarder written in C (target: <= 10 ms).
 """
 
@@ -215,14 +216,15 @@ def client_worker(url: str, ids: list[int], ready: Any, go: Any, stop: Any, out:
 
 
 async def scenario(mode: str, calls: int, seconds: float, record: bool,
-                   processes: int = 2) -> dict[str, float]:
+                   processes: int = 2, native: bool = True) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{mode}-"))
     store = SqliteStore(tmp / "var" / "vteller.sqlite3")
     for i in range(calls):
         store.add_user(f"bench{i}", f"Bench Teller {i}", "teller", StaffAuth.hash_password(PASSWORD))
     store.close()
     env = {"VTELLER_MEDIA_FORWARDING": mode, "VTELLER_RECORD_CALLS": str(record).lower(),
-           "VTELLER_LOG_LEVEL": "warning", "VTELLER_LOGIN_MAX_FAILURES": "1000"}
+           "VTELLER_LOG_LEVEL": "warning", "VTELLER_LOGIN_MAX_FAILURES": "1000",
+           "VTELLER_NATIVE_FORWARDING": str(native).lower()}
     server = start_serve(tmp, "--dev", env=env)
     clients = Clients(client_worker, [list(range(calls))[k::processes]
                                       for k in range(processes)], server.url)
@@ -318,12 +320,16 @@ async def main(calls: int, baseline_calls: int, seconds: float, janus: bool = Fa
         if reason:
             print(f"  Janus side-by-side skipped: {reason}")
             return out
-        # this machine is shared and noisy: pairs run back to back, the ratio is over all
+        # this machine is shared and noisy: rounds run back to back, ratios are over all
         ours: list[dict[str, float]] = []
+        python: list[dict[str, float]] = []
         theirs: list[dict[str, float]] = []
         for _ in range(janus_rounds):
             ours.append(await scenario("encoded", janus_calls, seconds, record=False))
             report("vteller encoded forwarding", ours[-1])
+            python.append(await scenario("encoded", janus_calls, seconds, record=False,
+                                         native=False))
+            report("vteller, pure-Python path", python[-1])
             theirs.append(await jb.scenario(janus_calls, seconds))
             other = theirs[-1]
             print(f"  {'Janus VideoRoom (4 PCs per call)':32} calls={other['calls']:<3.0f} "
@@ -332,14 +338,19 @@ async def main(calls: int, baseline_calls: int, seconds: float, janus: bool = Fa
                   f"{100 * other['client_core_share']:5.1f}%)  delivered="
                   f"{100 * other['delivered']:6.2f}%  latency p50/p95="
                   f"{other['lat_p50_ms']:5.1f}/{other['lat_p95_ms']:5.1f} ms", flush=True)
-        cpu = sum(r["cpu_s_per_call_min"] for r in ours) / sum(
-            r["cpu_s_per_call_min"] for r in theirs)
-        pairs = ", ".join(f"{a['cpu_s_per_call_min'] / b['cpu_s_per_call_min']:.2f}x"
-                          for a, b in zip(ours, theirs, strict=True))
+
+        def ratio(a: list[dict[str, float]], b: list[dict[str, float]]) -> str:
+            total = sum(r["cpu_s_per_call_min"] for r in a) / sum(
+                r["cpu_s_per_call_min"] for r in b)
+            rounds = ", ".join(f"{x['cpu_s_per_call_min'] / y['cpu_s_per_call_min']:.2f}x"
+                               for x, y in zip(a, b, strict=True))
+            return f"{total:.2f}x over {janus_rounds} rounds ({rounds})"
+
         added = statistics.median(a["lat_p50_ms"] - b["lat_p50_ms"]
                                   for a, b in zip(ours, theirs, strict=True))
-        print(f"  CPU per call, vteller encoded / Janus: {cpu:.2f}x over {janus_rounds} pairs "
-              f"({pairs}) (target <= 1.0)")
+        print(f"  CPU per call, vteller encoded / Janus: {ratio(ours, theirs)} (target <= 1.0)")
+        print(f"  CPU per call, pure-Python path / Janus: {ratio(python, theirs)}")
+        print(f"  CPU per call, vteller encoded / pure-Python path: {ratio(ours, python)}")
         print(f"  latency p50 vteller - Janus (what vteller adds over a C forwarder): "
               f"{added:+.1f} ms (target <= 10 ms)")
         out["janus"] = theirs[-1]

@@ -7,6 +7,9 @@ The outbound stream stays continuous when the source changes (a party reconnecte
 a fresh leg), pauses (the screen-share gate closed) or the receiver joins mid-stream:
 video then resumes at the source's next keyframe, with sequence numbers following on
 and the timestamp advanced by the wall-clock time that passed.
+
+``Rewriter`` gives the native one (``_rtpfast.c``, see `native`) or ``PyRewriter``: the
+same rules, tested against each other.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from aiortc.rtp import RtpPacket
+
+from vteller.media import native
 
 CLOCK_RATE_HZ = {"audio": 48_000, "video": 90_000}
 MIN_STEP_S = 0.02  # a resumed stream's timestamp moves on at least one audio packet
@@ -30,7 +35,7 @@ class Outlet(Protocol):
     async def send(self, packet: RtpPacket, sequence_number: int, timestamp: int) -> None: ...
 
 
-class Rewriter:
+class PyRewriter:
     """Maps one source's (SSRC, sequence number, timestamp) onto one continuous
     outbound stream. ``map`` returns None for a packet that is not sent: video before
     the segment's first keyframe, or a packet older than the segment's start."""
@@ -74,6 +79,14 @@ class Rewriter:
             step = round(max(now - at, MIN_STEP_S) * self._clock)
             self._ts_offset = (last_ts + step - ts) % _TS_MOD
         self._ssrc, self._base, self.waiting = ssrc, seq, False
+
+
+def Rewriter(clock_rate_hz: int, needs_keyframe: bool) -> PyRewriter:
+    """The native rewriter where built and used (`native`), else `PyRewriter`."""
+    fast = native.rtpfast()
+    if fast is None:
+        return PyRewriter(clock_rate_hz, needs_keyframe)
+    return fast.Rewriter(clock_rate_hz, needs_keyframe)  # type: ignore[no-any-return]
 
 
 class Forwarder:

@@ -69,7 +69,7 @@ import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import aioice.ice
 import aiortc
@@ -95,6 +95,8 @@ from aiortc.rtp import (
     unwrap_rtx,
 )
 from aiortc.utils import uint16_add, uint16_gt
+
+from vteller.media import native
 
 log = logging.getLogger(__name__)
 
@@ -417,7 +419,10 @@ def receive_packets(receiver: RTCRtpReceiver, forward: Callable[[RtpPacket], Awa
     active, codecs = _private(receiver, o, "active_ssrc"), _private(receiver, o, "codecs")
     streams, rtx = _private(receiver, o, "remote_streams"), _private(receiver, o, "rtx_ssrc")
     estimator = _private(receiver, o, "remote_bitrate_estimator")
-    if estimator is not None:
+    fast = native.rtpfast()
+    if estimator is not None and fast is not None:  # the same estimator in C
+        estimator = fast.Estimator()
+    elif estimator is not None:
         _quicker_min_frame_period(estimator)
         _quicker_rate_counter(estimator)
     error, mapper = _private(receiver, o, "decoder_error"), _private(receiver, o,
@@ -432,10 +437,8 @@ def receive_packets(receiver: RTCRtpReceiver, forward: Callable[[RtpPacket], Awa
         if not receiver._enabled:
             return
         if estimator is not None and packet.extensions.abs_send_time is not None:
-            remb = estimator.add(abs_send_time=packet.extensions.abs_send_time,
-                                 arrival_time_ms=arrival_time_ms,
-                                 payload_size=len(packet.payload) + packet.padding_size,
-                                 ssrc=packet.ssrc)
+            remb = estimator.add(arrival_time_ms, packet.extensions.abs_send_time,
+                                 len(packet.payload) + packet.padding_size, packet.ssrc)
             rtcp_ssrc = getattr(receiver, _RTCP_SSRC_ATTR)
             if rtcp_ssrc is not None and remb is not None:
                 await receiver._send_rtcp(RtcpPsfbPacket(  # type: ignore[attr-defined]
@@ -509,7 +512,9 @@ class _RtpWriter:
     (then aiortc serializes)."""
 
     def __init__(self, mid_element: bytes, abs_send_time_id: int, audio_level_id: int) -> None:
-        self._mid = mid_element  # id/length byte and value, or b""
+        self.mid_element = mid_element  # id/length byte and value, or b""
+        self.abs_send_time_id, self.audio_level_id = abs_send_time_id, audio_level_id
+        self._mid = mid_element
         self._abs = bytes([abs_send_time_id << 4 | 2]) if abs_send_time_id else b""
         self._level = audio_level_id << 4 if audio_level_id else None
 
@@ -559,7 +564,8 @@ _RTP_HEADER_EXT = struct.Struct("!BBHLLHH")
 class SenderOutlet:
     """Sends forwarded packets through an RTCRtpSender as its encoder would have (see
     the module docstring). Bind before setLocalDescription (it learns the payload type
-    when the sender starts)."""
+    when the sender starts). Where the native part is built (`_native_writer`) one C
+    call serializes, keeps the packet for retransmission, counts and protects it."""
 
     def __init__(self, sender: RTCRtpSender) -> None:
         o = "RTCRtpSender"
@@ -571,6 +577,9 @@ class SenderOutlet:
         self._payload_type: int | None = None
         self._mid: str | None = None
         self._writer: _RtpWriter | None = None  # once the sender starts (None: aiortc's)
+        self._native: Any = None  # the native writer, where built and applicable
+        self._srtp: Any = None  # the SRTP session `_srtp_address` was read from
+        self._srtp_address = 0
         self._octets = self._packets = 0
         original = sender.send
 
@@ -579,14 +588,27 @@ class SenderOutlet:
             self._mid = parameters.muxId
             await original(parameters)  # configures the header extension map
             self._writer = _RtpWriter.for_map(self._extensions_map, self._mid)
+            self._native = _native_writer(sender, self._payload_type, self._writer)
+            if self._native is not None:  # NACKs are answered from the native history
+                sender._RTCRtpSender__rtp_history = _WrittenHistory(  # type: ignore[attr-defined]
+                    self._native, self._extensions_map)
 
         sender.send = send  # type: ignore[method-assign]
+
+    @property
+    def native(self) -> bool:
+        """Whether packets go through the native writer."""
+        return self._native is not None
 
     def ready(self) -> bool:
         return (self._payload_type is not None
                 and self._sender.transport._state is DtlsState.CONNECTED)  # type: ignore[attr-defined]
 
     async def send(self, packet: RtpPacket, sequence_number: int, timestamp: int) -> None:
+        native = self._native
+        if native is not None:
+            await self._send_native(native, packet, sequence_number, timestamp)
+            return
         sender = self._sender
         out = RtpPacket(payload_type=self._payload_type or 0, marker=packet.marker,
                         sequence_number=sequence_number, timestamp=timestamp,
@@ -611,6 +633,54 @@ class SenderOutlet:
         sender._RTCRtpSender__octet_count = self._octets  # type: ignore[attr-defined]
         sender._RTCRtpSender__packet_count = self._packets  # type: ignore[attr-defined]
 
+    async def _send_native(self, native: Any, packet: RtpPacket, sequence_number: int,
+                           timestamp: int) -> None:
+        """`send` through the native writer; the same checks and send chain as
+        `_send_protected`, which the native writer's protection stands in for."""
+        sender = self._sender
+        dtls = sender.transport
+        if not _DIRECT_SEND:
+            await dtls._send_rtp(native.write(  # protected by aiortc
+                packet.payload, sequence_number, timestamp, packet.marker,
+                packet.padding_size, packet.extensions.audio_level, 0))
+        else:
+            pair = _nominated_pair(dtls)
+            srtp = dtls._tx_srtp
+            if srtp is not self._srtp:  # a new DTLS session: its srtp_t, read once
+                self._srtp, self._srtp_address = srtp, _srtp_address(srtp)
+            try:
+                data = native.write(packet.payload, sequence_number, timestamp, packet.marker,
+                                    packet.padding_size, packet.extensions.audio_level,
+                                    self._srtp_address)
+            except RuntimeError as exc:  # srtp_protect refused: as pylibsrtp would say
+                raise pylibsrtp.Error(str(exc)) from None
+            await _send_on(dtls, pair, data)
+        # what the sender's reports (RTCP SR) say
+        sender._RTCRtpSender__ntp_timestamp = native.ntp_timestamp  # type: ignore[attr-defined]
+        sender._RTCRtpSender__rtp_timestamp = timestamp  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count = native.octets  # type: ignore[attr-defined]
+        sender._RTCRtpSender__packet_count = native.packets  # type: ignore[attr-defined]
+
+
+def _nominated_pair(dtls: Any) -> Any:
+    if dtls._state is not DtlsState.CONNECTED:
+        raise ConnectionError("Cannot send encrypted RTP, not connected")
+    pair = dtls.transport._connection._nominated.get(1)
+    if pair is None:
+        raise ConnectionError("Cannot send data, not connected")
+    return pair
+
+
+async def _send_on(dtls: Any, pair: Any, data: bytes) -> None:
+    """Send a protected datagram on ``pair`` and count it, as aioice and aiortc would."""
+    protocol = pair.protocol
+    if type(protocol) is aioice.ice.StunProtocol and protocol.transport is not None:
+        protocol.transport.sendto(data, pair.remote_addr)
+    else:
+        await protocol.send_data(data, pair.remote_addr)
+    dtls._RTCDtlsTransport__tx_bytes += len(data)
+    dtls._RTCDtlsTransport__tx_packets += 1
+
 
 async def _send_protected(dtls: Any, data: bytes) -> None:
     """What ``dtls._send_rtp(data)`` does for an RTP packet, without its four awaited
@@ -620,19 +690,71 @@ async def _send_protected(dtls: Any, data: bytes) -> None:
     if not _DIRECT_SEND:
         await dtls._send_rtp(data)
         return
-    if dtls._state is not DtlsState.CONNECTED:
-        raise ConnectionError("Cannot send encrypted RTP, not connected")
-    data = dtls._tx_srtp.protect(data)
-    pair = dtls.transport._connection._nominated.get(1)
-    if pair is None:
-        raise ConnectionError("Cannot send data, not connected")
-    protocol = pair.protocol
-    if type(protocol) is aioice.ice.StunProtocol and protocol.transport is not None:
-        protocol.transport.sendto(data, pair.remote_addr)
-    else:
-        await protocol.send_data(data, pair.remote_addr)
-    dtls._RTCDtlsTransport__tx_bytes += len(data)
-    dtls._RTCDtlsTransport__tx_packets += 1
+    pair = _nominated_pair(dtls)
+    await _send_on(dtls, pair, dtls._tx_srtp.protect(data))
+
+
+class _WrittenHistory(dict):  # type: ignore[type-arg]
+    """The sender's retransmission history (``RTCRtpSender.__rtp_history``, which
+    aiortc's ``_retransmit`` reads with ``get(seq % RTP_HISTORY_SIZE)``) where the native
+    writer keeps the packets: each is parsed back into an RtpPacket when asked for."""
+
+    def __init__(self, native: Any, extensions_map: Any) -> None:
+        super().__init__()
+        self._native, self._extensions_map = native, extensions_map
+
+    def get(self, index: int, default: Any = None) -> Any:  # type: ignore[override]
+        data = self._native.sent(index)
+        if data is None:
+            return super().get(index, default)
+        return RtpPacket.parse(data, self._extensions_map)
+
+
+def _native_writer(sender: RTCRtpSender, payload_type: int,
+                   writer: _RtpWriter | None) -> Any:
+    """A native writer (`_rtpfast.Writer`) for ``sender``'s packets, or None where the
+    native part is not built, pylibsrtp is not the one it was written against, or
+    ``writer`` is None (header extensions in the two-byte form: aiortc serializes)."""
+    fast = native.rtpfast()
+    if fast is None or not _SRTP.protect or writer is None:
+        return None
+    return fast.Writer(sender._ssrc, payload_type,  # type: ignore[attr-defined]
+                           writer.mid_element, writer.abs_send_time_id,
+                           writer.audio_level_id, _SRTP.protect)
+
+
+class _SrtpFunctions(NamedTuple):
+    """libsrtp's functions as pylibsrtp 1.x's cffi binding reaches them (libsrtp 2's
+    ``(srtp_t, void *, int *)``), by address; zeros where that binding differs."""
+
+    protect: int = 0
+    unprotect: int = 0
+    unprotect_rtcp: int = 0
+
+    @classmethod
+    def find(cls) -> _SrtpFunctions:
+        try:
+            from pylibsrtp._binding import ffi, lib
+        except ImportError:
+            return cls()
+        try:
+            functions = [ffi.addressof(lib, name) for name in (
+                "srtp_protect", "srtp_unprotect", "srtp_unprotect_rtcp")]
+            signatures = [ffi.getctype(ffi.typeof(f)) for f in functions]
+            ffi.cast("uintptr_t", pylibsrtp.Session()._srtp[0])  # where it keeps its srtp_t
+        except (AttributeError, TypeError, ffi.error):
+            return cls()
+        if not all("(struct srtp_ctx_t_ *, void *, int *)" in s for s in signatures):
+            return cls()
+        return cls(*(int(ffi.cast("uintptr_t", f)) for f in functions))
+
+
+def _srtp_address(session: pylibsrtp.Session) -> int:
+    from pylibsrtp._binding import ffi
+    return int(ffi.cast("uintptr_t", session._srtp[0]))  # type: ignore[attr-defined]
+
+
+_SRTP = _SrtpFunctions.find() if native.built() else _SrtpFunctions()
 
 
 def starts_keyframe(codec: str, payload: bytes) -> bool:
@@ -847,23 +969,35 @@ def _srtp_at_once(dtls: Any, datagrams: _Datagrams) -> Callable[[bytes], bool]:
     runner = _InOrder("receiving SRTP")
     connected = DtlsState.CONNECTED
     shortcut = False
+    fast = native.rtpfast() if _SRTP.unprotect else None
+    session: Any = None  # the SRTP session `address` was read from (native unprotect)
+    address = 0
 
     def direct(data: bytes) -> bool:
-        nonlocal shortcut
+        nonlocal shortcut, session, address
         srtp = dtls._rx_srtp
         if not 127 < data[0] < 192 or srtp is None or dtls._state is not connected:
             return False
         dtls._RTCDtlsTransport__rx_bytes += len(data)
         dtls._RTCDtlsTransport__rx_packets += 1
-        try:
-            if is_rtcp(data):
-                coro = dtls._handle_rtcp_data(srtp.unprotect_rtcp(data))
-            else:  # clock.current_ms() (ms since 1900) without its two datetimes
-                arrival_time_ms = int((time.time() + NTP_EPOCH_S) * 1000)
-                coro = dtls._handle_rtp_data(srtp.unprotect(data),
-                                             arrival_time_ms=arrival_time_ms)
-        except pylibsrtp.Error:
-            return True  # as aiortc: dropped
+        rtcp = is_rtcp(data)
+        if fast is not None:
+            if srtp is not session:  # a new DTLS session: its srtp_t, read once
+                session, address = srtp, _srtp_address(srtp)
+            plain = fast.unprotect(_SRTP.unprotect_rtcp if rtcp else _SRTP.unprotect,
+                                   address, data)
+            if plain is None:
+                return True  # as aiortc: dropped
+        else:
+            try:
+                plain = srtp.unprotect_rtcp(data) if rtcp else srtp.unprotect(data)
+            except pylibsrtp.Error:
+                return True  # as aiortc: dropped
+        if rtcp:
+            coro = dtls._handle_rtcp_data(plain)
+        else:  # clock.current_ms() (ms since 1900) without its two datetimes
+            arrival_time_ms = int((time.time() + NTP_EPOCH_S) * 1000)
+            coro = dtls._handle_rtp_data(plain, arrival_time_ms=arrival_time_ms)
         runner.run(coro)
         if not shortcut:
             shortcut = True
