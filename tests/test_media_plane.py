@@ -449,6 +449,26 @@ def test_missing_packets_are_asked_for_again_while_media_flows(monkeypatch):
     assert not nack.add(_rtp(6, 0))  # nothing missing: quiet
 
 
+def test_the_nack_bookkeeping_keeps_aiortcs_answers():
+    """Ours (asking again never due here) and aiortc's over random arrivals (in order,
+    gaps, late, repeated, wrapping, jumps): the same answers, missing sets and counts."""
+    import random
+
+    from aiortc.rtcrtpreceiver import NackGenerator
+
+    from vteller.media import passthrough
+
+    ours, theirs = passthrough._RenackingNackGenerator(renack_s=float("inf")), NackGenerator()
+    rng, seq, asked = random.Random(9), 65_000, 0
+    for _ in range(20_000):
+        seq = (seq + rng.choice([1] * 12 + [2, 3, 0, -1, -5, 200, -130, 40_000])) % 65536
+        answer = theirs.add(_rtp(seq, 0))
+        assert ours.add(_rtp(seq, 0)) == answer
+        assert ours.missing == theirs.missing and ours.max_seq == theirs.max_seq
+        asked += answer
+    assert asked > 1000 and ours.renacks == 0
+
+
 async def test_retransmissions_are_routed_to_their_receiver():
     """aiortc registers a receiver's media SSRC, not its RTX SSRC; with the camera and
     the screen on the same payload types, RTX would be dropped. The offer's FID groups

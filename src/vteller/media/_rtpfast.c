@@ -927,9 +927,160 @@ static PyObject *unprotect(PyObject *module, PyObject *const *args, Py_ssize_t n
     return out;
 }
 
+/* --------------------------------------------------------------------- parse */
+
+/* aiortc's HeaderExtensions fields, in the order HeaderExtensionsMap.get tries them */
+static const char *EXTENSION_FIELDS[] = {"mid", "repaired_rtp_stream_id", "rtp_stream_id",
+                                         "abs_send_time", "transmission_offset",
+                                         "audio_level", "transport_sequence_number"};
+#define N_FIELDS 7
+static PyObject *field_names[N_FIELDS];
+static PyObject *packet_names[10];
+static const char *PACKET_FIELDS[] = {"version", "marker", "payload_type", "sequence_number",
+                                      "timestamp", "ssrc", "csrc", "extensions", "payload",
+                                      "padding_size"};
+
+static PyObject *new_instance(PyObject *cls) {
+    PyTypeObject *type = (PyTypeObject *)cls;
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL) return NULL;
+    PyObject *obj = type->tp_new(type, empty, NULL);
+    Py_DECREF(empty);
+    return obj;
+}
+
+/* The value of one extension element as HeaderExtensionsMap.get makes it; NULL with no
+ * error set where aiortc's parse would not give a plain value (left to it). */
+static PyObject *extension_value(int field, const uint8_t *v, int n) {
+    switch (field) {
+    case 0: /* mid: utf8 */
+        return PyUnicode_DecodeUTF8((const char *)v, n, NULL);
+    case 1:
+    case 2: /* stream ids: ascii */
+        return PyUnicode_DecodeASCII((const char *)v, n, NULL);
+    case 3: /* abs-send-time: 24 bits */
+        if (n != 3) return NULL;
+        return PyLong_FromLong((long)v[0] << 16 | v[1] << 8 | v[2]);
+    case 4: /* transmission offset: signed 24 bits */
+        if (n != 3) return NULL;
+        return PyLong_FromLong((long)(int32_t)((uint32_t)v[0] << 24 | (uint32_t)v[1] << 16 |
+                                               (uint32_t)v[2] << 8) >> 8);
+    case 5: /* audio level: (voice, level) */
+        if (n != 1) return NULL;
+        return Py_BuildValue("(Ni)", PyBool_FromLong(v[0] & 0x80), v[0] & 0x7F);
+    case 6: /* transport-wide sequence number */
+        if (n != 2) return NULL;
+        return PyLong_FromLong((long)v[0] << 8 | v[1]);
+    }
+    return NULL;
+}
+
+/* parse_rtp(data, ids, RtpPacket, HeaderExtensions) -> RtpPacket, or NotImplemented
+ * for what it leaves to aiortc's RtpPacket.parse (anything invalid or unusual: aiortc
+ * then raises what it raises). `ids`: the HeaderExtensionsMap's ids. */
+static PyObject *parse_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyType_Check(args[2]) ||
+        !PyType_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "parse_rtp(data: bytes, ids, RtpPacket, HeaderExtensions)");
+        return NULL;
+    }
+    const uint8_t *d = (const uint8_t *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t len = PyBytes_GET_SIZE(args[0]);
+    if (len < 12 || d[0] >> 6 != 2) Py_RETURN_NOTIMPLEMENTED;
+    int cc = d[0] & 0x0F, padding_bit = d[0] >> 5 & 1, extension = d[0] >> 4 & 1;
+    Py_ssize_t pos = 12 + 4 * cc;
+    if (len < pos) Py_RETURN_NOTIMPLEMENTED;
+    long ids[N_FIELDS];
+    for (int f = 0; f < N_FIELDS; f++) {
+        PyObject *id = PyObject_GetAttr(args[1], field_names[f]);
+        if (id == NULL) return NULL;
+        ids[f] = id == Py_None ? -1 : PyLong_AsLong(id);
+        Py_DECREF(id);
+        if (ids[f] == -1 && PyErr_Occurred()) return NULL;
+    }
+    PyObject *values[N_FIELDS] = {NULL};
+    PyObject *result = NULL, *packet = NULL, *extensions = NULL, *csrc = NULL;
+    if (extension) {
+        if (len < pos + 4) goto python;
+        unsigned profile = d[pos] << 8 | d[pos + 1];
+        Py_ssize_t ext_len = (Py_ssize_t)(d[pos + 2] << 8 | d[pos + 3]) * 4;
+        pos += 4;
+        if (len < pos + ext_len) goto python;
+        if (profile != 0xBEDE && ext_len) goto python; /* two-byte form: aiortc's */
+        Py_ssize_t at = pos, end = pos + ext_len;
+        while (at < end) {
+            if (d[at] == 0) {
+                at++;
+                continue;
+            }
+            int x_id = d[at] >> 4, x_len = (d[at] & 0x0F) + 1;
+            at++;
+            if (end < at + x_len) goto python;
+            for (int f = 0; f < N_FIELDS; f++) {
+                if (x_id != ids[f]) continue;
+                PyObject *value = extension_value(f, d + at, x_len);
+                if (value == NULL) {
+                    PyErr_Clear();
+                    goto python;
+                }
+                Py_XSETREF(values[f], value);
+                break;
+            }
+            at += x_len;
+        }
+        pos = end;
+    }
+    Py_ssize_t padding = 0;
+    if (padding_bit) {
+        padding = d[len - 1];
+        if (!padding || padding > len - pos) goto python;
+    }
+    extensions = new_instance(args[3]);
+    packet = new_instance(args[2]);
+    csrc = PyList_New(cc);
+    if (extensions == NULL || packet == NULL || csrc == NULL) goto done;
+    for (int i = 0; i < cc; i++) {
+        const uint8_t *c = d + 12 + 4 * i;
+        PyObject *v = PyLong_FromUnsignedLong((unsigned long)c[0] << 24 | c[1] << 16 |
+                                              c[2] << 8 | c[3]);
+        if (v == NULL) goto done;
+        PyList_SET_ITEM(csrc, i, v);
+    }
+    for (int f = 0; f < N_FIELDS; f++)
+        if (PyObject_SetAttr(extensions, field_names[f], values[f] ? values[f] : Py_None) < 0)
+            goto done;
+    PyObject *fields[10] = {
+        PyLong_FromLong(2), PyLong_FromLong(d[1] >> 7), PyLong_FromLong(d[1] & 0x7F),
+        PyLong_FromLong(d[2] << 8 | d[3]),
+        PyLong_FromUnsignedLong((unsigned long)d[4] << 24 | d[5] << 16 | d[6] << 8 | d[7]),
+        PyLong_FromUnsignedLong((unsigned long)d[8] << 24 | d[9] << 16 | d[10] << 8 | d[11]),
+        Py_NewRef(csrc), Py_NewRef(extensions),
+        PyBytes_FromStringAndSize((const char *)d + pos, len - pos - padding),
+        PyLong_FromSsize_t(padding)};
+    int failed = 0;
+    for (int i = 0; i < 10; i++) {
+        if (fields[i] == NULL || PyObject_SetAttr(packet, packet_names[i], fields[i]) < 0)
+            failed = 1;
+        Py_XDECREF(fields[i]);
+    }
+    if (!failed) result = Py_NewRef(packet);
+    goto done;
+python:
+    result = Py_NewRef(Py_NotImplemented);
+done:
+    for (int f = 0; f < N_FIELDS; f++) Py_XDECREF(values[f]);
+    Py_XDECREF(packet);
+    Py_XDECREF(extensions);
+    Py_XDECREF(csrc);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"unprotect", (PyCFunction)(void (*)(void))unprotect, METH_FASTCALL,
      "unprotect(function, srtp, datagram) -> bytes or None"},
+    {"parse_rtp", (PyCFunction)(void (*)(void))parse_rtp, METH_FASTCALL,
+     "parse_rtp(data, ids, RtpPacket, HeaderExtensions) -> RtpPacket or NotImplemented"},
     {NULL}};
 
 static struct PyModuleDef module = {
@@ -940,6 +1091,12 @@ PyMODINIT_FUNC PyInit__rtpfast(void) {
     if (PyType_Ready(&RewriterType) < 0 || PyType_Ready(&WriterType) < 0 ||
         PyType_Ready(&EstimatorType) < 0)
         return NULL;
+    for (int f = 0; f < N_FIELDS; f++)
+        if ((field_names[f] = PyUnicode_InternFromString(EXTENSION_FIELDS[f])) == NULL)
+            return NULL;
+    for (int i = 0; i < 10; i++)
+        if ((packet_names[i] = PyUnicode_InternFromString(PACKET_FIELDS[i])) == NULL)
+            return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     if (PyModule_AddObjectRef(m, "Rewriter", (PyObject *)&RewriterType) < 0 ||

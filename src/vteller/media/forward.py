@@ -14,6 +14,7 @@ same rules, tested against each other.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
 from aiortc.rtp import RtpPacket
@@ -32,7 +33,10 @@ class Outlet(Protocol):
 
     def ready(self) -> bool: ...
 
-    async def send(self, packet: RtpPacket, sequence_number: int, timestamp: int) -> None: ...
+    def send(self, packet: RtpPacket, sequence_number: int,
+             timestamp: int) -> Awaitable[None] | None:
+        """Send ``packet`` renumbered: None when it went at once, else an awaitable
+        that finishes sending it (raises ConnectionError where the leg is closed)."""
 
 
 class PyRewriter:
@@ -117,7 +121,9 @@ class Forwarder:
             self.skipped += 1
             return not self.rewriter.waiting
         try:
-            await self._outlet.send(packet, *mapped)
+            pending = self._outlet.send(packet, *mapped)
+            if pending is not None:
+                await pending
         except ConnectionError:  # the leg closed under us
             self.rewriter.pause()
             self.skipped += 1

@@ -87,6 +87,8 @@ from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTP_HISTORY_SIZE,
+    HeaderExtensions,
+    HeaderExtensionsMap,
     RtcpPsfbPacket,
     RtpPacket,
     is_rtcp,
@@ -273,6 +275,10 @@ class _RenackingNackGenerator(NackGenerator):
         self.lost += before - len(self.missing)
 
     def add(self, packet: RtpPacket) -> bool:
+        seq, last = packet.sequence_number, self.max_seq
+        if not self.missing and last is not None and seq == (last + 1) & 0xFFFF:
+            self.max_seq = seq  # the next one, nothing missing: all aiortc's would do
+            return False
         missed = super().add(packet)
         now = time.monotonic()
         if missed:
@@ -604,11 +610,41 @@ class SenderOutlet:
         return (self._payload_type is not None
                 and self._sender.transport._state is DtlsState.CONNECTED)  # type: ignore[attr-defined]
 
-    async def send(self, packet: RtpPacket, sequence_number: int, timestamp: int) -> None:
+    def send(self, packet: RtpPacket, sequence_number: int,
+             timestamp: int) -> Awaitable[None] | None:
+        """Send ``packet`` renumbered: None when it went at once (the native writer on a
+        plain UDP pair), else an awaitable that sends it (`Outlet.send`)."""
         native = self._native
-        if native is not None:
-            await self._send_native(native, packet, sequence_number, timestamp)
-            return
+        if native is None:
+            return self._send_python(packet, sequence_number, timestamp)
+        sender = self._sender
+        dtls = sender.transport
+        if not _DIRECT_SEND:
+            pending: Awaitable[None] | None = dtls._send_rtp(native.write(  # aiortc protects
+                packet.payload, sequence_number, timestamp, packet.marker,
+                packet.padding_size, packet.extensions.audio_level, 0))
+        else:
+            pair = _nominated_pair(dtls)
+            srtp = dtls._tx_srtp
+            if srtp is not self._srtp:  # a new DTLS session: its srtp_t, read once
+                self._srtp, self._srtp_address = srtp, _srtp_address(srtp)
+            try:
+                data = native.write(packet.payload, sequence_number, timestamp, packet.marker,
+                                    packet.padding_size, packet.extensions.audio_level,
+                                    self._srtp_address)
+            except RuntimeError as exc:  # srtp_protect refused: as pylibsrtp would say
+                raise pylibsrtp.Error(str(exc)) from None
+            pending = _send_on(dtls, pair, data)
+        # what the sender's reports (RTCP SR) say
+        sender._RTCRtpSender__ntp_timestamp = native.ntp_timestamp  # type: ignore[attr-defined]
+        sender._RTCRtpSender__rtp_timestamp = timestamp  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count = native.octets  # type: ignore[attr-defined]
+        sender._RTCRtpSender__packet_count = native.packets  # type: ignore[attr-defined]
+        return pending
+
+    async def _send_python(self, packet: RtpPacket, sequence_number: int,
+                           timestamp: int) -> None:
+        """`send` without the native writer."""
         sender = self._sender
         out = RtpPacket(payload_type=self._payload_type or 0, marker=packet.marker,
                         sequence_number=sequence_number, timestamp=timestamp,
@@ -633,34 +669,6 @@ class SenderOutlet:
         sender._RTCRtpSender__octet_count = self._octets  # type: ignore[attr-defined]
         sender._RTCRtpSender__packet_count = self._packets  # type: ignore[attr-defined]
 
-    async def _send_native(self, native: Any, packet: RtpPacket, sequence_number: int,
-                           timestamp: int) -> None:
-        """`send` through the native writer; the same checks and send chain as
-        `_send_protected`, which the native writer's protection stands in for."""
-        sender = self._sender
-        dtls = sender.transport
-        if not _DIRECT_SEND:
-            await dtls._send_rtp(native.write(  # protected by aiortc
-                packet.payload, sequence_number, timestamp, packet.marker,
-                packet.padding_size, packet.extensions.audio_level, 0))
-        else:
-            pair = _nominated_pair(dtls)
-            srtp = dtls._tx_srtp
-            if srtp is not self._srtp:  # a new DTLS session: its srtp_t, read once
-                self._srtp, self._srtp_address = srtp, _srtp_address(srtp)
-            try:
-                data = native.write(packet.payload, sequence_number, timestamp, packet.marker,
-                                    packet.padding_size, packet.extensions.audio_level,
-                                    self._srtp_address)
-            except RuntimeError as exc:  # srtp_protect refused: as pylibsrtp would say
-                raise pylibsrtp.Error(str(exc)) from None
-            await _send_on(dtls, pair, data)
-        # what the sender's reports (RTCP SR) say
-        sender._RTCRtpSender__ntp_timestamp = native.ntp_timestamp  # type: ignore[attr-defined]
-        sender._RTCRtpSender__rtp_timestamp = timestamp  # type: ignore[attr-defined]
-        sender._RTCRtpSender__octet_count = native.octets  # type: ignore[attr-defined]
-        sender._RTCRtpSender__packet_count = native.packets  # type: ignore[attr-defined]
-
 
 def _nominated_pair(dtls: Any) -> Any:
     if dtls._state is not DtlsState.CONNECTED:
@@ -671,15 +679,17 @@ def _nominated_pair(dtls: Any) -> Any:
     return pair
 
 
-async def _send_on(dtls: Any, pair: Any, data: bytes) -> None:
-    """Send a protected datagram on ``pair`` and count it, as aioice and aiortc would."""
+def _send_on(dtls: Any, pair: Any, data: bytes) -> Awaitable[None] | None:
+    """Send a protected datagram on ``pair`` and count it, as aioice and aiortc would:
+    at once on a plain UDP pair (None), else the awaitable of the pair's own send (a
+    TURN relay wraps each datagram)."""
+    dtls._RTCDtlsTransport__tx_bytes += len(data)
+    dtls._RTCDtlsTransport__tx_packets += 1
     protocol = pair.protocol
     if type(protocol) is aioice.ice.StunProtocol and protocol.transport is not None:
         protocol.transport.sendto(data, pair.remote_addr)
-    else:
-        await protocol.send_data(data, pair.remote_addr)
-    dtls._RTCDtlsTransport__tx_bytes += len(data)
-    dtls._RTCDtlsTransport__tx_packets += 1
+        return None
+    return protocol.send_data(data, pair.remote_addr)  # type: ignore[no-any-return]
 
 
 async def _send_protected(dtls: Any, data: bytes) -> None:
@@ -690,8 +700,9 @@ async def _send_protected(dtls: Any, data: bytes) -> None:
     if not _DIRECT_SEND:
         await dtls._send_rtp(data)
         return
-    pair = _nominated_pair(dtls)
-    await _send_on(dtls, pair, dtls._tx_srtp.protect(data))
+    pending = _send_on(dtls, _nominated_pair(dtls), dtls._tx_srtp.protect(data))
+    if pending is not None:
+        await pending
 
 
 class _WrittenHistory(dict):  # type: ignore[type-arg]
@@ -755,6 +766,46 @@ def _srtp_address(session: pylibsrtp.Session) -> int:
 
 
 _SRTP = _SrtpFunctions.find() if native.built() else _SrtpFunctions()
+
+
+def _parses_as_aiortc() -> bool:
+    """Whether the native RTP parse makes the RtpPacket aiortc's parse makes (the same
+    attributes and values) for a packet with CSRCs, padding and the one-byte header
+    extensions aiortc writes."""
+    fast = native.rtpfast()
+    if fast is None:
+        return False
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+
+    uris = ("urn:ietf:params:rtp-hdrext:sdes:mid",
+            "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+            "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+            "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+            "urn:ietf:params:rtp-hdrext:toffset", "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01")
+    extensions_map = HeaderExtensionsMap()
+    extensions_map.configure(RTCRtpParameters(headerExtensions=[
+        RTCRtpHeaderExtensionParameters(id=i + 1, uri=u) for i, u in enumerate(uris)]))
+    sample = RtpPacket(payload_type=96, marker=1, sequence_number=65535, timestamp=2**32 - 1,
+                       ssrc=0xDEADBEEF, payload=b"\x90\x80payload")
+    sample.csrc = [1, 2**32 - 1]
+    sample.padding_size = 3
+    sample.extensions = HeaderExtensions(
+        abs_send_time=0xABCDEF, audio_level=(True, 90), mid="1", repaired_rtp_stream_id="r0",
+        rtp_stream_id="s0", transport_sequence_number=0xFFFE)  # (aiortc writes toffset
+    # in 4 bytes and cannot read that back)
+    data = sample.serialize(extensions_map)
+    try:
+        ours = fast.parse_rtp(data, _private(extensions_map, "HeaderExtensionsMap", "ids"),
+                              RtpPacket, HeaderExtensions)
+    except (AttributeError, TypeError):
+        return False
+    theirs = RtpPacket.parse(data, extensions_map)
+    return (isinstance(ours, RtpPacket) and vars(ours).keys() == vars(theirs).keys()
+            and all(getattr(ours, k) == v for k, v in vars(theirs).items()))
+
+
+_PARSES_AS_AIORTC = _parses_as_aiortc()
 
 
 def starts_keyframe(codec: str, payload: bytes) -> bool:
@@ -972,6 +1023,8 @@ def _srtp_at_once(dtls: Any, datagrams: _Datagrams) -> Callable[[bytes], bool]:
     fast = native.rtpfast() if _SRTP.unprotect else None
     session: Any = None  # the SRTP session `address` was read from (native unprotect)
     address = 0
+    parse = fast.parse_rtp if fast is not None and _PARSES_AS_AIORTC else None
+    ids = _private(dtls._rtp_header_extensions_map, "HeaderExtensionsMap", "ids")
 
     def direct(data: bytes) -> bool:
         nonlocal shortcut, session, address
@@ -997,7 +1050,14 @@ def _srtp_at_once(dtls: Any, datagrams: _Datagrams) -> Callable[[bytes], bool]:
             coro = dtls._handle_rtcp_data(plain)
         else:  # clock.current_ms() (ms since 1900) without its two datetimes
             arrival_time_ms = int((time.time() + NTP_EPOCH_S) * 1000)
-            coro = dtls._handle_rtp_data(plain, arrival_time_ms=arrival_time_ms)
+            packet = parse(plain, ids, RtpPacket, HeaderExtensions) if parse else None
+            if packet is None or packet is NotImplemented:  # aiortc parses and routes it
+                coro = dtls._handle_rtp_data(plain, arrival_time_ms=arrival_time_ms)
+            else:  # what _handle_rtp_data does after its parse
+                receiver = dtls._rtp_router.route_rtp(packet)
+                if receiver is None:
+                    return True
+                coro = receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms)
         runner.run(coro)
         if not shortcut:
             shortcut = True
@@ -1031,7 +1091,8 @@ def _receives_as_expected() -> bool:
     try:
         sources = [inspect.getsource(f) for f in (
             aiortc.rtcdtlstransport.RTCDtlsTransport._recv_next,
-            aioice.ice.Connection.data_received, aioice.ice.StunProtocol.datagram_received)]
+            aioice.ice.Connection.data_received, aioice.ice.StunProtocol.datagram_received,
+            aiortc.rtcdtlstransport.RTCDtlsTransport._handle_rtp_data)]
     except (OSError, TypeError, AttributeError):
         return False
     expected = (("self.__rx_bytes += len(data)", "self.__rx_packets += 1",
@@ -1044,7 +1105,10 @@ def _receives_as_expected() -> bool:
                  "except pylibsrtp.Error"),
                 ("self._queue.put_nowait((data, component))",),
                 ("message = stun.parse_message(data)",
-                 "self.receiver.data_received(data, self.local_candidate.component)"))
+                 "self.receiver.data_received(data, self.local_candidate.component)"),
+                ("packet = RtpPacket.parse(data, self._rtp_header_extensions_map)",
+                 "receiver = self._rtp_router.route_rtp(packet)",
+                 "await receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms)"))
     return all(all(e in src for e in wanted) for src, wanted in zip(sources, expected,
                                                                      strict=True))
 
