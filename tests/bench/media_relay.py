@@ -11,7 +11,8 @@ and receive packets undecoded. Measures, per scenario: server CPU seconds per
 call-minute (from /proc), frames delivered / sent, end-to-end frame latency p50/p95
 (send time to arrival at the other client), and the server's event-loop lag p99 over the
 measured window (the delay histogram between two scrapes: the bucket bound it is under)
-and over the last minute (call set-up included).
+and over the last minute (call set-up included), and the server's RSS at the window's end
+with its growth over the window (forwarding allocates per packet; memory must stay flat).
 The baseline (transcode) and the encoded path run in the same invocation; figures are
 printed as ratios against it. With --janus, Debian's Janus VideoRoom carries the same
 number of calls as vteller's encoded forwarding, with the same peers
@@ -44,6 +45,14 @@ from vteller.store import SqliteStore
 
 PASSWORD = "benchmark password 123"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident memory (MB, from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -233,8 +242,10 @@ async def scenario(mode: str, calls: int, seconds: float, record: bool,
         await asyncio.sleep(3)  # warm-up
         before = await scrape(server.url)
         cpu0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
+        rss0 = rss_mb(server.proc.pid)
         await asyncio.sleep(seconds)
         cpu1, t1 = cpu_seconds(server.proc.pid), time.monotonic()
+        rss1 = rss_mb(server.proc.pid)
         metrics = await scrape(server.url)
         lag_p99 = float(re.search(
             r'vteller_event_loop_lag_seconds\{[^}]*quantile="0.99"[^}]*\} (\S+)',
@@ -258,6 +269,7 @@ async def scenario(mode: str, calls: int, seconds: float, record: bool,
         "lat_p95_ms": 1000 * statistics.quantiles(latencies, n=100)[94],
         "loop_lag_p99_ms": 1000 * window_p99,
         "loop_lag_p99_minute_ms": 1000 * lag_p99,
+        "rss_mb": rss1, "rss_growth_mb": rss1 - rss0,
     }
 
 
@@ -294,7 +306,8 @@ def report(name: str, r: dict[str, float]) -> None:
           f"  delivered={100 * r['delivered']:6.2f}%"
           f"  latency p50/p95={r['lat_p50_ms']:5.1f}/{r['lat_p95_ms']:5.1f} ms"
           f"  loop lag p99 <= {r['loop_lag_p99_ms']:4.0f} ms (last minute, with call set-up:"
-          f" {r['loop_lag_p99_minute_ms']:5.1f} ms)", flush=True)
+          f" {r['loop_lag_p99_minute_ms']:5.1f} ms)  RSS {r['rss_mb']:.0f} MB"
+          f" ({r['rss_growth_mb']:+.1f} MB over the window)", flush=True)
 
 
 async def main(calls: int, baseline_calls: int, seconds: float, janus: bool = False,

@@ -1023,8 +1023,9 @@ def _srtp_at_once(dtls: Any, datagrams: _Datagrams) -> Callable[[bytes], bool]:
     fast = native.rtpfast() if _SRTP.unprotect else None
     session: Any = None  # the SRTP session `address` was read from (native unprotect)
     address = 0
-    parse = fast.parse_rtp if fast is not None and _PARSES_AS_AIORTC else None
-    ids = _private(dtls._rtp_header_extensions_map, "HeaderExtensionsMap", "ids")
+    ids = getattr(getattr(dtls, "_rtp_header_extensions_map", None),
+                  "_HeaderExtensionsMap__ids", None)  # configured in place by aiortc
+    parse = fast.parse_rtp if fast and _PARSES_AS_AIORTC and ids is not None else None
 
     def direct(data: bytes) -> bool:
         nonlocal shortcut, session, address
@@ -1050,7 +1051,12 @@ def _srtp_at_once(dtls: Any, datagrams: _Datagrams) -> Callable[[bytes], bool]:
             coro = dtls._handle_rtcp_data(plain)
         else:  # clock.current_ms() (ms since 1900) without its two datetimes
             arrival_time_ms = int((time.time() + NTP_EPOCH_S) * 1000)
-            packet = parse(plain, ids, RtpPacket, HeaderExtensions) if parse else None
+            packet = None
+            if parse is not None:
+                try:
+                    packet = parse(plain, ids, RtpPacket, HeaderExtensions)
+                except Exception:  # noqa: BLE001 - never out of the socket's callback
+                    packet = None
             if packet is None or packet is NotImplemented:  # aiortc parses and routes it
                 coro = dtls._handle_rtp_data(plain, arrival_time_ms=arrival_time_ms)
             else:  # what _handle_rtp_data does after its parse
