@@ -392,3 +392,13 @@ def test_the_native_part_holds_no_memory_per_packet():
     before = _rss_mb()
     packets(20_000, 100_000)
     assert _rss_mb() - before < 8, (before, _rss_mb())
+
+
+@built
+def test_native_objects_made_without_init_refuse_work_instead_of_crashing():
+    writer = native._built.Writer.__new__(native._built.Writer)
+    with pytest.raises(ValueError, match="not initialised"):
+        writer.write(b"x", 1, 1, 0, 0, None, 1)
+    estimator = native._built.Estimator.__new__(native._built.Estimator)
+    with pytest.raises(ValueError, match="not initialised"):
+        estimator.add(1, 1, 1, 1)

@@ -303,6 +303,10 @@ static PyObject *Writer_write(Writer *self, PyObject *const *args, Py_ssize_t na
     }
     unsigned long long srtp = PyLong_AsUnsignedLongLong(args[6]);
     if (srtp == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    if (self->protect == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Writer was not initialised");
+        return NULL;
+    }
     if (PyObject_GetBuffer(args[0], &payload, PyBUF_SIMPLE) < 0) return NULL;
 
     struct timespec now;
@@ -840,6 +844,10 @@ static PyObject *Estimator_add(Estimator *self, PyObject *const *args, Py_ssize_
         return NULL;
     }
     uint32_t timestamp = abs_send_time << 8;
+    if (self->ssrcs == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Estimator was not initialised");
+        return NULL;
+    }
     if (PyDict_SetItem(self->ssrcs, args[3], args[0]) < 0) return NULL;
 
     long long rate;

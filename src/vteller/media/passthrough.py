@@ -50,6 +50,13 @@ receiver sends. ``relay_bandwidth_feedback`` hands it to the feed instead, and
 the downstream receivers reported (``send_remb`` tells the source at once when a
 downstream receiver reports less).
 
+Where the native part is built (``_rtpfast.c``, see `native`), four per-packet steps run
+in C, each checked at import against what it replaces and otherwise left to Python:
+SRTP unprotect in the socket callback, the RTP parse (then routed as
+``_handle_rtp_data`` routes), the receive-side bandwidth estimator, and `SenderOutlet`'s
+serialize, history and protect (`_WrittenHistory` gives aiortc's retransmission code
+the packets back).
+
 Supported aiortc: ``>=1.14,<1.17`` (pinned in pyproject; ``check_aiortc`` verifies
 the internals exist and tests exercise them).
 """
@@ -730,8 +737,8 @@ def _native_writer(sender: RTCRtpSender, payload_type: int,
     if fast is None or not _SRTP.protect or writer is None:
         return None
     return fast.Writer(sender._ssrc, payload_type,  # type: ignore[attr-defined]
-                           writer.mid_element, writer.abs_send_time_id,
-                           writer.audio_level_id, _SRTP.protect)
+                       writer.mid_element, writer.abs_send_time_id, writer.audio_level_id,
+                       _SRTP.protect)
 
 
 class _SrtpFunctions(NamedTuple):
@@ -798,7 +805,7 @@ def _parses_as_aiortc() -> bool:
     try:
         ours = fast.parse_rtp(data, _private(extensions_map, "HeaderExtensionsMap", "ids"),
                               RtpPacket, HeaderExtensions)
-    except (AttributeError, TypeError):
+    except (AttributeError, TypeError, AiortcInternalsChanged):
         return False
     theirs = RtpPacket.parse(data, extensions_map)
     return (isinstance(ours, RtpPacket) and vars(ours).keys() == vars(theirs).keys()
