@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.bench.media_relay import rss_mb
 from tests.conftest import free_port, postgres_url
 from tests.haproxy import start_haproxy
 from tests.helpers import SignalClient
@@ -32,13 +33,6 @@ from tests.redis_server import RedisServer
 from tests.serve_process import ServeProcess, start_serve
 from tests.test_cluster_failover import _hello_through, _port, _token, _until_served_by
 from tests.test_store_contract import PG_BASE
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def _waiting_customer(url: str) -> tuple[SignalClient, str]:

@@ -38,6 +38,7 @@ from tests.bench.media_relay import (
     cpu_seconds,
     demo_token,
     lag_quantile_between,
+    rss_mb,
 )
 from tests.conftest import free_port, free_port_run, postgres_url
 from tests.helpers import SignalClient, insecure_ssl
@@ -49,13 +50,6 @@ from vteller.store import open_store
 
 DELIVERY_TARGET = 0.99
 LAG_TARGET_MS = 20.0
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class MovingCall(BenchCall):
