@@ -1,7 +1,8 @@
 """The forwarding path's native part (``_rtpfast.c``: SRTP unprotect, RTP parse, the
-bandwidth estimator, the rewriter and the writer in C), compiled at install where a C compiler is present. This process uses it unless told not
-to (setting ``native_forwarding``: the pure-Python path, for comparison or as a fallback);
-without it, or told not to, the same rules run in Python."""
+bandwidth estimator, the rewriter and the writer in C), compiled at install where a C
+compiler is present. This process uses it unless told not to (setting
+``native_forwarding``: the pure-Python path, for comparison or as a fallback); without
+it, or told not to, the same rules run in Python."""
 
 from __future__ import annotations
 
